@@ -1,0 +1,24 @@
+"""sarcodec: learned compression for Sentinel-1 SAR imagery.
+
+>>> import sarcodec
+>>> model = sarcodec.load_model("default")                  # bundled, trained
+>>> data = sarcodec.encode(intensity, model)                 # bytes of a .sarc container
+>>> restored = sarcodec.decode(data)                         # model found from the header
+"""
+from .api import decode, encode
+from .checkpoint import list_pretrained, load_checkpoint, load_model, save_checkpoint
+from .errors import (
+    FormatError,
+    InputError,
+    ModelError,
+    SarcodecError,
+)
+from .models import create_model, list_models
+from .radiometry import Radiometry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Radiometry", "create_model", "decode", "encode", "list_models", "list_pretrained", "load_checkpoint",
+    "load_model", "save_checkpoint", "SarcodecError", "InputError", "ModelError", "FormatError", "__version__",
+]

@@ -1,0 +1,131 @@
+"""Checkpoints that rebuild a model from the file alone, and the bundled-model lookup.
+
+A checkpoint is a ``torch.save`` dict (loaded with ``weights_only=True``: no pickled code)::
+
+    format="sarcodec-checkpoint", format_version, name, arch, config (create_model kwargs),
+    state_dict, entropy_tables (integer tables), weights_hash, training (config + summary),
+    radiometry (defaults used when fitting clip bounds), metrics
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .container import atomic_write
+from .errors import ModelError, UnknownModelError
+from .models import SarCodec, create_model, list_models
+
+CHECKPOINT_FORMAT = "sarcodec-checkpoint"
+CHECKPOINT_VERSION = 1
+DEFAULT_RADIOMETRY = {"low_pct": 0.1, "high_pct": 99.9}
+
+
+def save_checkpoint(model: SarCodec, path: str | os.PathLike, *, name: str | None = None,
+                    training: dict[str, Any] | None = None, radiometry: dict[str, Any] | None = None,
+                    metrics: dict[str, Any] | None = None, force: bool = True) -> Path:
+    model.update()
+    obj = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "name": name or getattr(model, "name", None) or Path(path).stem,
+        "arch": model.arch,
+        "config": dict(model.config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "entropy_tables": model.tables_state(),
+        "weights_hash": model.weights_hash(),
+        "training": training or {},
+        "radiometry": {**DEFAULT_RADIOMETRY, **(radiometry or {})},
+        "metrics": metrics or {},
+    }
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue(), force=force)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None) -> SarCodec:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelError(f"{path}: not a readable sarcodec checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path}: not a sarcodec checkpoint")
+    if int(obj.get("format_version", 0)) > CHECKPOINT_VERSION:
+        raise ModelError(f"{path}: checkpoint format {obj['format_version']} is newer than this sarcodec supports")
+    try:
+        model = create_model(obj["arch"], **obj["config"])
+        model.load_state_dict(obj["state_dict"], strict=True)
+        model.load_tables_state(obj["entropy_tables"])
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(f"{path}: checkpoint does not match its architecture ({e})") from e
+    if model.weights_hash() != obj.get("weights_hash"):
+        raise ModelError(f"{path}: weights hash mismatch (checkpoint corrupted)")
+    model.name = obj.get("name") or path.stem
+    model.radiometry_defaults = dict(obj.get("radiometry") or DEFAULT_RADIOMETRY)
+    model.training_info = obj.get("training", {})
+    model.metrics = obj.get("metrics", {})
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+# -- bundled models -------------------------------------------------------------------------
+def _weights_dir() -> Path:
+    return Path(str(resources.files("sarcodec") / "weights"))
+
+
+def bundled_manifest() -> dict[str, Any]:
+    p = _weights_dir() / "manifest.json"
+    if not p.is_file():
+        return {"models": {}, "aliases": {}}
+    return json.loads(p.read_text())
+
+
+def list_pretrained() -> list[str]:
+    """Names of the bundled trained models (and their aliases)."""
+    m = bundled_manifest()
+    return sorted(set(m.get("models", {})) | set(m.get("aliases", {})))
+
+
+def resolve_pretrained(name: str, quality: int | None = None) -> Path | None:
+    m = bundled_manifest()
+    models, aliases = m.get("models", {}), m.get("aliases", {})
+    if quality is not None:
+        base = aliases.get(name, name).rsplit("-q", 1)[0]
+        name = f"{base}-q{quality}"
+        if name not in models:
+            qs = sorted(k for k in models if k.startswith(base + "-q"))
+            raise UnknownModelError(f"no quality {quality} for {base!r}; available: {', '.join(qs) or 'none'}")
+    name = aliases.get(name, name)
+    if name in models:
+        return _weights_dir() / models[name]["file"]
+    return None
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device | None = None, *,
+               quality: int | None = None) -> SarCodec:
+    """Load a trained codec: a bundled name (``"default"``, ``"default-q2"``, ...) or a checkpoint
+    path. ``quality`` picks a rate point of a bundled family (higher = more bits)."""
+    p = Path(name_or_path)
+    if p.suffix in (".pt", ".pth") or p.is_file():
+        return load_checkpoint(p, device)
+    found = resolve_pretrained(str(name_or_path), quality)
+    if found is not None:
+        return load_checkpoint(found, device)
+    hint = ""
+    if str(name_or_path) in list_models():
+        hint = f" ({name_or_path!r} is an architecture: build an untrained one with sarcodec.create_model)"
+    avail = ", ".join(list_pretrained()) or "none bundled"
+    raise UnknownModelError(f"unknown model {str(name_or_path)!r}{hint}; bundled models: {avail}")

@@ -1,0 +1,281 @@
+"""The ``.sarc`` container.
+
+Layout (little-endian)::
+
+    offset 0   magic        8 bytes  b"\\x89SARC\\r\\n\\x1a"   (PNG-style: catches text-mode mangling)
+           8   version      u16      FORMAT_VERSION
+          10   flags        u16      0 (reserved)
+          12   reserved     u32      0
+          16   body         tile payloads and mask blobs, in any order (written as they finish)
+           F   footer       zlib-compressed JSON: model, radiometry, shape, dtype, tile index, ...
+       end-24  trailer      u64 footer offset | u64 footer length | u32 CRC32(header+footer) | b"CRAS"
+
+The footer sits at the end so that a writer can stream tiles without knowing the index up front
+(like ZIP / COG ghost areas). Every tile and mask blob carries its own CRC32 in the index, so any
+single flipped byte is detected: in the fixed header or footer by the trailer CRC, in a tile or
+mask by its CRC, in the trailer by the structural checks.
+
+Errors (all subclasses of :class:`~sarcodec.errors.FormatError`, CLI exit code 5):
+``NotASarcFileError`` (bad magic), ``TruncatedFileError`` (too short / end marker or bytes missing),
+``CorruptedFileError`` (checksum or structure), ``UnsupportedVersionError`` (newer format).
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .errors import (
+    CorruptedFileError,
+    NotASarcFileError,
+    OutputError,
+    TruncatedFileError,
+    UnsupportedVersionError,
+)
+
+MAGIC = b"\x89SARC\r\n\x1a"
+END = b"CRAS"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<8sHHI")
+TRAILER = struct.Struct("<QQI4s")
+
+
+@dataclass
+class TileEntry:
+    band: int
+    row: int  # pixel offsets of the tile in the band
+    col: int
+    height: int
+    width: int
+    offset: int = 0  # byte offset of the payload in the file
+    length: int = 0
+    crc: int = 0
+
+    def to_list(self) -> list[int]:
+        return [self.band, self.row, self.col, self.height, self.width, self.offset, self.length, self.crc]
+
+    @classmethod
+    def from_list(cls, v: list[int]) -> "TileEntry":
+        if len(v) != 8 or not all(isinstance(i, int) and i >= 0 for i in v):
+            raise CorruptedFileError(f"malformed tile index entry {v!r}")
+        return cls(*v)
+
+
+@dataclass
+class Header:
+    """Everything a decoder needs besides the tile bytes."""
+
+    model: dict[str, Any]  # {"id": ..., "hash": ..., "arch": ..., "config": {...}}
+    shape: tuple[int, int, int]  # bands, rows, cols
+    dtype: str
+    bands: list[dict[str, Any]]  # per band: {"radiometry": {...}, "description": ..., "mask": {...}|None}
+    tile_size: int
+    tiles: list[TileEntry] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)  # free-form (geo info, tags, ...)
+    version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "shape": list(self.shape), "dtype": self.dtype, "bands": self.bands,
+            "tile_size": self.tile_size, "tiles": [t.to_list() for t in self.tiles], "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], version: int) -> "Header":
+        try:
+            shape = tuple(int(v) for v in d["shape"])
+            if len(shape) != 3 or min(shape) < 1:
+                raise ValueError(f"bad shape {shape}")
+            h = cls(model=dict(d["model"]), shape=shape, dtype=str(d["dtype"]), bands=list(d["bands"]),
+                    tile_size=int(d["tile_size"]), tiles=[TileEntry.from_list(t) for t in d["tiles"]],
+                    metadata=dict(d.get("metadata", {})), version=version)
+            np.dtype(h.dtype)
+            if len(h.bands) != shape[0]:
+                raise ValueError("band list does not match shape")
+        except CorruptedFileError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorruptedFileError(f"container header is malformed ({e})") from e
+        return h
+
+    @property
+    def pixels(self) -> int:
+        return self.shape[0] * self.shape[1] * self.shape[2]
+
+
+class ContainerWriter:
+    """Streams a container to a binary file object: ``add_tile``/``add_blob`` then ``finish``."""
+
+    def __init__(self, fh: BinaryIO):
+        self.fh = fh
+        fh.write(HEADER.pack(MAGIC, FORMAT_VERSION, 0, 0))
+        self.pos = HEADER.size
+
+    def add_blob(self, data: bytes) -> tuple[int, int, int]:
+        off = self.pos
+        self.fh.write(data)
+        self.pos += len(data)
+        return off, len(data), zlib.crc32(data)
+
+    def add_tile(self, entry: TileEntry, payload: bytes) -> TileEntry:
+        entry.offset, entry.length, entry.crc = self.add_blob(payload)
+        return entry
+
+    def finish(self, header: Header) -> int:
+        footer = zlib.compress(json.dumps(header.to_json(), separators=(",", ":")).encode(), 9)
+        crc = zlib.crc32(HEADER.pack(MAGIC, FORMAT_VERSION, 0, 0) + footer)
+        off = self.pos
+        self.fh.write(footer)
+        self.fh.write(TRAILER.pack(off, len(footer), crc, END))
+        self.pos += len(footer) + TRAILER.size
+        return self.pos
+
+
+def pack_mask(mask: np.ndarray) -> bytes:
+    return zlib.compress(np.packbits(mask.astype(bool), axis=None).tobytes(), 9)
+
+
+def unpack_mask(blob: bytes, shape: tuple[int, int]) -> np.ndarray:
+    try:
+        bits = np.frombuffer(zlib.decompress(blob), np.uint8)
+    except zlib.error as e:
+        raise CorruptedFileError(f"nodata mask is corrupted ({e})") from e
+    n = shape[0] * shape[1]
+    if bits.size * 8 < n:
+        raise CorruptedFileError("nodata mask is too short")
+    return np.unpackbits(bits, count=n).astype(bool).reshape(shape)
+
+
+class ContainerReader:
+    """Random access to a container held in memory or in a file (reads only what is asked)."""
+
+    def __init__(self, source: bytes | bytearray | memoryview | str | os.PathLike, name: str | None = None):
+        self._fh: BinaryIO | None = None
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._buf: memoryview | None = memoryview(source)
+            self.size = len(self._buf)
+            self.name = name or "<bytes>"
+        else:
+            self._buf = None
+            self.name = str(source)
+            self._fh = open(source, "rb")
+            self._fh.seek(0, os.SEEK_END)
+            self.size = self._fh.tell()
+        self.header = self._read_header()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "ContainerReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self, off: int, n: int) -> bytes:
+        if off < 0 or n < 0 or off + n > self.size:
+            raise TruncatedFileError(f"{self.name}: needs bytes {off}..{off + n} but the file has {self.size}")
+        if self._buf is not None:
+            return bytes(self._buf[off:off + n])
+        assert self._fh is not None
+        self._fh.seek(off)
+        data = self._fh.read(n)
+        if len(data) != n:
+            raise TruncatedFileError(f"{self.name}: unexpected end of file")
+        return data
+
+    def _read_header(self) -> Header:
+        if self.size < len(MAGIC):
+            raise TruncatedFileError(f"{self.name}: {self.size} bytes is too short for a .sarc container")
+        head = self._read(0, min(HEADER.size, self.size))
+        if head[:8] != MAGIC:
+            raise NotASarcFileError(f"{self.name}: not a .sarc container (bad magic bytes)")
+        if self.size < HEADER.size + TRAILER.size:
+            raise TruncatedFileError(f"{self.name}: truncated ({self.size} bytes; header and trailer need {HEADER.size + TRAILER.size})")
+        _, version, flags, reserved = HEADER.unpack(head)
+        if version > FORMAT_VERSION or version < 1:
+            raise UnsupportedVersionError(
+                f"{self.name}: format version {version} is not supported (this sarcodec reads versions 1..{FORMAT_VERSION})")
+        off, length, crc, end = TRAILER.unpack(self._read(self.size - TRAILER.size, TRAILER.size))
+        if end != END:
+            raise TruncatedFileError(f"{self.name}: truncated or corrupted (end marker missing)")
+        if off < HEADER.size or off + length != self.size - TRAILER.size:
+            raise CorruptedFileError(f"{self.name}: corrupted trailer (footer at {off}+{length}, file size {self.size})")
+        footer = self._read(off, length)
+        if zlib.crc32(head + footer) != crc or flags != 0 or reserved != 0:
+            raise CorruptedFileError(f"{self.name}: header checksum mismatch (file corrupted)")
+        try:
+            meta = json.loads(zlib.decompress(footer))
+        except (zlib.error, ValueError) as e:  # pragma: no cover - CRC makes this unlikely
+            raise CorruptedFileError(f"{self.name}: header is unreadable ({e})") from e
+        header = Header.from_json(meta, version)
+        for t in header.tiles:
+            if t.offset < HEADER.size or t.offset + t.length > off:
+                raise CorruptedFileError(f"{self.name}: tile index points outside the body")
+        return header
+
+    def tile_bytes(self, entry: TileEntry) -> bytes:
+        data = self._read(entry.offset, entry.length)
+        if zlib.crc32(data) != entry.crc:
+            raise CorruptedFileError(
+                f"{self.name}: tile (band {entry.band}, row {entry.row}, col {entry.col}) checksum mismatch (file corrupted)")
+        return data
+
+    def mask(self, band: int) -> np.ndarray | None:
+        info = self.header.bands[band].get("mask")
+        if not info:
+            return None
+        blob = self._read(int(info["offset"]), int(info["length"]))
+        if zlib.crc32(blob) != int(info["crc"]):
+            raise CorruptedFileError(f"{self.name}: nodata mask of band {band} checksum mismatch (file corrupted)")
+        return unpack_mask(blob, self.header.shape[1:])
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | None = None, *, force: bool = False):
+    """Write ``data`` to ``path`` via a temp file in the same directory + rename.
+    Without data, returns a context manager yielding a binary file handle (same guarantees)."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputError(f"{path}: already exists (use --force / force=True to overwrite)")
+    if not path.parent.exists():
+        raise OutputError(f"{path.parent}: output directory does not exist")
+    if data is not None:
+        with _AtomicFile(path) as fh:
+            fh.write(data)
+        return None
+    return _AtomicFile(path)
+
+
+class _AtomicFile:
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp: str | None = None
+        self.fh: BinaryIO | None = None
+
+    def __enter__(self) -> BinaryIO:
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot write ({e.strerror})") from e
+        self.fh = os.fdopen(fd, "wb")
+        return self.fh
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.fh is not None and self.tmp is not None
+        try:
+            self.fh.close()
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+                self.tmp = None
+        finally:
+            if self.tmp is not None and os.path.exists(self.tmp):
+                os.unlink(self.tmp)

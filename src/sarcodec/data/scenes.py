@@ -1,0 +1,139 @@
+"""Scene index over GeoTIFFs, scene-level splits, and random patch sampling.
+
+Splits are by *location* (never by patch): a location's scenes (all polarisations) land in exactly
+one split. Each scene is normalised with its own radiometry (dB, 0.1/99.9 percentile clip, [0, 1]),
+the same mapping the codec applies at encode time.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..radiometry import Radiometry
+
+
+@dataclass
+class Scene:
+    path: Path
+    location: str
+    pol: str
+    split: str
+    kind: str = "intensity"
+
+
+def default_data_dir() -> Path | None:
+    """``../shared/sar`` relative to the repository (or $SARCODEC_DATA)."""
+    import os
+
+    env = os.environ.get("SARCODEC_DATA")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        cand = parent.parent / "shared" / "sar"
+        if (cand / "index.json").is_file():
+            return cand
+    return None
+
+
+def scan_scenes(root: str | Path, folders: tuple[str, ...] = ("train", "ships", "test")) -> list[Scene]:
+    """Index the GeoTIFFs of a data root. Uses ``index.json`` when present (location, split, pol);
+    files not in it (e.g. ``ships/``) take their location from the file name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: data directory not found")
+    idx = {}
+    if (root / "index.json").is_file():
+        for e in json.loads((root / "index.json").read_text()):
+            idx[e["file"]] = e
+    scenes = []
+    for folder in folders:
+        for p in sorted((root / folder).glob("*.tif")):
+            rel = f"{folder}/{p.name}"
+            e = idx.get(rel)
+            if e:
+                scenes.append(Scene(p, e["location"], e["pol"], e["split"]))
+            else:
+                stem = p.stem
+                pol = stem.rsplit("_", 1)[-1] if "_" in stem else "unknown"
+                loc = stem.rsplit("_", 1)[0]  # a ship chip: both pols of one chip are one location
+                scenes.append(Scene(p, loc, pol, folder))
+    return scenes
+
+
+def split_by_location(scenes: list[Scene], val_locations: tuple[str, ...]) -> tuple[list[Scene], list[Scene]]:
+    """(train, validation) by location; test scenes are never returned."""
+    pool = [s for s in scenes if s.split in ("train", "ships")]
+    val = [s for s in pool if s.location in val_locations]
+    train = [s for s in pool if s.location not in val_locations]
+    assert not {s.location for s in val} & {s.location for s in train}
+    return train, val
+
+
+def read_intensity(path: str | Path) -> np.ndarray:
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            return ds.read(1).astype(np.float32)
+    except rasterio.errors.RasterioIOError as e:
+        raise InputError(f"{path}: cannot read raster ({e})") from e
+
+
+def load_normalized(scenes: list[Scene]) -> list[np.ndarray]:
+    out = []
+    for s in scenes:
+        x = read_intensity(s.path)
+        v, _ = Radiometry.fit(x, s.kind).forward(x)
+        out.append(v)
+    return out
+
+
+class PatchSampler:
+    """Random P x P crops (area-weighted over images large enough), with flips and rot90."""
+
+    def __init__(self, images: list[np.ndarray], patch: int, seed: int = 0, augment: bool = True):
+        self.images = [im for im in images if min(im.shape) >= patch]
+        if not self.images:
+            raise InputError(f"no training image is at least {patch} px on each side")
+        area = np.array([im.size for im in self.images], np.float64)
+        self.p = area / area.sum()
+        self.patch = patch
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, st: dict) -> None:
+        self.rng.bit_generator.state = st
+
+    def batch(self, n: int) -> np.ndarray:
+        out = np.empty((n, 1, self.patch, self.patch), np.float32)
+        for i in range(n):
+            im = self.images[self.rng.choice(len(self.images), p=self.p)]
+            r = self.rng.integers(0, im.shape[0] - self.patch + 1)
+            c = self.rng.integers(0, im.shape[1] - self.patch + 1)
+            crop = im[r:r + self.patch, c:c + self.patch]
+            if self.augment:
+                crop = np.rot90(crop, int(self.rng.integers(0, 4)))
+                if self.rng.random() < 0.5:
+                    crop = crop[:, ::-1]
+            out[i, 0] = crop
+        return out
+
+
+def tile_eval_patches(images: list[np.ndarray], patch: int) -> np.ndarray:
+    """Deterministic non-overlapping crops for validation."""
+    out = []
+    for im in images:
+        for r in range(0, im.shape[0] - patch + 1, patch):
+            for c in range(0, im.shape[1] - patch + 1, patch):
+                out.append(im[r:r + patch, c:c + patch])
+    if not out:
+        raise InputError(f"no validation image is at least {patch} px on each side")
+    return np.stack(out)[:, None]

@@ -1,0 +1,5 @@
+"""Model registry and codec models."""
+from .codec import SarCodec, bits_from_likelihoods
+from .registry import create_model, list_models, model_defaults
+
+__all__ = ["SarCodec", "bits_from_likelihoods", "create_model", "list_models", "model_defaults"]

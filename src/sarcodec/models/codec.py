@@ -1,0 +1,163 @@
+"""The codec model: transforms (g_a, g_s) + a latent codec, with training and coding interfaces."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import ModelError
+from .transforms import STRIDE
+
+
+class SarCodec(nn.Module):
+    """A learned codec for one-channel images in [0, 1].
+
+    * ``forward(x)`` -> ``{"x_hat", "likelihoods"}`` for rate-distortion training;
+    * ``compress(x)`` -> one bytes string per batch element; ``decompress(strings, shape)`` -> x̂.
+
+    Any input size works: the image is padded (edge replication) to a multiple of the total
+    stride and the output cropped back. ``update()`` freezes the integer entropy tables; it is
+    called automatically by ``compress`` if the tables are missing or stale.
+    """
+
+    def __init__(self, arch: str, g_a: nn.Module, g_s: nn.Module, latent_codec: nn.Module, config: dict[str, Any]):
+        super().__init__()
+        self.arch = arch
+        self.g_a = g_a
+        self.g_s = g_s
+        self.latent_codec = latent_codec
+        self.config = dict(config)  # everything create_model needs to rebuild this model
+        self.pad_multiple = STRIDE * latent_codec.stride
+        self._tables_fresh = False
+        self._hash: str | None = None
+
+    # -- shapes -----------------------------------------------------------------------------
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        m = self.pad_multiple
+        return -(-h // m) * m, -(-w // m) * m
+
+    def latent_shape(self, h: int, w: int) -> tuple[int, int, int, int]:
+        ph, pw = self.padded_size(h, w)
+        return (1, self.config["latent_channels"], ph // STRIDE, pw // STRIDE)
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = self.padded_size(h, w)
+        if (ph, pw) == (h, w):
+            return x
+        return F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
+
+    # -- training ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> dict[str, Any]:
+        h, w = x.shape[-2:]
+        y = self.g_a(self._pad(x) - 0.5)
+        y_hat, likelihoods = self.latent_codec(y)
+        x_hat = self.g_s(y_hat)[..., :h, :w]
+        if self.training:  # weights are about to change: tables and hash go stale
+            self._tables_fresh = False
+            self._hash = None
+        return {"x_hat": x_hat, "likelihoods": likelihoods}
+
+    def aux_loss(self) -> torch.Tensor:
+        return sum(m.aux_loss() for m in self.modules() if hasattr(m, "aux_loss") and m is not self)
+
+    # -- coding -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def update(self) -> None:
+        self.latent_codec.update()
+        self._tables_fresh = True
+        self._hash = None
+
+    def _ensure_tables(self) -> None:
+        if not self._tables_fresh:
+            self.update()
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor) -> list[bytes]:
+        """x: (B, 1, H, W) in [0, 1] on the model's device. Returns one stream per element."""
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ModelError(f"compress expects (B, 1, H, W), got {tuple(x.shape)}")
+        self._ensure_tables()
+        was = self.training
+        self.eval()
+        try:
+            y = self.g_a(self._pad(x) - 0.5)
+            return [self.latent_codec.compress(y[i:i + 1]) for i in range(y.shape[0])]
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def decode_latent(self, data: bytes, h: int, w: int) -> torch.Tensor:
+        """Entropy-decode one stream -> ŷ (CPU, exact: identical on every machine)."""
+        self._ensure_tables()
+        y_hat, used = self.latent_codec.decompress(data, self.latent_shape(h, w))
+        if used != len(data):
+            from ..errors import CorruptedFileError
+
+            raise CorruptedFileError(f"tile stream has {len(data) - used} unexpected trailing bytes")
+        return y_hat
+
+    @torch.no_grad()
+    def synthesize(self, y_hat: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        was = self.training
+        self.eval()
+        try:
+            dev = next(self.parameters()).device
+            return self.g_s(y_hat.to(dev)).clamp(0.0, 1.0)[..., :h, :w]
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def decompress(self, strings: list[bytes], h: int, w: int) -> torch.Tensor:
+        # One tile at a time: conv kernels pick algorithms by batch shape, so batching would make
+        # a tile's pixels depend on its neighbours in the batch.
+        return torch.cat([self.synthesize(self.decode_latent(s, h, w), h, w) for s in strings])
+
+    # -- identity ---------------------------------------------------------------------------
+    def tables_state(self) -> dict:
+        self._ensure_tables()
+        return self.latent_codec.tables_state()
+
+    def load_tables_state(self, state: dict) -> None:
+        self.latent_codec.load_tables_state(state)
+        self._tables_fresh = True
+        self._hash = None
+
+    def weights_hash(self) -> str:
+        """SHA-256 (first 16 hex) of weights + entropy tables: names the exact decoder."""
+        if self._hash is None:
+            self._ensure_tables()
+            h = hashlib.sha256()
+            for k, v in sorted(self.state_dict().items()):
+                h.update(k.encode())
+                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+            for k, v in sorted(_flatten(self.tables_state()).items()):
+                h.update(k.encode())
+                h.update(v.numpy().tobytes())
+            self._hash = h.hexdigest()[:16]
+        return self._hash
+
+    def num_parameters(self, part: str | None = None) -> int:
+        mod = self if part is None else getattr(self, part)
+        return sum(p.numel() for p in mod.parameters())
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, params={self.num_parameters() / 1e6:.2f}M"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def bits_from_likelihoods(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Estimated total bits (differentiable)."""
+    return sum(-torch.log2(l).sum() for l in likelihoods.values())

@@ -1,0 +1,157 @@
+"""Latent codecs: quantisation + entropy model of the latent ``y``; plug into any transform.
+
+``hyperprior`` (default; Minnen et al. 2018 mean-scale, without autoregressive context)::
+
+    y ─h_a─▶ z ─round─▶ ẑ ══EntropyBottleneck══▶ bytes
+                         └─h_s (fixed point)─▶ μ, log σ ─▶ table index
+    y ─round(y-μ)─▶ q ══GaussianConditional══▶ bytes        ŷ = q + μ
+
+``scale-hyperprior`` (Ballé et al. 2018): as above with μ = 0 and h_a fed |y|.
+
+``factorized`` (Ballé et al. 2017): ŷ = round(y) coded with a per-channel EntropyBottleneck.
+
+``forward`` returns ŷ (straight-through rounded, used by g_s) and likelihoods (from additive
+noise, the rate proxy). ``compress``/``decompress`` work on one batch element at a time so that
+every tile is independently decodable.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..entropy import (
+    ACT_BITS,
+    EntropyBottleneck,
+    FixedPointNet,
+    TableSet,
+    decode_symbols,
+    encode_symbols,
+    gaussian_likelihood,
+    gaussian_tables,
+    quantize,
+    scale_index_from_fixed,
+)
+from ..errors import ModelError
+from .blocks import conv, deconv
+
+
+class FactorizedLatentCodec(nn.Module):
+    stride = 1
+
+    def __init__(self, latent_channels: int, **_: object):
+        super().__init__()
+        self.entropy_bottleneck = EntropyBottleneck(latent_channels)
+
+    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        y_hat, lik = self.entropy_bottleneck(y)
+        return y_hat, {"y": lik}
+
+    def update(self) -> None:
+        self.entropy_bottleneck.update()
+
+    def compress(self, y: torch.Tensor) -> bytes:
+        y_int = torch.round(y.detach().double().cpu()).long().numpy()
+        return self.entropy_bottleneck.compress(y_int)
+
+    def decompress(self, data: bytes, y_shape: tuple[int, ...]) -> tuple[torch.Tensor, int]:
+        vals, used = self.entropy_bottleneck.decompress(data, y_shape)
+        return torch.from_numpy(vals).float(), used
+
+    def tables_state(self) -> dict:
+        return {"eb": self.entropy_bottleneck.tables.to_tensors()} if self.entropy_bottleneck.tables else {}
+
+    def load_tables_state(self, state: dict) -> None:
+        self.entropy_bottleneck.tables = TableSet.from_tensors(state["eb"])
+
+
+class HyperpriorLatentCodec(nn.Module):
+    stride = 4  # of the hyper-latent relative to y
+
+    def __init__(self, latent_channels: int, hyper_channels: int = 64, means: bool = True):
+        super().__init__()
+        c, n = latent_channels, hyper_channels
+        self.means = means
+        self.h_a = nn.Sequential(
+            conv(c, n, 3, 1), nn.LeakyReLU(0.125), conv(n, n, 5, 2), nn.LeakyReLU(0.125), conv(n, n, 5, 2),
+        )
+        # only Conv/ConvTranspose/ReLU here: h_s has an exact fixed-point twin (FixedPointNet)
+        self.h_s = nn.Sequential(
+            deconv(n, n, 5, 2), nn.ReLU(), deconv(n, n * 3 // 2, 5, 2), nn.ReLU(),
+            conv(n * 3 // 2, 2 * c if means else c, 3, 1),
+        )
+        self.entropy_bottleneck = EntropyBottleneck(n)
+        self._fx: FixedPointNet | None = None
+        self._gtables: TableSet | None = None
+
+    def _params(self, out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if self.means:
+            mu, ls = out.chunk(2, dim=1)
+            return mu, ls
+        return None, out
+
+    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        z = self.h_a(y if self.means else torch.abs(y))
+        z_hat, lik_z = self.entropy_bottleneck(z)
+        mu, ls = self._params(self.h_s(z_hat))
+        if self.training:
+            lik_y = gaussian_likelihood(quantize(y, "noise"), mu, ls)
+            y_hat = quantize(y, "ste", mu)
+        else:
+            y_hat = quantize(y, "round", mu)
+            lik_y = gaussian_likelihood(y_hat, mu, ls)
+        return y_hat, {"y": lik_y, "z": lik_z}
+
+    def update(self) -> None:
+        self.entropy_bottleneck.update()
+        self._fx = FixedPointNet(self.h_s)
+        self._gtables = gaussian_tables()
+
+    def _exact_params(self, z_int: np.ndarray) -> tuple[torch.Tensor | None, np.ndarray]:
+        if self._fx is None or self._gtables is None:
+            raise ModelError("entropy tables not built: call model.update() (or load a checkpoint) first")
+        out = self._fx(torch.from_numpy(z_int))
+        mu_fx, ls_fx = self._params(out)
+        mu = mu_fx / 2.0**ACT_BITS if mu_fx is not None else None  # exact dyadic rationals
+        return mu, scale_index_from_fixed(ls_fx)
+
+    def compress(self, y: torch.Tensor) -> bytes:
+        """One element: y of shape (1, C, h, w) -> bytes (z stream then y stream)."""
+        with torch.no_grad():
+            z = self.h_a(y if self.means else torch.abs(y))
+        z_int = torch.round(z.double().cpu()).long().numpy()
+        z_bytes = self.entropy_bottleneck.compress(z_int)
+        mu, idx = self._exact_params(z_int)
+        y64 = y.detach().double().cpu()
+        q = torch.round(y64 - mu) if mu is not None else torch.round(y64)
+        return z_bytes + encode_symbols(q.long().numpy(), idx, self._gtables)
+
+    def decompress(self, data: bytes, y_shape: tuple[int, ...]) -> tuple[torch.Tensor, int]:
+        b, c, h, w = y_shape
+        z_shape = (b, self.entropy_bottleneck.channels, -(-h // 4), -(-w // 4))
+        z_int, used_z = self.entropy_bottleneck.decompress(data, z_shape)
+        mu, idx = self._exact_params(z_int)
+        if idx.shape != tuple(y_shape):
+            raise ModelError(f"hyper-synthesis produced {idx.shape}, expected {tuple(y_shape)}")
+        q, used_y = decode_symbols(memoryview(data)[used_z:], idx, self._gtables)
+        y_hat = torch.from_numpy(q.reshape(y_shape)).double()
+        if mu is not None:
+            y_hat = y_hat + mu
+        return y_hat.float(), used_z + used_y
+
+    def tables_state(self) -> dict:
+        if self.entropy_bottleneck.tables is None:
+            return {}
+        return {"eb": self.entropy_bottleneck.tables.to_tensors(), "gaussian": self._gtables.to_tensors()}
+
+    def load_tables_state(self, state: dict) -> None:
+        self.entropy_bottleneck.tables = TableSet.from_tensors(state["eb"])
+        self._gtables = TableSet.from_tensors(state["gaussian"])
+        self._fx = FixedPointNet(self.h_s)
+
+
+LATENT_CODECS = {
+    "hyperprior": lambda c, n: HyperpriorLatentCodec(c, n, means=True),
+    "scale-hyperprior": lambda c, n: HyperpriorLatentCodec(c, n, means=False),
+    "factorized": lambda c, n: FactorizedLatentCodec(c),
+}

@@ -1,0 +1,243 @@
+"""SAR radiometry: from stored values to the codec's [0, 1] domain and back, exactly.
+
+Forward (per band)::
+
+    stored value --kind--> linear intensity I --floor--> dB = 10 log10(max(I, floor))
+        --clip [lo, hi]--> v = (dB - lo) / (hi - lo)  in [0, 1]
+
+Input kinds:
+
+=============  ==========================================  ==========================
+kind           stored value                                intensity I
+=============  ==========================================  ==========================
+``intensity``  linear power (sigma0, beta0 or DN^2)        x
+``amplitude``  sqrt of power                               x^2
+``dn``         Sentinel-1 GRD digital number (amplitude)   x^2 (native GRD scaling)
+``db``         10 log10(power)                             10^(x/10)
+=============  ==========================================  ==========================
+
+Invalid pixels -- NaN, +-inf, ``nodata``, and values <= 0 for the linear kinds -- become a mask
+(kept losslessly by the container) and are filled with ``fill`` in the [0, 1] domain so that the
+network sees no spike. The inverse maps [0, 1] back to the input kind; within the clip range and
+above the noise floor it is exact up to float64 rounding (<< 1e-4 dB).
+
+Clip bounds come from per-band percentiles (VV and VH differ by 6-8 dB, so each band gets its own).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+KINDS = ("intensity", "amplitude", "dn", "db")
+LINEAR_KINDS = ("intensity", "amplitude", "dn")
+# Used when a band has no valid pixel at all (e.g. a scene-border tile): typical S1 sigma0 range.
+DEFAULT_LO_DB, DEFAULT_HI_DB = -30.0, 10.0
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise InputError(f"unknown input kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return kind
+
+
+def check_array(x: Any, name: str = "input") -> np.ndarray:
+    """Validate an input raster: numeric real dtype, non-empty, 2-D or 3-D (bands first)."""
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as e:  # pragma: no cover - exotic objects
+            raise InputError(f"{name}: cannot convert to an array ({e})") from e
+    if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise InputError(f"{name}: unsupported dtype {x.dtype} (need an integer or float raster)")
+    if x.ndim not in (2, 3):
+        raise InputError(f"{name}: expected a 2-D raster or a (bands, rows, cols) stack, got shape {x.shape}")
+    if x.size == 0 or min(x.shape) == 0:
+        raise InputError(f"{name}: empty raster, shape {x.shape}")
+    return x
+
+
+def to_intensity(x: np.ndarray, kind: str) -> np.ndarray:
+    """Stored values -> linear intensity (float64). Invalid values pass through as they are."""
+    x = np.asarray(x, dtype=np.float64)
+    if kind == "intensity":
+        return x
+    if kind in ("amplitude", "dn"):
+        return np.where(x > 0, x * x, x)  # keep sign so that <= 0 stays invalid
+    if kind == "db":
+        with np.errstate(over="ignore"):
+            return np.power(10.0, x / 10.0)
+    raise InputError(f"unknown input kind {kind!r}")
+
+
+def from_intensity(intensity: np.ndarray, kind: str) -> np.ndarray:
+    """Linear intensity -> stored values of ``kind`` (float64)."""
+    if kind == "intensity":
+        return intensity
+    if kind in ("amplitude", "dn"):
+        return np.sqrt(intensity)
+    if kind == "db":
+        return 10.0 * np.log10(intensity)
+    raise InputError(f"unknown output kind {kind!r}")
+
+
+def invalid_mask(x: np.ndarray, kind: str, nodata: float | None) -> np.ndarray:
+    """True where a pixel carries no measurement."""
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x)
+    else:
+        bad = np.zeros(x.shape, dtype=bool)
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        bad |= x == nodata
+    if kind in LINEAR_KINDS:
+        with np.errstate(invalid="ignore"):
+            bad |= ~(x > 0)
+    return bad
+
+
+@dataclass
+class Radiometry:
+    """Parameters of one band's forward/inverse mapping. Serialised into every container."""
+
+    kind: str = "intensity"
+    lo_db: float = DEFAULT_LO_DB
+    hi_db: float = DEFAULT_HI_DB
+    noise_floor_db: float | None = None
+    nodata: float | None = None
+    fill: float = 0.0  # fill value in the [0, 1] domain for invalid pixels
+
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
+        for name in ("lo_db", "hi_db"):
+            if not math.isfinite(getattr(self, name)):
+                raise InputError(f"radiometry: {name} must be finite")
+        if not self.hi_db > self.lo_db:
+            raise InputError(f"radiometry: hi_db ({self.hi_db}) must exceed lo_db ({self.lo_db})")
+        if not 0.0 <= self.fill <= 1.0:
+            raise InputError("radiometry: fill must lie in [0, 1]")
+
+    # -- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["nodata"] is not None and isinstance(d["nodata"], float) and math.isnan(d["nodata"]):
+            d["nodata"] = "nan"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Radiometry":
+        d = dict(d)
+        if d.get("nodata") == "nan":
+            d["nodata"] = float("nan")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    # -- fitting -------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        x: np.ndarray,
+        kind: str = "intensity",
+        *,
+        nodata: float | None = None,
+        low_pct: float = 0.1,
+        high_pct: float = 99.9,
+        noise_floor_db: float | None = None,
+        max_samples: int = 2_000_000,
+    ) -> "Radiometry":
+        """Clip bounds from the band's own percentiles (in dB) of its valid pixels."""
+        check_kind(kind)
+        x = check_array(x)
+        if x.ndim != 2:
+            raise InputError("Radiometry.fit takes one band (2-D); fit each band separately")
+        if not 0.0 <= low_pct < high_pct <= 100.0:
+            raise InputError(f"percentiles must satisfy 0 <= low < high <= 100, got {low_pct}, {high_pct}")
+        flat = x.reshape(-1)
+        if flat.size > max_samples:  # deterministic subsample: percentiles of huge scenes
+            flat = flat[:: int(math.ceil(flat.size / max_samples))]
+        bad = invalid_mask(flat, kind, nodata)
+        valid = flat[~bad]
+        if valid.size == 0:
+            return cls(kind=kind, noise_floor_db=noise_floor_db, nodata=nodata, fill=0.0)
+        db = _to_db(valid, kind, noise_floor_db)
+        lo, hi = np.percentile(db, [low_pct, high_pct])
+        lo, hi = float(lo), float(hi)
+        if not hi > lo + 1e-6:  # constant image
+            lo, hi = lo - 0.5, hi + 0.5
+        r = cls(kind=kind, lo_db=lo, hi_db=hi, noise_floor_db=noise_floor_db, nodata=nodata)
+        v = np.clip((db - lo) / (hi - lo), 0.0, 1.0)
+        r.fill = float(np.median(v))
+        return r
+
+    # -- mapping -------------------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stored values -> (v in [0, 1] as float32, invalid mask)."""
+        x = check_array(x)
+        bad = invalid_mask(x, self.kind, self.nodata)
+        xv = np.where(bad, 1.0, np.asarray(x, dtype=np.float64)) if self.kind in LINEAR_KINDS else np.where(bad, 0.0, x)
+        db = _to_db(xv, self.kind, self.noise_floor_db)
+        v = (np.clip(db, self.lo_db, self.hi_db) - self.lo_db) / (self.hi_db - self.lo_db)
+        v = np.where(bad, self.fill, v)
+        return v.astype(np.float32), bad
+
+    def to_db(self, v: np.ndarray) -> np.ndarray:
+        """[0, 1] -> dB (float64)."""
+        return self.lo_db + np.clip(np.asarray(v, dtype=np.float64), 0.0, 1.0) * (self.hi_db - self.lo_db)
+
+    def inverse(
+        self,
+        v: np.ndarray,
+        mask: np.ndarray | None = None,
+        *,
+        kind: str | None = None,
+        dtype: np.dtype | str | None = None,
+    ) -> np.ndarray:
+        """[0, 1] -> values of ``kind`` (default: the input kind) as ``dtype`` (default float32).
+
+        Invalid pixels become ``nodata`` (or NaN for float outputs without nodata, 0 for integers).
+        Integer dtypes are rounded and saturated to the dtype's range.
+        """
+        kind = check_kind(kind or self.kind)
+        db = self.to_db(v)
+        out = db if kind == "db" else from_intensity(np.power(10.0, db / 10.0), kind)
+        dtype = np.dtype(dtype or np.float32)
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            out = np.clip(np.rint(out), info.min, info.max)
+            if mask is not None:
+                same = kind == self.kind and self.nodata is not None and not _isnan(self.nodata)
+                fillv = self.nodata if same else 0
+                out = np.where(mask, fillv, out)
+            return out.astype(dtype)
+        if mask is not None:
+            # the input's nodata value may be a valid number in another kind (0 DN vs 0 dB)
+            fillv = self.nodata if self.nodata is not None and kind == self.kind else np.nan
+            out = np.where(mask, fillv, out)
+        return out.astype(dtype)
+
+
+def _isnan(v: float) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _to_db(x: np.ndarray, kind: str, noise_floor_db: float | None) -> np.ndarray:
+    if kind == "db":
+        db = np.asarray(x, dtype=np.float64)
+        return db if noise_floor_db is None else np.maximum(db, noise_floor_db)
+    inten = to_intensity(x, kind)
+    if noise_floor_db is not None:
+        inten = np.maximum(inten, 10.0 ** (noise_floor_db / 10.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 10.0 * np.log10(inten)
+
+
+def benchmark_domain(intensity: np.ndarray, low_pct: float = 0.1, high_pct: float = 99.9) -> np.ndarray:
+    """The evaluation domain of ANCHORS.md: dB, clipped to the image's own percentiles, in [0, 1]."""
+    r = Radiometry.fit(intensity, "intensity", low_pct=low_pct, high_pct=high_pct)
+    v, _ = r.forward(intensity)
+    return v.astype(np.float64)

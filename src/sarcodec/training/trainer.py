@@ -1,0 +1,212 @@
+"""Rate-distortion trainer: loss = lambda * D + R (bits per pixel), one code path for all models.
+
+Schedule: linear warmup from lr/10 to lr over ``warmup_steps``, then cosine decay to lr/100.
+AdamW (weight decay as given), gradient clipping, non-finite guard (skip, count, abort past a
+threshold), auxiliary Adam for the entropy-bottleneck quantiles, ``latest``/``best`` checkpoints
+and exact resume (model, optimisers, step, sampler RNG).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..checkpoint import save_checkpoint
+from ..errors import SarcodecError
+from ..models import SarCodec, bits_from_likelihoods, create_model
+
+MSE_SCALE = 255.0**2  # lambda values comparable to CompressAI's (MSE of 8-bit-range images)
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "residual"
+    model: dict[str, Any] = field(default_factory=dict)
+    lmbda: float = 0.01
+    distortion: str = "mse"  # mse | ssim | ms-ssim | mse+ssim (prototype's 0.5/0.5 mix)
+    steps: int = 1000
+    batch_size: int = 8
+    patch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    aux_lr: float = 1e-3
+    max_nonfinite: int = 20
+    val_every: int = 250
+    seed: int = 0
+    threads: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise SarcodecError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup lr/10 -> lr, then cosine to lr/100."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * (0.1 + 0.9 * step / cfg.warmup_steps)
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def distortion(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "mse":
+        return MSE_SCALE * torch.mean((x_hat - x) ** 2)
+    from pytorch_msssim import ms_ssim, ssim
+
+    if kind == "ssim":
+        return 1 - ssim(x_hat, x, data_range=1.0)
+    if kind == "ms-ssim":
+        return 1 - ms_ssim(x_hat, x, data_range=1.0, win_size=7)
+    if kind == "mse+ssim":
+        return 0.5 * MSE_SCALE * torch.mean((x_hat - x) ** 2) + 0.5 * (1 - ssim(x_hat, x, data_range=1.0))
+    raise SarcodecError(f"unknown distortion {kind!r}")
+
+
+def rd_loss(model: SarCodec, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    out = model(x)
+    bpp = bits_from_likelihoods(out["likelihoods"]) / (x.shape[0] * x.shape[-2] * x.shape[-1])
+    d = distortion(out["x_hat"], x, cfg.distortion)
+    mse = torch.mean((out["x_hat"].detach() - x) ** 2).item()
+    return cfg.lmbda * d + bpp, {"bpp": bpp.item(), "mse": mse, "psnr": 10 * math.log10(1 / max(mse, 1e-12))}
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, sampler, val_patches: np.ndarray | None, out_dir: str | Path,
+                 device: str = "cpu", log: Callable[[str], None] = print):
+        self.cfg, self.sampler, self.out = cfg, sampler, Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(device)
+        self.log = log
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.model = create_model(cfg.arch, **cfg.model).to(self.device)
+        aux = [p for n, p in self.model.named_parameters() if n.endswith("quantiles")]
+        main = [p for n, p in self.model.named_parameters() if not n.endswith("quantiles")]
+        self.opt = torch.optim.AdamW(main, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr)
+        self.val = None if val_patches is None else torch.from_numpy(val_patches)
+        self.step = 0
+        self.nonfinite = 0
+        self.best = math.inf
+        self.history: list[dict[str, float]] = []
+
+    # -- state --------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "aux_opt": self.aux_opt.state_dict(),
+                "step": self.step, "nonfinite": self.nonfinite, "best": self.best, "history": self.history,
+                "sampler": self.sampler.state(), "torch_rng": torch.get_rng_state(),
+                "config": dataclasses.asdict(self.cfg)}
+
+    def save_state(self) -> None:
+        tmp = self.out / "trainer_state.pt.part"
+        torch.save(self.state(), tmp)
+        tmp.replace(self.out / "trainer_state.pt")
+
+    def resume(self, path: str | Path | None = None) -> None:
+        st = torch.load(path or self.out / "trainer_state.pt", map_location=self.device, weights_only=False)
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.aux_opt.load_state_dict(st["aux_opt"])
+        self.step, self.nonfinite, self.best = st["step"], st["nonfinite"], st["best"]
+        self.history = st["history"]
+        self.sampler.set_state(st["sampler"])
+        torch.set_rng_state(st["torch_rng"])
+
+    # -- loop ---------------------------------------------------------------------------------
+    def train_step(self, x: torch.Tensor) -> dict[str, float] | None:
+        self.model.train()
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.step, self.cfg)
+        loss, stats = rd_loss(self.model, x, self.cfg)
+        self.opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return self._nonfinite("loss")
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if not torch.isfinite(gnorm):
+            self.opt.zero_grad(set_to_none=True)
+            return self._nonfinite("gradient")
+        self.opt.step()
+        aux = self.model.aux_loss()
+        self.aux_opt.zero_grad(set_to_none=True)
+        aux.backward()
+        self.aux_opt.step()
+        self.step += 1
+        return {**stats, "loss": loss.item(), "aux": aux.item(), "lr": self.opt.param_groups[0]["lr"]}
+
+    def _nonfinite(self, what: str) -> None:
+        self.nonfinite += 1
+        self.step += 1
+        self.log(f"step {self.step}: non-finite {what}, batch skipped ({self.nonfinite} so far)")
+        if self.nonfinite > self.cfg.max_nonfinite:
+            raise SarcodecError(f"training aborted: {self.nonfinite} non-finite batches (limit {self.cfg.max_nonfinite})")
+        return None
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        if self.val is None:
+            return {}
+        self.model.eval()
+        tot = {"bpp": 0.0, "mse": 0.0, "loss": 0.0}
+        n = 0
+        for i in range(0, len(self.val), 16):
+            x = self.val[i:i + 16].to(self.device)
+            loss, st = rd_loss(self.model, x, self.cfg)
+            k = x.shape[0]
+            tot["bpp"] += st["bpp"] * k
+            tot["mse"] += st["mse"] * k
+            tot["loss"] += loss.item() * k
+            n += k
+        res = {k: v / n for k, v in tot.items()}
+        res["psnr"] = 10 * math.log10(1 / max(res["mse"], 1e-12))
+        return res
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.time()
+        seen = 0
+        while self.step < cfg.steps:
+            x = torch.from_numpy(self.sampler.batch(cfg.batch_size)).to(self.device)
+            st = self.train_step(x)
+            seen += cfg.batch_size
+            if st and (self.step % 50 == 0 or self.step == 1):
+                el = time.time() - t0
+                self.log(f"step {self.step}/{cfg.steps} loss {st['loss']:.4f} bpp {st['bpp']:.3f} "
+                         f"psnr {st['psnr']:.2f} lr {st['lr']:.2e} aux {st['aux']:.1f} | {seen / el:.1f} patches/s")
+            if self.step % cfg.val_every == 0 or self.step >= cfg.steps:
+                v = self.validate()
+                if v:
+                    v["step"] = self.step
+                    self.history.append(v)
+                    self.log(f"  val step {self.step}: loss {v['loss']:.4f} bpp {v['bpp']:.3f} psnr {v['psnr']:.2f}")
+                    if v["loss"] < self.best:
+                        self.best = v["loss"]
+                        self.export(self.out / "best.pt")
+                self.export(self.out / "latest.pt")
+                self.save_state()
+        summary = {"steps": self.step, "seconds": round(time.time() - t0, 1), "patches": seen,
+                   "patches_per_s": round(seen / max(time.time() - t0, 1e-9), 2), "nonfinite": self.nonfinite,
+                   "best_val_loss": self.best, "history": self.history}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    def export(self, path: Path) -> None:
+        self.model.eval()
+        save_checkpoint(self.model, path, name=path.stem,
+                        training={"config": dataclasses.asdict(self.cfg), "step": self.step,
+                                  "device": str(self.device), "torch_threads": torch.get_num_threads()})
