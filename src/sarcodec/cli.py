@@ -1,0 +1,168 @@
+"""The ``sarcodec`` command line.
+
+Exit codes (see ``sarcodec.errors``): 0 ok, 1 other error, 2 usage, 3 bad input, 4 model problem,
+5 bad/corrupt container, 6 out of memory / device, 7 output problem (exists, not writable).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import OutputError, ResourceError, SarcodecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learned compression for Sentinel-1 SAR imagery.")
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("sarcodec-demo"), "--out", "-o", help="Output directory"),
+    model: str = typer.Option("default", "--model", "-m", help="Bundled model name or checkpoint path"),
+    size: int = typer.Option(512, help="Side of the synthetic scene (pixels)"),
+    seed: int = typer.Option(0, help="Seed of the synthetic scene"),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),
+) -> None:
+    """Compress and decompress a synthetic Sentinel-1-like scene; compare with JPEG 2000 at the same size."""
+    import numpy as np
+
+    from . import decode, encode, load_model
+    from .container import atomic_write
+    from .data import synthetic_sar
+    from .evaluation.codecs import jpeg2000, match_bytes
+    from .evaluation.metrics import BenchmarkDomain, bpp, psnr
+
+    if size < 16:
+        raise SarcodecError("--size must be at least 16")
+    out.mkdir(parents=True, exist_ok=True)
+    m = load_model(model)
+    img = synthetic_sar((size, size), seed=seed)
+    t0 = time.perf_counter()
+    data = encode(img, m)
+    t1 = time.perf_counter()
+    rec = decode(data, m)
+    t2 = time.perf_counter()
+    atomic_write(out / "demo.sarc", data, force=force)
+    dom = BenchmarkDomain(img)
+    ref = dom(img)
+    p_ours = psnr(ref, dom(rec))
+    j2k, j2k_dec, _ = match_bytes(jpeg2000, dom.to_uint16(img), len(data), 10.0, 90.0)
+    p_j2k = psnr(ref, j2k_dec / 65535.0)
+    n = img.size
+    t = Table(title=f"sarcodec demo: synthetic {size}x{size} SAR (linear intensity, float32), model {m.name!r}")
+    for col in ("codec", "bytes", "bpp", "ratio vs float32", "ratio vs uint16 DN", "PSNR (dB, benchmark domain)"):
+        t.add_column(col, justify="right")
+    t.add_row("sarcodec", f"{len(data)}", f"{bpp(len(data), n):.3f}", f"{32 / bpp(len(data), n):.1f}x",
+              f"{16 / bpp(len(data), n):.1f}x", f"{p_ours:.2f}")
+    t.add_row("JPEG 2000 (16-bit)", f"{len(j2k)}", f"{bpp(len(j2k), n):.3f}", f"{32 / bpp(len(j2k), n):.1f}x",
+              f"{16 / bpp(len(j2k), n):.1f}x", f"{p_j2k:.2f}")
+    console.print(t)
+    console.print(f"encode {n / 1e6 / (t1 - t0):.2f} MP/s, decode {n / 1e6 / (t2 - t1):.2f} MP/s (CPU)")
+    _side_by_side(out / "demo.png", [ref, dom(rec), np.clip(j2k_dec / 65535.0, 0, 1)], force)
+    console.print(f"wrote {out / 'demo.sarc'} and {out / 'demo.png'} (original | sarcodec | JPEG 2000)")
+
+
+def _side_by_side(path: Path, images: list, force: bool) -> None:
+    import imagecodecs
+    import numpy as np
+
+    from .container import atomic_write
+
+    gap = np.ones((images[0].shape[0], 8))
+    row = np.concatenate([x for im in images for x in (im, gap)][:-1], axis=1)
+    atomic_write(path, imagecodecs.png_encode(np.rint(np.clip(row, 0, 1) * 255).astype(np.uint8)), force=force)
+
+
+@app.command()
+def info(path: Path = typer.Argument(..., help=".sarc file")) -> None:
+    """Describe a .sarc file: shape, bands, model, bits per pixel."""
+    from .container import ContainerReader
+
+    if not path.is_file():
+        raise _input_error(f"{path}: file not found")
+    with ContainerReader(path) as r:
+        h = r.header
+        nb, rows, cols = h.shape
+        size = path.stat().st_size
+        import numpy as np
+
+        native = np.dtype(h.dtype).itemsize * 8
+        console.print(f"[bold]{path}[/bold]  format v{h.version}")
+        console.print(f"  raster    {nb} band(s) x {rows} x {cols} {h.dtype}, tiles {len(h.tiles)} of <= {h.tile_size}px")
+        console.print(f"  model     {h.model['id']} ({h.model['arch']}, hash {h.model['hash']})")
+        console.print(f"  size      {size} bytes, {8 * size / h.pixels:.4f} bpp, {native * h.pixels / 8 / size:.1f}x smaller than {h.dtype}")
+        for i, b in enumerate(h.bands):
+            rad = b["radiometry"]
+            mask = b.get("mask")
+            console.print(f"  band {i + 1}    {b.get('description') or '-'}: {rad['kind']}, clip {rad['lo_db']:.2f}..{rad['hi_db']:.2f} dB, "
+                          f"invalid pixels {mask['count'] if mask else 0}")
+        extra = {k: v for k, v in h.metadata.items() if k != "ndim"}
+        if extra:
+            console.print(f"  metadata  {', '.join(sorted(extra))}")
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List architectures and bundled trained models."""
+    from .checkpoint import bundled_manifest
+    from .models import list_models, model_defaults
+
+    t = Table(title="architectures (sarcodec.create_model)")
+    for c in ("name", "latent_channels", "base_channels", "latent codec"):
+        t.add_column(c)
+    for n in list_models():
+        d = model_defaults(n)
+        t.add_row(n, str(d["latent_channels"]), str(d["base_channels"]), d["latent_codec"])
+    console.print(t)
+    man = bundled_manifest()
+    t = Table(title="bundled models (sarcodec.load_model)")
+    for c in ("name", "file", "arch", "notes"):
+        t.add_column(c)
+    for n, e in sorted(man.get("models", {}).items()):
+        t.add_row(n, e["file"], e.get("arch", ""), e.get("notes", ""))
+    for a, target in sorted(man.get("aliases", {}).items()):
+        t.add_row(a, f"-> {target}", "", "alias")
+    console.print(t)
+
+
+def _input_error(msg: str) -> SarcodecError:
+    from .errors import InputError
+
+    return InputError(msg)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: runs the typer app and maps errors to documented exit codes."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SarcodecError as e:
+        err.print(f"[red]error:[/red] {e}")
+        sys.exit(e.exit_code)
+    except MemoryError:
+        err.print(f"[red]error:[/red] {ResourceError('out of memory: use a smaller --tile')}")
+        sys.exit(ResourceError.exit_code)
+    except PermissionError as e:
+        err.print(f"[red]error:[/red] {OutputError(str(e))}")
+        sys.exit(OutputError.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:
+        # usage errors: typer ships its own copy of click, so recognise them by behaviour
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
+            e.show()
+            sys.exit(e.exit_code)
+        err.print(f"[red]error:[/red] unexpected {type(e).__name__}: {e}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

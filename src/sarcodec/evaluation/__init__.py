@@ -1,0 +1,1 @@
+"""Evaluation: metrics in the benchmark domain and traditional-codec baselines."""

@@ -1,0 +1,59 @@
+import subprocess
+import sys
+
+import pytest
+
+import sarcodec
+from sarcodec.cli import main
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    return e.value.code, capsys.readouterr()
+
+
+def test_demo_with_checkpoint(trained_tiny, tmp_path, capsys):
+    try:
+        main(["demo", "--model", str(trained_tiny), "--size", "128", "--out", str(tmp_path)])
+    except SystemExit as e:  # pragma: no cover - shows the message on failure
+        pytest.fail(f"demo exited {e.code}: {capsys.readouterr()}")
+    out = capsys.readouterr().out
+    assert "JPEG 2000" in out and "bpp" in out
+    assert (tmp_path / "demo.sarc").is_file() and (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
+    # refuses to overwrite without --force, and leaves the files alone
+    before = (tmp_path / "demo.sarc").read_bytes()
+    code, io = run(["demo", "--model", str(trained_tiny), "--size", "128", "--out", str(tmp_path)], capsys)
+    assert code == 7 and "exists" in io.err
+    assert (tmp_path / "demo.sarc").read_bytes() == before
+
+
+def test_info(trained_tiny, tmp_path, capsys, sar_300x437):
+    m = sarcodec.load_model(trained_tiny)
+    f = tmp_path / "a.sarc"
+    f.write_bytes(sarcodec.encode(sar_300x437, m))
+    main(["info", str(f)])
+    out = capsys.readouterr().out
+    assert "300 x 437" in out and "tiny" in out and "bpp" in out
+
+
+@pytest.mark.parametrize("args,code", [
+    (["info", "/definitely/missing.sarc"], 3),
+    (["demo", "--model", "no-such-model"], 4),
+    (["demo", "--no-such-flag"], 2),
+])
+def test_exit_codes(args, code, capsys):
+    c, io = run(args, capsys)
+    assert c == code
+
+
+def test_exit_code_for_corrupt_container(tmp_path, capsys):
+    f = tmp_path / "bad.sarc"
+    f.write_bytes(b"\x89SARC\r\n\x1a" + b"\x00" * 10)
+    c, io = run(["info", str(f)], capsys)
+    assert c == 5 and "truncated" in io.err
+
+
+def test_console_script_installed():
+    r = subprocess.run([sys.executable, "-m", "sarcodec.cli", "models"], capture_output=True, text=True)
+    assert r.returncode == 0 and "attention" in r.stdout
