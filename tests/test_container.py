@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 import sarcodec
 from sarcodec.container import (
@@ -89,7 +90,14 @@ def test_corrupted_tile_names_the_tile(encoded):
 
 def test_wrong_model_is_refused(encoded):
     _, _, data = encoded
+    m, _, _ = encoded
     other = small_model("residual", name="test-model")
+    other.load_state_dict(m.state_dict())
+    other.load_tables_state(m.tables_state())
+    assert other.weights_hash() == m.weights_hash()
+    with torch.no_grad():
+        next(other.g_s.parameters()).add_(1e-3)  # same name, same architecture, other weights
+    other._hash = None
     with pytest.raises(ModelMismatchError, match="hash"):
         sarcodec.decode(data, other)
 
