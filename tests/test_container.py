@@ -39,7 +39,8 @@ def test_header_contents(encoded):
     assert h.model["id"] == "test-model" and h.model["hash"] == m.weights_hash()
     assert h.model["arch"] == "residual" and h.model["config"]["base_channels"] == 8
     assert h.bands[0]["radiometry"]["kind"] == "intensity"
-    assert h.bands[0]["mask"]["count"] == 16
+    assert h.bands[0]["invalid"] == 16
+    assert sum(1 for t in h.tiles if t.mask_length) == 1  # only the tile holding the NaNs has a mask
     assert len(h.tiles) == 6 and h.metadata["note"] == "x"
 
 
@@ -125,7 +126,7 @@ def test_multiband_integer_dn_round_trip():
     data = sarcodec.encode(dn, m, kind="dn", nodata=0, band_descriptions=["VV", "VH"])
     h = ContainerReader(data).header
     assert h.bands[0]["radiometry"]["lo_db"] != h.bands[1]["radiometry"]["lo_db"]
-    assert h.bands[0]["mask"] is None and h.bands[1]["mask"]["count"] == 9
+    assert h.bands[0]["invalid"] == 0 and h.bands[1]["invalid"] == 9
     assert [b["description"] for b in h.bands] == ["VV", "VH"]
     out = sarcodec.decode(data, m)
     assert out.shape == dn.shape and out.dtype == np.uint16

@@ -1,33 +1,26 @@
-"""In-memory encode / decode of SAR rasters (NumPy arrays) through the .sarc container."""
+"""In-memory encode / decode of SAR rasters (NumPy arrays) through the .sarc container.
+
+Both go through the scene engine (``scene.py``): tiles with a latent halo, so arrays of any size
+are coded without seams and with bounded working memory per tile.
+"""
 from __future__ import annotations
 
 import io
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from .checkpoint import DEFAULT_RADIOMETRY, load_model
-from .container import ContainerReader, ContainerWriter, Header, TileEntry, pack_mask
+from .container import ContainerReader, ContainerWriter, Header
 from .errors import InputError, ModelError, ModelMismatchError
 from .models import SarCodec
 from .radiometry import Radiometry, check_array, check_kind
-
-DEFAULT_TILE = 1024
-
-
-def tile_grid(rows: int, cols: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """Row-major (row, col, height, width) tiles covering the raster."""
-    return [(r, c, min(tile, rows - r), min(tile, cols - c)) for r in range(0, rows, tile) for c in range(0, cols, tile)]
+from .scene import DEFAULT_TILE, ArraySource, SceneDecoder, check_tile_size, encode_tiles, fit_radiometry, new_header
 
 
 def model_info(model: SarCodec) -> dict[str, Any]:
     return {"id": getattr(model, "name", None) or "unnamed", "hash": model.weights_hash(),
             "arch": model.arch, "config": model.config}
-
-
-def _device_of(model: SarCodec) -> torch.device:
-    return next(model.parameters()).device
 
 
 def encode(
@@ -49,50 +42,28 @@ def encode(
     """
     check_kind(kind)
     arr = check_array(array)
+    check_tile_size(tile_size)
     if isinstance(model, str):
         model = load_model(model)
-    if not isinstance(tile_size, int) or tile_size < 16:
-        raise InputError(f"tile_size must be an integer >= 16, got {tile_size!r}")
-    stack = arr[None] if arr.ndim == 2 else arr
-    nb, rows, cols = stack.shape
-    rads = _radiometries(stack, kind, nodata, radiometry, getattr(model, "radiometry_defaults", DEFAULT_RADIOMETRY))
-    descs = list(band_descriptions) if band_descriptions is not None else [None] * nb
-    if len(descs) != nb:
-        raise InputError(f"{len(descs)} band descriptions for {nb} bands")
-
+    src = ArraySource(arr[None] if arr.ndim == 2 else arr)
+    if radiometry is None:
+        rads = fit_radiometry(src, kind, nodata, getattr(model, "radiometry_defaults", DEFAULT_RADIOMETRY))
+    else:
+        rads = [radiometry] * src.bands if isinstance(radiometry, Radiometry) else list(radiometry)
+        if len(rads) != src.bands:
+            raise InputError(f"{len(rads)} radiometry objects for {src.bands} bands")
+    descs = list(band_descriptions) if band_descriptions is not None else [None] * src.bands
+    if len(descs) != src.bands:
+        raise InputError(f"{len(descs)} band descriptions for {src.bands} bands")
     buf = io.BytesIO()
     writer = ContainerWriter(buf)
-    tiles: list[TileEntry] = []
-    bands: list[dict[str, Any]] = []
-    dev = _device_of(model)
-    for b in range(nb):
-        v, mask = rads[b].forward(stack[b])
-        info: dict[str, Any] = {"radiometry": rads[b].to_dict(), "description": descs[b], "mask": None}
-        if mask.any():
-            off, length, crc = writer.add_blob(pack_mask(mask))
-            info["mask"] = {"offset": off, "length": length, "crc": crc, "count": int(mask.sum())}
-        bands.append(info)
-        for (r, c, h, w) in tile_grid(rows, cols, tile_size):
-            x = torch.from_numpy(np.ascontiguousarray(v[r:r + h, c:c + w]))[None, None].to(dev)
-            payload = model.compress(x)[0]
-            tiles.append(writer.add_tile(TileEntry(b, r, c, h, w), payload))
-    header = Header(model=model_info(model), shape=(nb, rows, cols), dtype=str(arr.dtype), bands=bands,
-                    tile_size=tile_size, tiles=tiles, metadata=dict(metadata or {}))
+    header = new_header(model_info(model), src, rads, tile_size, descs, dict(metadata or {}))
     header.metadata.setdefault("ndim", arr.ndim)
+    header.tiles, invalid = encode_tiles(src, model, rads, writer, tile_size)
+    for b, n in enumerate(invalid):
+        header.bands[b]["invalid"] = n
     writer.finish(header)
     return buf.getvalue()
-
-
-def _radiometries(stack: np.ndarray, kind: str, nodata: float | None,
-                  radiometry: Radiometry | Sequence[Radiometry] | None, defaults: dict[str, Any]) -> list[Radiometry]:
-    nb = stack.shape[0]
-    if radiometry is None:
-        return [Radiometry.fit(stack[b], kind, nodata=nodata, low_pct=defaults.get("low_pct", 0.1),
-                               high_pct=defaults.get("high_pct", 99.9)) for b in range(nb)]
-    rads = [radiometry] * nb if isinstance(radiometry, Radiometry) else list(radiometry)
-    if len(rads) != nb:
-        raise InputError(f"{len(rads)} radiometry objects for {nb} bands")
-    return rads
 
 
 def resolve_decoder(header: Header, model: SarCodec | str | None) -> SarCodec:
@@ -114,41 +85,25 @@ def resolve_decoder(header: Header, model: SarCodec | str | None) -> SarCodec:
     return model
 
 
-def decode_tile(reader: ContainerReader, model: SarCodec, entry: TileEntry) -> np.ndarray:
-    """One tile -> its [0, 1] reconstruction (float32, height x width)."""
-    data = reader.tile_bytes(entry)
-    y_hat = model.decode_latent(data, entry.height, entry.width)
-    return model.synthesize(y_hat, entry.height, entry.width)[0, 0].cpu().numpy()
-
-
 def decode(data: bytes | str, model: SarCodec | str | None = None, *, kind: str | None = None,
-           dtype: np.dtype | str | None = None, normalized: bool = False) -> np.ndarray:
+           dtype: np.dtype | str | None = None, normalized: bool = False,
+           window: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Decompress .sarc bytes (or a path). The model is found from the header unless given.
 
-    Returns the raster in the input's kind and dtype (override with ``kind``/``dtype``), with
-    invalid pixels set to nodata (NaN for floats without nodata). ``normalized=True`` returns the
-    codec-domain [0, 1] reconstruction instead (float32).
+    Returns the raster in the input's kind and dtype (override with ``kind``/``dtype``), invalid
+    pixels set to nodata (NaN for floats without nodata). ``normalized=True`` returns the codec's
+    [0, 1] reconstruction. ``window=(col_off, row_off, width, height)`` decodes only the tiles it
+    touches (and their neighbours' latents); it equals the same window of a full decode.
     """
+    if kind is not None:
+        check_kind(kind)
     with ContainerReader(data) as reader:
         hdr = reader.header
-        model = resolve_decoder(hdr, model)
+        dec = SceneDecoder(reader, resolve_decoder(hdr, model))
         nb, rows, cols = hdr.shape
-        bands_out = []
-        for b in range(nb):
-            v = np.zeros((rows, cols), np.float32)
-            for entry in (t for t in hdr.tiles if t.band == b):
-                if entry.row + entry.height > rows or entry.col + entry.width > cols:
-                    from .errors import CorruptedFileError
-
-                    raise CorruptedFileError(f"{reader.name}: tile outside the raster")
-                v[entry.row:entry.row + entry.height, entry.col:entry.col + entry.width] = decode_tile(reader, model, entry)
-            if normalized:
-                bands_out.append(v)
-                continue
-            rad = Radiometry.from_dict(hdr.bands[b]["radiometry"])
-            out_dtype = dtype or hdr.dtype
-            if kind and kind != rad.kind and dtype is None:
-                out_dtype = np.float32  # converting kind: integer DN would not make sense
-            bands_out.append(rad.inverse(v, reader.mask(b), kind=kind, dtype=out_dtype))
-        out = np.stack(bands_out)
+        c0, r0, w, h = window if window is not None else (0, 0, cols, rows)
+        if w < 1 or h < 1 or c0 < 0 or r0 < 0 or c0 + w > cols or r0 + h > rows:
+            raise InputError(f"window {window} is outside the raster ({cols} x {rows})")
+        out = np.stack([dec.read_band(b, r0, r0 + h, c0, c0 + w, normalized=normalized, kind=kind, dtype=dtype)
+                        for b in range(nb)])
         return out[0] if hdr.metadata.get("ndim", 3) == 2 else out

@@ -99,9 +99,8 @@ def info(path: Path = typer.Argument(..., help=".sarc file")) -> None:
         console.print(f"  size      {size} bytes, {8 * size / h.pixels:.4f} bpp, {native * h.pixels / 8 / size:.1f}x smaller than {h.dtype}")
         for i, b in enumerate(h.bands):
             rad = b["radiometry"]
-            mask = b.get("mask")
             console.print(f"  band {i + 1}    {b.get('description') or '-'}: {rad['kind']}, clip {rad['lo_db']:.2f}..{rad['hi_db']:.2f} dB, "
-                          f"invalid pixels {mask['count'] if mask else 0}")
+                          f"invalid pixels {b.get('invalid', 0)}")
         extra = {k: v for k, v in h.metadata.items() if k != "ndim"}
         if extra:
             console.print(f"  metadata  {', '.join(sorted(extra))}")

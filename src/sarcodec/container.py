@@ -57,13 +57,17 @@ class TileEntry:
     offset: int = 0  # byte offset of the payload in the file
     length: int = 0
     crc: int = 0
+    mask_offset: int = 0  # the tile's lossless invalid-pixel mask (packbits + zlib); 0 = none
+    mask_length: int = 0
+    mask_crc: int = 0
 
     def to_list(self) -> list[int]:
-        return [self.band, self.row, self.col, self.height, self.width, self.offset, self.length, self.crc]
+        return [self.band, self.row, self.col, self.height, self.width, self.offset, self.length, self.crc,
+                self.mask_offset, self.mask_length, self.mask_crc]
 
     @classmethod
     def from_list(cls, v: list[int]) -> "TileEntry":
-        if len(v) != 8 or not all(isinstance(i, int) and i >= 0 for i in v):
+        if len(v) != 11 or not all(isinstance(i, int) and i >= 0 for i in v):
             raise CorruptedFileError(f"malformed tile index entry {v!r}")
         return cls(*v)
 
@@ -75,7 +79,7 @@ class Header:
     model: dict[str, Any]  # {"id": ..., "hash": ..., "arch": ..., "config": {...}}
     shape: tuple[int, int, int]  # bands, rows, cols
     dtype: str
-    bands: list[dict[str, Any]]  # per band: {"radiometry": {...}, "description": ..., "mask": {...}|None}
+    bands: list[dict[str, Any]]  # per band: {"radiometry": {...}, "description": ..., "invalid": count}
     tile_size: int
     tiles: list[TileEntry] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)  # free-form (geo info, tags, ...)
@@ -119,6 +123,7 @@ class ContainerWriter:
         self.pos = HEADER.size
 
     def add_blob(self, data: bytes) -> tuple[int, int, int]:
+        """Append bytes to the body; returns (offset, length, crc32)."""
         off = self.pos
         self.fh.write(data)
         self.pos += len(data)
@@ -219,7 +224,7 @@ class ContainerReader:
             raise CorruptedFileError(f"{self.name}: header is unreadable ({e})") from e
         header = Header.from_json(meta, version)
         for t in header.tiles:
-            if t.offset < HEADER.size or t.offset + t.length > off:
+            if t.offset < HEADER.size or t.offset + t.length > off or t.mask_offset + t.mask_length > off:
                 raise CorruptedFileError(f"{self.name}: tile index points outside the body")
         return header
 
@@ -230,14 +235,15 @@ class ContainerReader:
                 f"{self.name}: tile (band {entry.band}, row {entry.row}, col {entry.col}) checksum mismatch (file corrupted)")
         return data
 
-    def mask(self, band: int) -> np.ndarray | None:
-        info = self.header.bands[band].get("mask")
-        if not info:
+    def tile_mask(self, entry: TileEntry) -> np.ndarray | None:
+        """The tile's invalid-pixel mask, or None when every pixel is valid."""
+        if not entry.mask_length:
             return None
-        blob = self._read(int(info["offset"]), int(info["length"]))
-        if zlib.crc32(blob) != int(info["crc"]):
-            raise CorruptedFileError(f"{self.name}: nodata mask of band {band} checksum mismatch (file corrupted)")
-        return unpack_mask(blob, self.header.shape[1:])
+        blob = self._read(entry.mask_offset, entry.mask_length)
+        if zlib.crc32(blob) != entry.mask_crc:
+            raise CorruptedFileError(
+                f"{self.name}: nodata mask of tile (band {entry.band}, row {entry.row}, col {entry.col}) checksum mismatch")
+        return unpack_mask(blob, (entry.height, entry.width))
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | None = None, *, force: bool = False):
