@@ -22,3 +22,7 @@ __all__ = [
     "Radiometry", "create_model", "decode", "encode", "list_models", "list_pretrained", "load_checkpoint",
     "load_model", "save_checkpoint", "SarcodecError", "InputError", "ModelError", "FormatError", "__version__",
 ]
+
+from .files import compress_file, decompress_file, read_window  # noqa: E402
+
+__all__ += ["compress_file", "decompress_file", "read_window"]

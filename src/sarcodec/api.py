@@ -15,7 +15,7 @@ from .container import ContainerReader, ContainerWriter, Header
 from .errors import InputError, ModelError, ModelMismatchError
 from .models import SarCodec
 from .radiometry import Radiometry, check_array, check_kind
-from .scene import DEFAULT_TILE, ArraySource, SceneDecoder, check_tile_size, encode_tiles, fit_radiometry, new_header
+from .scene import DEFAULT_TILE, halo_metadata, ArraySource, SceneDecoder, check_tile_size, encode_tiles, fit_radiometry, new_header
 
 
 def model_info(model: SarCodec) -> dict[str, Any]:
@@ -59,6 +59,7 @@ def encode(
     writer = ContainerWriter(buf)
     header = new_header(model_info(model), src, rads, tile_size, descs, dict(metadata or {}))
     header.metadata.setdefault("ndim", arr.ndim)
+    header.metadata.update(halo_metadata(model))
     header.tiles, invalid = encode_tiles(src, model, rads, writer, tile_size)
     for b, n in enumerate(invalid):
         header.bands[b]["invalid"] = n

@@ -79,6 +79,109 @@ def _side_by_side(path: Path, images: list, force: bool) -> None:
     atomic_write(path, imagecodecs.png_encode(np.rint(np.clip(row, 0, 1) * 255).astype(np.uint8)), force=force)
 
 
+def _progress():
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed / 1e6:.2f} MP/s" if speed else "- MP/s")
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), Rate(), TimeRemainingColumn(), console=err,
+                    transient=False, disable=not err.is_terminal)
+
+
+def _expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> list[Path]:
+    import glob
+
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes)
+        elif any(ch in item for ch in "*?["):
+            files += sorted(Path(f) for f in glob.glob(item))
+        else:
+            files.append(p)
+    if not files:
+        raise _input_error(f"no input files in {', '.join(inputs)}")
+    return files
+
+
+def _outputs(files: list[Path], out: Path, suffix: str) -> list[Path]:
+    if len(files) == 1 and not out.is_dir():
+        return [out]
+    if not out.is_dir():
+        raise OutputError(f"{out}: with several inputs, -o must be an existing directory")
+    return [out / (f.stem + suffix) for f in files]
+
+
+@app.command()
+def compress(
+    inputs: list[str] = typer.Argument(..., help="Raster files (GeoTIFF/COG/any GDAL raster), directories or globs"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .sarc file, or a directory for several inputs"),
+    quality: Optional[int] = typer.Option(None, "--quality", "-q", help="Rate point of the bundled default model"),
+    model: str = typer.Option("default", "--model", "-m", help="Bundled model name or checkpoint path"),
+    kind: Optional[str] = typer.Option(None, help="Input values: intensity, amplitude, dn, db (default: dn for integers, intensity for floats)"),
+    tile: int = typer.Option(1024, help="Tile size in pixels (multiple of 64)"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 (default: cuda if available)"),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),
+) -> None:
+    """Compress rasters to .sarc (streamed tile by tile; memory does not grow with the scene)."""
+    import torch
+
+    from .checkpoint import load_model
+    from .files import compress_file
+
+    files = _expand_inputs(inputs, (".tif", ".tiff", ".vrt", ".img", ".jp2"))
+    outs = _outputs(files, out, ".sarc")
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    m = load_model(model, device=dev, quality=quality)
+    with _progress() as prog:
+        for f, o in zip(files, outs):
+            task = prog.add_task(f.name, total=None)
+            t0 = time.perf_counter()
+            r = compress_file(f, o, m, kind=kind, tile_size=tile, force=force, progress=lambda n: prog.advance(task, n))
+            console.print(f"{f} -> {o}: {r['bytes']} bytes, {r['bpp']:.3f} bpp, {r['ratio']:.1f}x "
+                          f"({r['pixels'] / 1e6 / (time.perf_counter() - t0):.2f} MP/s)")
+
+
+@app.command()
+def decompress(
+    inputs: list[str] = typer.Argument(..., help=".sarc files, directories or globs"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output GeoTIFF, or a directory for several inputs"),
+    window: Optional[str] = typer.Option(None, help="col_off,row_off,width,height: decode only this window"),
+    dtype: Optional[str] = typer.Option(None, help="Output data type (default: like the input, e.g. uint16)"),
+    kind: Optional[str] = typer.Option(None, help="Output values: intensity, amplitude, dn, db (default: like the input)"),
+    cog: bool = typer.Option(False, "--cog", help="Write a Cloud-Optimized GeoTIFF"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint, if the file's model is not bundled"),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),
+) -> None:
+    """Decompress .sarc files to GeoTIFF with the original georeferencing, tags and nodata."""
+    from .files import decompress_file, parse_window
+
+    files = _expand_inputs(inputs, (".sarc",))
+    outs = _outputs(files, out, ".tif")
+    win = parse_window(window) if window else None
+    if dtype is not None:
+        import numpy as np
+
+        try:
+            np.dtype(dtype)
+        except TypeError as e:
+            raise _input_error(f"unknown --dtype {dtype!r}") from e
+    with _progress() as prog:
+        for f, o in zip(files, outs):
+            task = prog.add_task(f.name, total=None)
+            t0 = time.perf_counter()
+            r = decompress_file(f, o, model=model, window=win, kind=kind, dtype=dtype, cog=cog, force=force,
+                                progress=lambda n: prog.advance(task, n))
+            mp = r["bands"] * r["rows"] * r["cols"] / 1e6
+            console.print(f"{f} -> {o}: {r['bands']} x {r['rows']} x {r['cols']} {r['dtype']} "
+                          f"({mp / (time.perf_counter() - t0):.2f} MP/s)")
+
+
 @app.command()
 def info(path: Path = typer.Argument(..., help=".sarc file")) -> None:
     """Describe a .sarc file: shape, bands, model, bits per pixel."""

@@ -2,13 +2,13 @@
 
 Method: **latent-space tiling**.
 
-* Encoder: a tile's latent ``y`` is computed from the tile *plus a halo* of HALO px of real
+* Encoder: a tile's latent ``y`` is computed from the tile *plus a halo* of 16 * halo_latents px of real
   neighbouring pixels, then cropped to the tile. So ``y`` is (up to float rounding) what a
   whole-scene analysis gives, and every latent is coded exactly once: no bits are spent twice on
   overlaps. Each tile carries its own small hyper-latent ``z`` (computed with the same halo), so a
   tile's bytes decode on their own.
-* Decoder: a tile's pixels are synthesised from its own ``ŷ`` plus a ring of HALO_LATENTS latents
-  from its decoded neighbours, then cropped. With the ring at least as wide as the synthesis
+* Decoder: a tile's pixels are synthesised from its own ``ŷ`` plus a ring of ``halo_latents``
+  latents (per architecture, >= the synthesis transform's reach) from its decoded neighbours, then cropped. With the ring at least as wide as the synthesis
   transform's reach, tile borders see the same latents as interiors: no seams, no blending.
   A window decode entropy-decodes just the touched tiles and their neighbours, and because a
   tile's synthesis depends only on that neighbourhood, it equals the window of a full decode.
@@ -30,8 +30,6 @@ from .models import SarCodec
 from .radiometry import Radiometry
 
 LATENT_STRIDE = 16
-HALO_LATENTS = 4  # context ring, in latents (64 px), on each side
-HALO = HALO_LATENTS * LATENT_STRIDE
 DEFAULT_TILE = 1024
 
 
@@ -86,6 +84,8 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
     """Encode every tile of every band into ``writer``. Returns (tile entries, invalid count per band)."""
     check_tile_size(tile)
     dev = next(model.parameters()).device
+    hl = model.halo_latents
+    halo = hl * LATENT_STRIDE
     entries: list[TileEntry] = []
     invalid = [0] * src.bands
     was = model.training
@@ -95,12 +95,11 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
         for b in range(src.bands):
             for (r, c, h, w) in tile_grid(src.rows, src.cols, tile):
                 th, tw = model.padded_size(h, w)
-                raw = read_padded(src, b, r - HALO, r + th + HALO, c - HALO, c + tw + HALO)
+                raw = read_padded(src, b, r - halo, r + th + halo, c - halo, c + tw + halo)
                 v, mask = rads[b].forward(raw)
-                core_mask = mask[HALO:HALO + h, HALO:HALO + w]
+                core_mask = mask[halo:halo + h, halo:halo + w]
                 with torch.no_grad():
                     y_ctx = model.g_a(torch.from_numpy(np.ascontiguousarray(v))[None, None].to(dev) - 0.5)
-                hl = HALO_LATENTS
                 y = y_ctx[..., hl:hl + th // LATENT_STRIDE, hl:hl + tw // LATENT_STRIDE]
                 payload = model.latent_codec.compress(y, y_ctx, margin=hl)
                 e = TileEntry(b, r, c, h, w)
@@ -137,6 +136,7 @@ class SceneDecoder:
     def __init__(self, reader: ContainerReader, model: SarCodec, cache_tiles: int | None = None):
         self.reader, self.model = reader, model
         self.hdr = reader.header
+        self.halo_latents = int(self.hdr.metadata.get("halo_latents", model.halo_latents))
         self.tile = self.hdr.tile_size
         nb, rows, cols = self.hdr.shape
         self.by_pos: dict[tuple[int, int, int], TileEntry] = {}
@@ -163,8 +163,8 @@ class SceneDecoder:
         return y
 
     def _canvas(self, e: TileEntry) -> torch.Tensor:
-        """ŷ of the tile with HALO_LATENTS of neighbouring latents (edge-replicated at the raster border)."""
-        t, hl, s = self.tile, HALO_LATENTS, LATENT_STRIDE
+        """ŷ of the tile with a ring of neighbouring latents (edge-replicated at the raster border)."""
+        t, hl, s = self.tile, self.halo_latents, LATENT_STRIDE
         rows_lat: list[torch.Tensor] = []
         row_keys = [e.row + d * t for d in (-1, 0, 1)]
         col_keys = [e.col + d * t for d in (-1, 0, 1)]
@@ -188,7 +188,8 @@ class SceneDecoder:
         """The tile's [0, 1] reconstruction (float32, height x width)."""
         canvas = self._canvas(e)[None]
         full = self.model.synthesize(canvas, canvas.shape[-2] * LATENT_STRIDE, canvas.shape[-1] * LATENT_STRIDE)
-        return full[0, 0, HALO:HALO + e.height, HALO:HALO + e.width].cpu().numpy()
+        halo = self.halo_latents * LATENT_STRIDE
+        return full[0, 0, halo:halo + e.height, halo:halo + e.width].cpu().numpy()
 
     def tiles_in(self, band: int, r0: int, r1: int, c0: int, c1: int) -> Iterator[TileEntry]:
         t = self.tile
@@ -227,3 +228,7 @@ def new_header(model_info: dict[str, Any], src: Source, rads: list[Radiometry], 
     bands = [{"radiometry": r.to_dict(), "description": d, "invalid": 0} for r, d in zip(rads, descriptions)]
     return Header(model=model_info, shape=(src.bands, src.rows, src.cols), dtype=str(np.dtype(src.dtype)),
                   bands=bands, tile_size=tile, metadata=metadata)
+
+
+def halo_metadata(model: SarCodec) -> dict[str, int]:
+    return {"halo_latents": model.halo_latents}

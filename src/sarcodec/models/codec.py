@@ -31,6 +31,7 @@ class SarCodec(nn.Module):
         self.latent_codec = latent_codec
         self.config = dict(config)  # everything create_model needs to rebuild this model
         self.pad_multiple = STRIDE * latent_codec.stride
+        self.halo_latents = 4  # set by the registry per architecture (see registry.HALO_LATENTS)
         self._tables_fresh = False
         self._hash: str | None = None
 

@@ -18,6 +18,10 @@ _ARCHS: dict[str, tuple[Callable, dict[str, Any]]] = {
     "hyperprior": (transforms.hyperprior, dict(latent_channels=192, base_channels=128, latent_codec="scale-hyperprior")),
 }
 DEFAULT_HYPER_CHANNELS = 64
+# Context ring (in latents, a multiple of 4) that whole-scene tiling gives each tile so that tile
+# borders see what interiors see: at least the reach of g_s / g_a. 5x5 stride-2 stacks reach
+# 2 + 1 + 0.5 + 0.25 < 4 latents; the residual family's 3x3 convs at every scale reach ~7.
+HALO_LATENTS = {"baseline": 4, "hyperprior": 4, "resnet-lite": 8, "residual": 8, "attention": 8}
 
 
 def list_models() -> list[str]:
@@ -47,4 +51,6 @@ def create_model(name: str, **kwargs: Any) -> SarCodec:
     build = _ARCHS[name][0]
     g_a, g_s = build(cfg["latent_channels"], cfg["base_channels"])
     lc = LATENT_CODECS[cfg["latent_codec"]](cfg["latent_channels"], cfg["hyper_channels"])
-    return SarCodec(name, g_a, g_s, lc, cfg)
+    model = SarCodec(name, g_a, g_s, lc, cfg)
+    model.halo_latents = HALO_LATENTS[name]
+    return model

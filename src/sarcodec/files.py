@@ -1,0 +1,256 @@
+"""GeoTIFF / COG (any GDAL raster) <-> .sarc, streaming with bounded memory.
+
+``compress_file`` reads tile windows through rasterio, so a 30000 x 30000 scene needs no more
+memory than a 3000 x 3000 one; ``decompress_file`` writes tile rows as they are decoded.
+Everything a GIS user relies on is kept: CRS, geotransform, GCPs (+ their CRS), nodata, band
+descriptions, dataset and band tags, units, scales/offsets, every band (each with its own
+radiometry), and the invalid-pixel mask, losslessly.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .api import model_info, resolve_decoder
+from .checkpoint import DEFAULT_RADIOMETRY, load_model
+from .container import ContainerReader, ContainerWriter, atomic_write
+from .errors import InputError, OutputError
+from .models import SarCodec
+from .radiometry import check_kind
+from .scene import DEFAULT_TILE, halo_metadata, SceneDecoder, check_tile_size, encode_tiles, fit_radiometry, new_header
+
+Progress = Callable[[int], None]
+
+
+def _json_num(v: float | None) -> Any:
+    if v is None:
+        return None
+    return "nan" if isinstance(v, float) and math.isnan(v) else v
+
+
+def _from_json_num(v: Any) -> float | None:
+    return float("nan") if v == "nan" else v
+
+
+class RasterioSource:
+    """Tile windows of an open rasterio dataset."""
+
+    def __init__(self, ds):
+        self.ds = ds
+        self.bands, self.rows, self.cols = ds.count, ds.height, ds.width
+        self.dtype = np.dtype(ds.dtypes[0])
+
+    def read(self, band: int, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        from rasterio.windows import Window
+
+        return self.ds.read(band + 1, window=Window(c0, r0, c1 - c0, r1 - r0))
+
+    def read_decimated(self, band: int, k: int) -> np.ndarray:
+        from rasterio.enums import Resampling
+
+        shape = (max(1, self.rows // k), max(1, self.cols // k))
+        return self.ds.read(band + 1, out_shape=shape, resampling=Resampling.nearest)
+
+
+def _open_raster(path: str | os.PathLike):
+    import rasterio
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # rasters without georeferencing are fine to compress
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            return rasterio.open(p)
+    except rasterio.errors.RasterioIOError as e:
+        raise InputError(f"{p}: not a readable raster ({e})") from e
+
+
+def geo_metadata(ds) -> dict[str, Any]:
+    """Everything to rebuild the dataset's georeferencing and annotations."""
+    gcps, gcp_crs = ds.gcps
+    return {
+        "driver": ds.driver,
+        "crs": ds.crs.to_wkt() if ds.crs else None,
+        "transform": list(ds.transform)[:6],
+        "has_transform": not ds.transform.is_identity or not gcps,
+        "gcps": [[g.row, g.col, g.x, g.y, g.z, g.id, g.info] for g in gcps],
+        "gcp_crs": gcp_crs.to_wkt() if gcp_crs else None,
+        "nodata": _json_num(ds.nodata),
+        "descriptions": list(ds.descriptions),
+        "tags": ds.tags(),
+        "band_tags": [ds.tags(i + 1) for i in range(ds.count)],
+        "units": list(ds.units),
+        "scales": list(ds.scales),
+        "offsets": list(ds.offsets),
+        "colorinterp": [c.name for c in ds.colorinterp],
+    }
+
+
+def default_kind(dtype: np.dtype) -> str:
+    """uint16/int16 rasters are GRD digital numbers (amplitude); floats linear intensity."""
+    return "dn" if np.issubdtype(dtype, np.integer) else "intensity"
+
+
+def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, model: SarCodec | str = "default", *,
+                  kind: str | None = None, tile_size: int = DEFAULT_TILE, force: bool = False,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio)."""
+    check_tile_size(tile_size)
+    if isinstance(model, str):
+        model = load_model(model)
+    with _open_raster(src_path) as ds:
+        src = RasterioSource(ds)
+        if src.dtype.kind not in "uif":
+            raise InputError(f"{src_path}: unsupported data type {src.dtype} (need integer or float bands)")
+        if len(set(ds.dtypes)) != 1:
+            raise InputError(f"{src_path}: bands of mixed data types are not supported")
+        kind = check_kind(kind or default_kind(src.dtype))
+        geo = geo_metadata(ds)
+        rads = fit_radiometry(src, kind, ds.nodata, getattr(model, "radiometry_defaults", DEFAULT_RADIOMETRY),
+                              read_decimated=src.read_decimated)
+        header = new_header(model_info(model), src, rads, tile_size, list(ds.descriptions),
+                            {"geo": geo, "source": Path(src_path).name, **halo_metadata(model)})
+        with atomic_write(dst_path, force=force) as fh:
+            writer = ContainerWriter(fh)
+            header.tiles, invalid = encode_tiles(src, model, rads, writer, tile_size, progress)
+            for b, n in enumerate(invalid):
+                header.bands[b]["invalid"] = n
+            size = writer.finish(header)
+    pixels = src.bands * src.rows * src.cols
+    native = src.dtype.itemsize * 8
+    return {"bytes": size, "pixels": pixels, "bpp": 8 * size / pixels, "ratio": native * pixels / 8 / size}
+
+
+def parse_window(text: str) -> tuple[int, int, int, int]:
+    """'col_off,row_off,width,height' -> tuple."""
+    try:
+        v = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        v = ()
+    if len(v) != 4 or v[2] < 1 or v[3] < 1 or v[0] < 0 or v[1] < 0:
+        raise InputError(f"window must be col_off,row_off,width,height with positive sizes, got {text!r}")
+    return v  # type: ignore[return-value]
+
+
+def read_window(path: str | os.PathLike, window: tuple[int, int, int, int] | None = None, *,
+                model: SarCodec | str | None = None, kind: str | None = None, dtype: Any = None) -> np.ndarray:
+    """Decode (bands, height, width) of ``window=(col_off, row_off, width, height)`` from a .sarc file,
+    touching only the tiles it needs."""
+    from .api import decode
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: file not found")
+    out = decode(str(p), model, kind=kind, dtype=dtype, window=window)
+    return out if out.ndim == 3 else out[None]
+
+
+def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *, model: SarCodec | str | None = None,
+                    window: tuple[int, int, int, int] | None = None, kind: str | None = None, dtype: Any = None,
+                    cog: bool = False, force: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+    """Decode a .sarc file to a GeoTIFF (or COG) with the original georeferencing and tags."""
+    import rasterio
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+    from rasterio.transform import Affine
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
+
+    p = Path(src_path)
+    if not p.is_file():
+        raise InputError(f"{p}: file not found")
+    if kind is not None:
+        check_kind(kind)
+    dst = Path(dst_path)
+    if dst.exists() and not force:
+        raise OutputError(f"{dst}: already exists (use --force to overwrite)")
+    if not dst.parent.exists():
+        raise OutputError(f"{dst.parent}: output directory does not exist")
+    with ContainerReader(p) as reader:
+        hdr = reader.header
+        dec = SceneDecoder(reader, resolve_decoder(hdr, model))
+        nb, rows, cols = hdr.shape
+        c0, r0, w, h = window or (0, 0, cols, rows)
+        if c0 + w > cols or r0 + h > rows:
+            raise InputError(f"window {window} is outside the raster ({cols} x {rows})")
+        geo = hdr.metadata.get("geo", {})
+        rad0 = hdr.bands[0]["radiometry"]
+        out_kind = kind or rad0["kind"]
+        out_dtype = np.dtype(dtype or (hdr.dtype if out_kind == rad0["kind"] else "float32"))
+        # invalid pixels come out as Radiometry.inverse writes them: the source nodata when the kind
+        # is unchanged and one was set, else NaN (floats) or 0 (integers); declare that value
+        nodata = _from_json_num(geo.get("nodata"))
+        if out_kind != rad0["kind"] or nodata is None:
+            nodata = float("nan") if out_dtype.kind == "f" else 0
+        profile: dict[str, Any] = dict(driver="GTiff", width=w, height=h, count=nb, dtype=out_dtype.name, nodata=nodata,
+                                       tiled=True, blockxsize=256, blockysize=256, compress="deflate",
+                                       predictor=3 if out_dtype.kind == "f" else 2, BIGTIFF="IF_SAFER")
+        if geo.get("crs"):
+            profile["crs"] = CRS.from_wkt(geo["crs"])
+        if geo.get("has_transform"):
+            profile["transform"] = window_transform(Window(c0, r0, w, h), Affine(*geo["transform"]))
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part.tif", dir=dst.parent)
+        os.close(fd)
+        tmp_cog = None
+        try:
+            import warnings
+
+            with warnings.catch_warnings():  # GCP-only rasters have no geotransform, by design
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                out = rasterio.open(tmp, "w", **profile)
+            with out:
+                tile = hdr.tile_size
+                for b in range(nb):
+                    for rr in range((r0 // tile) * tile, r0 + h, tile):
+                        a0, a1 = max(rr, r0), min(rr + tile, r0 + h)
+                        block = dec.read_band(b, a0, a1, c0, c0 + w, kind=kind, dtype=out_dtype, progress=progress)
+                        out.write(block, b + 1, window=Window(0, a0 - r0, w, a1 - a0))
+                _copy_annotations(out, geo, hdr, nb, r0, c0, GroundControlPoint, CRS)
+            if cog:
+                fd, tmp_cog = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part.cog.tif", dir=dst.parent)
+                os.close(fd)
+                from rasterio.shutil import copy as rio_copy
+
+                rio_copy(tmp, tmp_cog, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER")
+                os.replace(tmp_cog, dst)
+                tmp_cog = None
+            else:
+                os.replace(tmp, dst)
+                tmp = None
+        except PermissionError as e:
+            raise OutputError(f"{dst}: cannot write ({e})") from e
+        finally:
+            for t_ in (tmp, tmp_cog):
+                if t_ and os.path.exists(t_):
+                    os.unlink(t_)
+    return {"bands": nb, "rows": h, "cols": w, "dtype": out_dtype.name, "path": str(dst)}
+
+
+def _copy_annotations(out, geo: dict[str, Any], hdr, nb: int, r0: int, c0: int, GCP, CRS) -> None:
+    if geo.get("gcps"):
+        gcps = [GCP(row=g[0] - r0, col=g[1] - c0, x=g[2], y=g[3], z=g[4], id=g[5], info=g[6]) for g in geo["gcps"]]
+        out.gcps = (gcps, CRS.from_wkt(geo["gcp_crs"]) if geo.get("gcp_crs") else None)
+    if geo.get("tags"):
+        out.update_tags(**geo["tags"])
+    for i in range(nb):
+        desc = hdr.bands[i].get("description")
+        if desc:
+            out.set_band_description(i + 1, desc)
+        bt = (geo.get("band_tags") or [{}] * nb)[i]
+        if bt:
+            out.update_tags(i + 1, **bt)
+        units = (geo.get("units") or [None] * nb)[i]
+        if units:
+            out.set_band_unit(i + 1, units)
+    if geo.get("scales") and any(s != 1.0 for s in geo["scales"]):
+        out.scales = tuple(geo["scales"])
+    if geo.get("offsets") and any(o != 0.0 for o in geo["offsets"]):
+        out.offsets = tuple(geo["offsets"])
