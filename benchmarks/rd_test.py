@@ -1,11 +1,12 @@
-"""Rate-distortion on ../shared/sar/test against JPEG 2000 at matched bytes.
+"""Rate-distortion of sarcodec models vs JPEG 2000 and JPEG-XL on ../shared/sar/test.
 
-    python benchmarks/rd_test.py --model default [--model path.pt ...] [--data ../shared/sar]
+    python benchmarks/rd_test.py --model default-q1 --model default-q2 ... [--json out.json]
 
-Benchmark domain as in ANCHORS.md: dB clipped to each image's 0.1/99.9 percentiles, [0, 1];
-PSNR against that; bpp from the whole .sarc file (header included). JPEG 2000 (OpenJPEG, 16-bit)
-is bisected on its quality knob to the largest file not exceeding sarcodec's, so every
-comparison gives JPEG 2000 at most as many bytes and reports both bpp.
+Benchmark domain as in ANCHORS.md: dB clipped to each image's 0.1/99.9 percentiles, [0, 1]; PSNR
+against that; bpp from bytes on disk (whole .sarc file). Traditional codecs get that domain as
+uint16 through imagecodecs, swept over their quality knob. BD-rate per image against JPEG 2000,
+then averaged. Also ENL ratio (linear intensity, homogeneous blocks of the original) and EPI.
+The models given are treated as one family (their rate points form one curve).
 """
 from __future__ import annotations
 
@@ -20,43 +21,90 @@ import numpy as np  # noqa: E402
 
 import sarcodec  # noqa: E402
 from sarcodec.data.scenes import default_data_dir, read_intensity, scan_scenes  # noqa: E402
-from sarcodec.evaluation.codecs import jpeg2000, match_bytes  # noqa: E402
-from sarcodec.evaluation.metrics import BenchmarkDomain, bpp, psnr  # noqa: E402
+from sarcodec.evaluation.codecs import jpeg2000, jpegxl  # noqa: E402
+from sarcodec.evaluation.metrics import BenchmarkDomain, bd_rate, bpp, enl_ratio, epi, psnr  # noqa: E402
+
+J2K_LEVELS = np.arange(18.0, 70.0, 2.0)
+JXL_DISTANCES = [12.0, 9.0, 7.0, 5.0, 4.0, 3.0, 2.4, 1.8, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05]
+RATES = (0.5, 0.75, 1.0, 2.0)
+
+
+def curve(codec, u16, knobs, ref, dom_inv) -> list[dict]:
+    pts = []
+    for k in knobs:
+        data, dec = codec(u16, k)
+        b = bpp(len(data), u16.size)
+        if 0.05 <= b <= 4.5:
+            pts.append({"bpp": b, "psnr": psnr(ref, dec / 65535.0)})
+    return sorted(pts, key=lambda p: p["bpp"])
+
+
+def at_rate(pts: list[dict], rate: float, key: str = "psnr") -> float | None:
+    """Linear interpolation in log-rate; None outside the measured range."""
+    r = np.log([p["bpp"] for p in pts])
+    if not len(r) or np.log(rate) < r.min() or np.log(rate) > r.max():
+        return None
+    return float(np.interp(np.log(rate), r, [p[key] for p in pts]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", action="append", default=None)
+    ap.add_argument("--model", action="append", required=True)
     ap.add_argument("--data", default=None)
-    ap.add_argument("--json", default=None, help="write results here")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--no-jxl", action="store_true")
     a = ap.parse_args()
     root = Path(a.data) if a.data else default_data_dir()
     if root is None:
         sys.exit("no data: pass --data or place ../shared/sar")
     scenes = [s for s in scan_scenes(root, folders=("test",)) if s.split == "test"]
-    results = []
-    for name in a.model or ["default"]:
-        model = sarcodec.load_model(name)
-        print(f"\nmodel {name} ({model.arch}, {model.num_parameters() / 1e6:.2f}M params)")
-        print(f"{'image':28s} {'bpp':>6s} {'PSNR':>6s} | {'J2K bpp':>7s} {'J2K PSNR':>8s} | {'gain dB':>7s}")
-        for s in scenes:
-            img = read_intensity(s.path)
-            dom = BenchmarkDomain(img)
-            ref = dom(img)
-            data = sarcodec.encode(img, model)
-            rec = sarcodec.decode(data, model)
-            r = {"model": name, "image": s.path.name, "bpp": bpp(len(data), img.size), "psnr": psnr(ref, dom(rec))}
-            j, jd, _ = match_bytes(jpeg2000, dom.to_uint16(img), len(data), 10.0, 90.0)
-            r["j2k_bpp"], r["j2k_psnr"] = bpp(len(j), img.size), psnr(ref, jd / 65535.0)
-            results.append(r)
-            print(f"{s.path.name:28s} {r['bpp']:6.3f} {r['psnr']:6.2f} | {r['j2k_bpp']:7.3f} {r['j2k_psnr']:8.2f} | "
-                  f"{r['psnr'] - r['j2k_psnr']:+7.2f}")
-        mine = [r for r in results if r["model"] == name]
-        print(f"{'mean':28s} {np.mean([r['bpp'] for r in mine]):6.3f} {np.mean([r['psnr'] for r in mine]):6.2f} | "
-              f"{np.mean([r['j2k_bpp'] for r in mine]):7.3f} {np.mean([r['j2k_psnr'] for r in mine]):8.2f} | "
-              f"{np.mean([r['psnr'] - r['j2k_psnr'] for r in mine]):+7.2f}")
+    models = [sarcodec.load_model(m) for m in a.model]
+    res: dict[str, dict] = {}
+    for s in scenes:
+        img = read_intensity(s.path)
+        dom = BenchmarkDomain(img)
+        ref, u16 = dom(img), dom.to_uint16(img)
+        entry = {"jpeg2000": curve(jpeg2000, u16, J2K_LEVELS, ref, None)}
+        if not a.no_jxl:
+            entry["jpegxl"] = curve(jpegxl, u16, JXL_DISTANCES, ref, None)
+        pts = []
+        for m in models:
+            data = sarcodec.encode(img, m)
+            rec = sarcodec.decode(data, m)
+            v = dom(rec)
+            pts.append({"model": m.name, "bpp": bpp(len(data), img.size), "psnr": psnr(ref, v),
+                        "enl_ratio": enl_ratio(img, rec), "epi": epi(ref, v)})
+        entry["sarcodec"] = sorted(pts, key=lambda p: p["bpp"])
+        res[s.path.name] = entry
+        print(f"{s.path.name}: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for p in entry["sarcodec"]), flush=True)
+
+    codecs = ["sarcodec", "jpeg2000"] + ([] if a.no_jxl else ["jpegxl"])
+    print("\n| codec | " + " | ".join(f"PSNR @{r} bpp" for r in RATES) + " | BD-rate vs JPEG 2000 |")
+    print("|---|" + "---|" * (len(RATES) + 1))
+    summary = {}
+    for c in codecs:
+        row, bds = [], []
+        for r in RATES:
+            vals = [at_rate(e[c], r) for e in res.values()]
+            vals = [v for v in vals if v is not None]
+            row.append(f"{np.mean(vals):.2f} ({len(vals)}/{len(res)})" if vals else "-")
+        for e in res.values():
+            if c != "jpeg2000" and len(e[c]) >= 2:
+                try:
+                    bds.append(bd_rate([p["bpp"] for p in e["jpeg2000"]], [p["psnr"] for p in e["jpeg2000"]],
+                                       [p["bpp"] for p in e[c]], [p["psnr"] for p in e[c]]))
+                except ValueError:
+                    pass
+        bd = "0 (reference)" if c == "jpeg2000" else (f"{np.mean(bds):+.1f}% ({len(bds)}/{len(res)})" if bds else "-")
+        summary[c] = {"bd_rate": float(np.mean(bds)) if bds else None, "per_image_bd": bds}
+        print(f"| {c} | " + " | ".join(row) + f" | {bd} |")
+    print("\nsarcodec SAR statistics (per rate point, mean over images):")
+    for i, m in enumerate(models):
+        pts = [next(p for p in e["sarcodec"] if p["model"] == m.name) for e in res.values()]
+        print(f"  {m.name}: bpp {np.mean([p['bpp'] for p in pts]):.3f}  PSNR {np.mean([p['psnr'] for p in pts]):.2f}  "
+              f"ENL ratio {np.mean([p['enl_ratio'] for p in pts]):.3f}  EPI {np.mean([p['epi'] for p in pts]):.3f}")
     if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=1))
+        Path(a.json).write_text(json.dumps({"images": res, "summary": summary}, indent=1))
 
 
 if __name__ == "__main__":

@@ -183,6 +183,31 @@ def decompress(
 
 
 @app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config (see configs/)"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. lmbda=0.02 model.base_channels=32"),
+    quick: bool = typer.Option(False, "--quick", help="Quick-search mode: a short run on small patches"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<config name>)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's trainer_state.pt"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda (default: cuda if available)"),
+) -> None:
+    """Train a codec (rate-distortion loss lambda*D + bpp) from a YAML config."""
+    import torch
+
+    from .training import load_config, run_config
+
+    cfg, data = load_config(config, overrides or [], quick=quick)
+    run = out or Path("runs") / (config.stem + ("-quick" if quick else ""))
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    console.print(f"training {cfg.arch} ({cfg.steps} steps, lambda {cfg.lmbda}) on {data.get('source', 'shared')} data -> {run}")
+    summary = run_config(cfg, data, run, device=dev, resume=resume)
+    last = summary["history"][-1] if summary["history"] else {}
+    console.print(f"done: {summary['steps']} steps in {summary['seconds']} s ({summary['patches_per_s']} patches/s); "
+                  f"val bpp {last.get('bpp', float('nan')):.3f} PSNR {last.get('psnr', float('nan')):.2f} dB; "
+                  f"checkpoints {run / 'best.pt'}, {run / 'latest.pt'}")
+
+
+@app.command()
 def info(path: Path = typer.Argument(..., help=".sarc file")) -> None:
     """Describe a .sarc file: shape, bands, model, bits per pixel."""
     from .container import ContainerReader

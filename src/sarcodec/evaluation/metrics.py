@@ -37,3 +37,117 @@ def psnr(reference: np.ndarray, test: np.ndarray, data_range: float = 1.0) -> fl
 def bpp(n_bytes: int, n_pixels: int) -> float:
     """Bits per pixel from bytes on disk."""
     return 8.0 * n_bytes / n_pixels
+
+
+def rmse_db(reference_intensity: np.ndarray, test_intensity: np.ndarray) -> float:
+    """RMSE in dB between two linear-intensity images (valid, positive pixels only)."""
+    a = np.asarray(reference_intensity, np.float64)
+    b = np.asarray(test_intensity, np.float64)
+    ok = (a > 0) & (b > 0) & np.isfinite(a) & np.isfinite(b)
+    return float(np.sqrt(np.mean((10 * np.log10(a[ok]) - 10 * np.log10(b[ok])) ** 2)))
+
+
+def ssim(reference: np.ndarray, test: np.ndarray, data_range: float = 1.0) -> float:
+    """SSIM (Wang et al. 2004, Gaussian window 11, sigma 1.5) via pytorch-msssim."""
+    import torch
+    from pytorch_msssim import ssim as _ssim
+
+    a = torch.from_numpy(np.asarray(reference, np.float32))[None, None]
+    b = torch.from_numpy(np.asarray(test, np.float32))[None, None]
+    return float(_ssim(a, b, data_range=data_range))
+
+
+def ms_ssim(reference: np.ndarray, test: np.ndarray, data_range: float = 1.0) -> float:
+    """MS-SSIM (5 scales). Small images: the window shrinks so that 4 downsamplings still fit
+    (pytorch-msssim needs side > (win - 1) * 16); below 3x16+1 px it falls back to SSIM."""
+    import torch
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    side = min(np.shape(reference))
+    win = 11
+    while win > 3 and side <= (win - 1) * 16:
+        win -= 2
+    if side <= (win - 1) * 16:
+        return ssim(reference, test, data_range)
+    a = torch.from_numpy(np.asarray(reference, np.float32))[None, None]
+    b = torch.from_numpy(np.asarray(test, np.float32))[None, None]
+    return float(_ms_ssim(a, b, data_range=data_range, win_size=win))
+
+
+def enl(intensity: np.ndarray) -> float:
+    """Equivalent number of looks of a homogeneous region of *linear intensity*: mean^2 / variance."""
+    x = np.asarray(intensity, np.float64).ravel()
+    v = x.var()
+    return float(x.mean() ** 2 / v) if v > 0 else float("inf")
+
+
+def homogeneous_blocks(intensity: np.ndarray, block: int = 16, fraction: float = 0.1) -> list[tuple[int, int]]:
+    """Top-left corners of the ``fraction`` most homogeneous blocks of the *original*: those with
+    the lowest coefficient of variation of linear intensity (speckle-only areas)."""
+    a = np.asarray(intensity, np.float64)
+    h, w = (a.shape[0] // block) * block, (a.shape[1] // block) * block
+    if h == 0 or w == 0:
+        return []
+    b = a[:h, :w].reshape(h // block, block, w // block, block)
+    mean, std = b.mean(axis=(1, 3)), b.std(axis=(1, 3))
+    cv = np.where(mean > 0, std / np.where(mean > 0, mean, 1), np.inf)
+    n = max(1, int(round(fraction * cv.size)))
+    idx = np.argsort(cv, axis=None)[:n]
+    return [(int(i // cv.shape[1]) * block, int(i % cv.shape[1]) * block) for i in idx]
+
+
+def enl_ratio(original_intensity: np.ndarray, reconstructed_intensity: np.ndarray, block: int = 16,
+              fraction: float = 0.1) -> float:
+    """Median over homogeneous blocks (found on the original) of ENL(reconstruction) / ENL(original),
+    in linear intensity. 1 = speckle statistics kept; > 1 = the codec smoothed the speckle."""
+    ratios = []
+    for r, c in homogeneous_blocks(original_intensity, block, fraction):
+        o = original_intensity[r:r + block, c:c + block]
+        x = reconstructed_intensity[r:r + block, c:c + block]
+        eo, ex = enl(o), enl(x)
+        if np.isfinite(eo) and eo > 0 and np.isfinite(ex):
+            ratios.append(ex / eo)
+    return float(np.median(ratios)) if ratios else float("nan")
+
+
+def epi(original: np.ndarray, reconstructed: np.ndarray) -> float:
+    """Edge preservation index (Sattar et al. 1997): correlation of the Laplacian-filtered original
+    and reconstruction (benchmark domain). 1 = edges kept exactly."""
+    from scipy.ndimage import laplace
+
+    a = laplace(np.asarray(original, np.float64))
+    b = laplace(np.asarray(reconstructed, np.float64))
+    a = a - a.mean()
+    b = b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def bd_rate(rate_ref: np.ndarray, psnr_ref: np.ndarray, rate_test: np.ndarray, psnr_test: np.ndarray) -> float:
+    """Bjøntegaard delta rate (VCEG-M33), in percent: average bitrate change of ``test`` versus
+    ``ref`` at equal PSNR over the overlapping PSNR range; cubic fit of log-rate on PSNR.
+    Negative = test needs fewer bits."""
+    lr_ref, lr_test = np.log(np.asarray(rate_ref, float)), np.log(np.asarray(rate_test, float))
+    p_ref, p_test = np.asarray(psnr_ref, float), np.asarray(psnr_test, float)
+    if min(len(p_ref), len(p_test)) < 2:
+        raise ValueError("BD-rate needs at least two points per curve")
+    deg = min(3, len(p_ref) - 1, len(p_test) - 1)
+    f_ref = np.polyint(np.polyfit(p_ref, lr_ref, deg))
+    f_test = np.polyint(np.polyfit(p_test, lr_test, deg))
+    lo, hi = max(p_ref.min(), p_test.min()), min(p_ref.max(), p_test.max())
+    if hi <= lo:
+        raise ValueError("the two curves do not overlap in PSNR")
+    avg = ((np.polyval(f_test, hi) - np.polyval(f_test, lo)) - (np.polyval(f_ref, hi) - np.polyval(f_ref, lo))) / (hi - lo)
+    return float((np.exp(avg) - 1) * 100)
+
+
+def bd_psnr(rate_ref: np.ndarray, psnr_ref: np.ndarray, rate_test: np.ndarray, psnr_test: np.ndarray) -> float:
+    """Bjøntegaard delta PSNR (dB): average PSNR gain of ``test`` over ``ref`` at equal log-rate."""
+    lr_ref, lr_test = np.log(np.asarray(rate_ref, float)), np.log(np.asarray(rate_test, float))
+    deg = min(3, len(lr_ref) - 1, len(lr_test) - 1)
+    f_ref = np.polyint(np.polyfit(lr_ref, psnr_ref, deg))
+    f_test = np.polyint(np.polyfit(lr_test, psnr_test, deg))
+    lo, hi = max(lr_ref.min(), lr_test.min()), min(lr_ref.max(), lr_test.max())
+    if hi <= lo:
+        raise ValueError("the two curves do not overlap in rate")
+    return float(((np.polyval(f_test, hi) - np.polyval(f_test, lo)) - (np.polyval(f_ref, hi) - np.polyval(f_ref, lo))) / (hi - lo))

@@ -43,6 +43,7 @@ class TrainConfig:
     val_every: int = 250
     seed: int = 0
     threads: int | None = None
+    init_from: str | None = None  # checkpoint to start from (e.g. a rate point fine-tuned from another)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -95,6 +96,13 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.model = create_model(cfg.arch, **cfg.model).to(self.device)
+        if cfg.init_from:
+            from ..checkpoint import load_checkpoint
+
+            src = load_checkpoint(cfg.init_from)
+            if src.arch != cfg.arch or {k: src.config[k] for k in cfg.model} != cfg.model:
+                raise SarcodecError(f"init_from {cfg.init_from}: architecture/config differ from this run")
+            self.model.load_state_dict(src.state_dict())
         aux = [p for n, p in self.model.named_parameters() if n.endswith("quantiles")]
         main = [p for n, p in self.model.named_parameters() if not n.endswith("quantiles")]
         self.opt = torch.optim.AdamW(main, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -132,15 +140,17 @@ class Trainer:
         self.model.train()
         for g in self.opt.param_groups:
             g["lr"] = lr_at(self.step, self.cfg)
+        # the forward pass updates BatchNorm statistics: keep a copy to undo a skipped batch
+        buffers = {k: b.detach().clone() for k, b in self.model.named_buffers()}
         loss, stats = rd_loss(self.model, x, self.cfg)
         self.opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
-            return self._nonfinite("loss")
+            return self._nonfinite("loss", buffers)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         if not torch.isfinite(gnorm):
             self.opt.zero_grad(set_to_none=True)
-            return self._nonfinite("gradient")
+            return self._nonfinite("gradient", buffers)
         self.opt.step()
         aux = self.model.aux_loss()
         self.aux_opt.zero_grad(set_to_none=True)
@@ -149,7 +159,10 @@ class Trainer:
         self.step += 1
         return {**stats, "loss": loss.item(), "aux": aux.item(), "lr": self.opt.param_groups[0]["lr"]}
 
-    def _nonfinite(self, what: str) -> None:
+    def _nonfinite(self, what: str, buffers: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for k, b in self.model.named_buffers():
+                b.copy_(buffers[k])
         self.nonfinite += 1
         self.step += 1
         self.log(f"step {self.step}: non-finite {what}, batch skipped ({self.nonfinite} so far)")
@@ -176,11 +189,13 @@ class Trainer:
         res["psnr"] = 10 * math.log10(1 / max(res["mse"], 1e-12))
         return res
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self, until: int | None = None) -> dict[str, Any]:
+        """Train to ``cfg.steps`` (or stop early at step ``until``, state saved, e.g. to resume later)."""
         cfg = self.cfg
         t0 = time.time()
         seen = 0
-        while self.step < cfg.steps:
+        stop = min(cfg.steps, until) if until is not None else cfg.steps
+        while self.step < stop:
             x = torch.from_numpy(self.sampler.batch(cfg.batch_size)).to(self.device)
             st = self.train_step(x)
             seen += cfg.batch_size
@@ -188,7 +203,7 @@ class Trainer:
                 el = time.time() - t0
                 self.log(f"step {self.step}/{cfg.steps} loss {st['loss']:.4f} bpp {st['bpp']:.3f} "
                          f"psnr {st['psnr']:.2f} lr {st['lr']:.2e} aux {st['aux']:.1f} | {seen / el:.1f} patches/s")
-            if self.step % cfg.val_every == 0 or self.step >= cfg.steps:
+            if self.step % cfg.val_every == 0 or self.step >= stop:
                 v = self.validate()
                 if v:
                     v["step"] = self.step
