@@ -25,6 +25,13 @@ from .radiometry import check_kind
 from .scene import DEFAULT_TILE, halo_metadata, SceneDecoder, check_tile_size, encode_tiles, fit_radiometry, new_header
 
 Progress = Callable[[int], None]
+GDAL_CACHE_MB = 64  # GDAL's default block cache is 5% of RAM and would grow with the scene
+
+
+def _gdal_env():
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
 def _json_num(v: float | None) -> Any:
@@ -106,7 +113,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
     check_tile_size(tile_size)
     if isinstance(model, str):
         model = load_model(model)
-    with _open_raster(src_path) as ds:
+    with _gdal_env(), _open_raster(src_path) as ds:
         src = RasterioSource(ds)
         if src.dtype.kind not in "uif":
             raise InputError(f"{src_path}: unsupported data type {src.dtype} (need integer or float bands)")
@@ -174,7 +181,7 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
         raise OutputError(f"{dst}: already exists (use --force to overwrite)")
     if not dst.parent.exists():
         raise OutputError(f"{dst.parent}: output directory does not exist")
-    with ContainerReader(p) as reader:
+    with _gdal_env(), ContainerReader(p) as reader:
         hdr = reader.header
         dec = SceneDecoder(reader, resolve_decoder(hdr, model))
         nb, rows, cols = hdr.shape
@@ -207,12 +214,13 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
                 out = rasterio.open(tmp, "w", **profile)
             with out:
-                tile = hdr.tile_size
+                # tile by tile (not full-width strips): memory stays O(tile), whatever the width
                 for b in range(nb):
-                    for rr in range((r0 // tile) * tile, r0 + h, tile):
-                        a0, a1 = max(rr, r0), min(rr + tile, r0 + h)
-                        block = dec.read_band(b, a0, a1, c0, c0 + w, kind=kind, dtype=out_dtype, progress=progress)
-                        out.write(block, b + 1, window=Window(0, a0 - r0, w, a1 - a0))
+                    for e in dec.tiles_in(b, r0, r0 + h, c0, c0 + w):
+                        a0, a1 = max(e.row, r0), min(e.row + e.height, r0 + h)
+                        b0, b1 = max(e.col, c0), min(e.col + e.width, c0 + w)
+                        block = dec.read_band(b, a0, a1, b0, b1, kind=kind, dtype=out_dtype, progress=progress)
+                        out.write(block, b + 1, window=Window(b0 - c0, a0 - r0, b1 - b0, a1 - a0))
                 _copy_annotations(out, geo, hdr, nb, r0, c0, GroundControlPoint, CRS)
             if cog:
                 fd, tmp_cog = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part.cog.tif", dir=dst.parent)

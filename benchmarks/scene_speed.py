@@ -1,0 +1,112 @@
+"""Whole-scene speed and memory: compress/decompress synthetic GeoTIFF scenes in child processes,
+reporting MP/s and peak RSS of each, side by side with OpenJPEG (JPEG 2000) in the same run.
+
+    python benchmarks/scene_speed.py --sizes 4096 16384 --model default [--tile 1024] [--no-j2k]
+
+Peak RSS is the child's ru_maxrss, so each figure is one job's own footprint. Scenes are written
+block by block (never held whole), uint16 GRD-like DN.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+job, a, b, model, tile = sys.argv[2:7]
+t = time.perf_counter()
+if job == "compress":
+    from sarcodec.files import compress_file
+    compress_file(a, b, model, tile_size=int(tile))
+elif job == "decompress":
+    from sarcodec.files import decompress_file
+    decompress_file(a, b, model=model if model.endswith(".pt") else None)
+elif job == "j2k":
+    import imagecodecs, numpy as np, rasterio
+    from sarcodec.evaluation.metrics import BenchmarkDomain
+    with rasterio.open(a) as ds:
+        dn = ds.read(1).astype("float64")
+    x = BenchmarkDomain(dn * dn).to_uint16(dn * dn)  # same [0, 1] dB domain the codecs are compared in
+    t = time.perf_counter()
+    data = imagecodecs.jpeg2k_encode(x, level=40.0, codecformat="j2k", numthreads=1)
+    enc = time.perf_counter() - t
+    t = time.perf_counter()
+    imagecodecs.jpeg2k_decode(data)
+    print(json.dumps({"enc": enc, "dec": time.perf_counter() - t, "bytes": len(data),
+                      "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    sys.exit(0)
+print(json.dumps({"s": time.perf_counter() - t, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def make_scene(path: Path, size: int, block: int = 1024) -> None:
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    from sarcodec.data.synthetic import synthetic_sar
+
+    prof = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint16", nodata=0, tiled=True,
+                blockxsize=512, blockysize=512, compress="deflate", crs="EPSG:32633",
+                transform=from_origin(400000, 5000000, 10, 10), BIGTIFF="IF_SAFER")
+    with rasterio.open(path, "w", **prof) as ds:
+        for r in range(0, size, block):
+            for c in range(0, size, block):
+                h, w = min(block, size - r), min(block, size - c)
+                x = synthetic_sar((h, w), seed=r * 7 + c) * 3e5
+                ds.write(np.sqrt(x).round().clip(1, 65535).astype("uint16")[None], window=Window(c, r, w, h))
+
+
+def run(job: str, a: str, b: str, model: str, tile: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "src"), job, a, b, model, str(tile)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--tile", type=int, default=1024)
+    ap.add_argument("--no-j2k", action="store_true")
+    a = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for size in a.sizes:
+            tif, sarc, out = Path(d, f"s{size}.tif"), Path(d, f"s{size}.sarc"), Path(d, f"o{size}.tif")
+            make_scene(tif, size)
+            mp = size * size / 1e6
+            c = run("compress", str(tif), str(sarc), a.model, a.tile)
+            dd = run("decompress", str(sarc), str(out), a.model, a.tile)
+            row = {"size": size, "enc_mps": mp / c["s"], "dec_mps": mp / dd["s"], "enc_rss_mb": c["rss"] / 1024,
+                   "dec_rss_mb": dd["rss"] / 1024, "bpp": 8 * os.path.getsize(sarc) / (size * size)}
+            if not a.no_j2k:
+                j = run("j2k", str(tif), "-", a.model, a.tile)
+                row.update(j2k_enc_mps=mp / j["enc"], j2k_dec_mps=mp / j["dec"], j2k_rss_mb=j["rss"] / 1024,
+                           j2k_bpp=8 * j["bytes"] / (size * size))
+            rows.append(row)
+            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            for p in (tif, sarc, out):
+                p.unlink()
+    if len(rows) > 1:
+        print(f"peak RSS ratio {rows[-1]['size']}^2 / {rows[0]['size']}^2: encode "
+              f"{rows[-1]['enc_rss_mb'] / rows[0]['enc_rss_mb']:.2f}x, decode {rows[-1]['dec_rss_mb'] / rows[0]['dec_rss_mb']:.2f}x "
+              f"(pixels {rows[-1]['size'] ** 2 / rows[0]['size'] ** 2:.0f}x)")
+
+
+if __name__ == "__main__":
+    main()
