@@ -79,3 +79,16 @@ def test_gpu_cpu_cross_decode(trained_tiny, sar_300x437):
         a = sarcodec.decode(data, cpu, normalized=True)
         g = sarcodec.decode(data, gpu, normalized=True)
         assert np.isfinite(g).all() and np.abs(a - g).max() < 1e-3
+
+
+def test_half_precision_checkpoint_is_self_consistent(trained_tiny, tmp_path, sar_300x437):
+    m = sarcodec.load_model(trained_tiny)
+    full = tmp_path / "f.pt"
+    half = tmp_path / "h.pt"
+    sarcodec.save_checkpoint(m, full)
+    sarcodec.save_checkpoint(m, half, half=True)  # rounds m in place
+    assert half.stat().st_size < 0.65 * full.stat().st_size
+    h = sarcodec.load_model(half)
+    assert h.weights_hash() == m.weights_hash()
+    data = sarcodec.encode(sar_300x437, m)
+    assert np.array_equal(sarcodec.decode(data, h, normalized=True), sarcodec.decode(data, m, normalized=True))

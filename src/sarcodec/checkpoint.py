@@ -28,7 +28,15 @@ DEFAULT_RADIOMETRY = {"low_pct": 0.1, "high_pct": 99.9}
 
 def save_checkpoint(model: SarCodec, path: str | os.PathLike, *, name: str | None = None,
                     training: dict[str, Any] | None = None, radiometry: dict[str, Any] | None = None,
-                    metrics: dict[str, Any] | None = None, force: bool = True) -> Path:
+                    metrics: dict[str, Any] | None = None, force: bool = True, half: bool = False) -> Path:
+    """Write a self-describing checkpoint. ``half=True`` first rounds the model's float weights to
+    float16 (in place) and stores them so: half the size, and since the tables and hash are made
+    from the rounded weights, the file still decodes exactly what the (rounded) model encodes."""
+    if half:
+        with torch.no_grad():
+            for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
+                t.copy_(t.half().float())
+        model._tables_fresh = False
     model.update()
     obj = {
         "format": CHECKPOINT_FORMAT,
@@ -36,7 +44,8 @@ def save_checkpoint(model: SarCodec, path: str | os.PathLike, *, name: str | Non
         "name": name or getattr(model, "name", None) or Path(path).stem,
         "arch": model.arch,
         "config": dict(model.config),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+                       for k, v in model.state_dict().items()},
         "entropy_tables": model.tables_state(),
         "weights_hash": model.weights_hash(),
         "training": training or {},
