@@ -12,6 +12,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import InputError
+from .sampling import RandomSampler
 
 
 def extract_patches(image: np.ndarray, patch: int, overlap: int = 0, invalid: np.ndarray | None = None,
@@ -73,25 +74,14 @@ class PatchStore:
         return cls(root)
 
 
-class StoreSampler:
+class StoreSampler(RandomSampler):
     """Random batches from a PatchStore with flips / rot90 (same interface as PatchSampler)."""
 
     def __init__(self, store: PatchStore, seed: int = 0, augment: bool = True):
-        self.store, self.augment = store, augment
-        self.rng = np.random.default_rng(seed)
-
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def set_state(self, st: dict) -> None:
-        self.rng.bit_generator.state = st
+        super().__init__(seed, augment)
+        self.store = store
 
     def batch(self, n: int) -> np.ndarray:
         idx = np.sort(self.rng.integers(0, len(self.store), n))  # sorted: sequential-ish disk reads
-        out = self.store[idx][:, None]
-        if self.augment:
-            for i in range(n):
-                out[i, 0] = np.rot90(out[i, 0], int(self.rng.integers(0, 4)))
-                if self.rng.random() < 0.5:
-                    out[i, 0] = out[i, 0, :, ::-1]
-        return np.ascontiguousarray(out)
+        patches = self.store[idx]
+        return np.stack([self._augment(p) for p in patches])[:, None].astype(np.float32)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..radiometry import Radiometry
+from .sampling import RandomSampler
 
 
 @dataclass
@@ -93,24 +94,17 @@ def load_normalized(scenes: list[Scene]) -> list[np.ndarray]:
     return out
 
 
-class PatchSampler:
+class PatchSampler(RandomSampler):
     """Random P x P crops (area-weighted over images large enough), with flips and rot90."""
 
     def __init__(self, images: list[np.ndarray], patch: int, seed: int = 0, augment: bool = True):
+        super().__init__(seed, augment)
         self.images = [im for im in images if min(im.shape) >= patch]
         if not self.images:
             raise InputError(f"no training image is at least {patch} px on each side")
         area = np.array([im.size for im in self.images], np.float64)
         self.p = area / area.sum()
         self.patch = patch
-        self.augment = augment
-        self.rng = np.random.default_rng(seed)
-
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def set_state(self, st: dict) -> None:
-        self.rng.bit_generator.state = st
 
     def batch(self, n: int) -> np.ndarray:
         out = np.empty((n, 1, self.patch, self.patch), np.float32)
@@ -118,12 +112,7 @@ class PatchSampler:
             im = self.images[self.rng.choice(len(self.images), p=self.p)]
             r = self.rng.integers(0, im.shape[0] - self.patch + 1)
             c = self.rng.integers(0, im.shape[1] - self.patch + 1)
-            crop = im[r:r + self.patch, c:c + self.patch]
-            if self.augment:
-                crop = np.rot90(crop, int(self.rng.integers(0, 4)))
-                if self.rng.random() < 0.5:
-                    crop = crop[:, ::-1]
-            out[i, 0] = crop
+            out[i, 0] = self._augment(im[r:r + self.patch, c:c + self.patch])
         return out
 
 

@@ -123,31 +123,29 @@ def epi(original: np.ndarray, reconstructed: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else float("nan")
 
 
-def bd_rate(rate_ref: np.ndarray, psnr_ref: np.ndarray, rate_test: np.ndarray, psnr_test: np.ndarray) -> float:
-    """Bjøntegaard delta rate (VCEG-M33), in percent: average bitrate change of ``test`` versus
-    ``ref`` at equal PSNR over the overlapping PSNR range; cubic fit of log-rate on PSNR.
-    Negative = test needs fewer bits."""
-    lr_ref, lr_test = np.log(np.asarray(rate_ref, float)), np.log(np.asarray(rate_test, float))
-    p_ref, p_test = np.asarray(psnr_ref, float), np.asarray(psnr_test, float)
-    if min(len(p_ref), len(p_test)) < 2:
-        raise ValueError("BD-rate needs at least two points per curve")
-    deg = min(3, len(p_ref) - 1, len(p_test) - 1)
-    f_ref = np.polyint(np.polyfit(p_ref, lr_ref, deg))
-    f_test = np.polyint(np.polyfit(p_test, lr_test, deg))
-    lo, hi = max(p_ref.min(), p_test.min()), min(p_ref.max(), p_test.max())
+def _bd_average(x_ref, y_ref, x_test, y_test) -> float:
+    """Bjøntegaard: mean of (fit_test - fit_ref) over the overlapping x range, each curve a
+    polynomial fit of y on x (cubic with >= 4 points)."""
+    x_ref, y_ref, x_test, y_test = (np.asarray(v, float) for v in (x_ref, y_ref, x_test, y_test))
+    if min(len(x_ref), len(x_test)) < 2:
+        raise ValueError("a Bjøntegaard delta needs at least two points per curve")
+    deg = min(3, len(x_ref) - 1, len(x_test) - 1)
+    f_ref = np.polyint(np.polyfit(x_ref, y_ref, deg))
+    f_test = np.polyint(np.polyfit(x_test, y_test, deg))
+    lo, hi = max(x_ref.min(), x_test.min()), min(x_ref.max(), x_test.max())
     if hi <= lo:
-        raise ValueError("the two curves do not overlap in PSNR")
-    avg = ((np.polyval(f_test, hi) - np.polyval(f_test, lo)) - (np.polyval(f_ref, hi) - np.polyval(f_ref, lo))) / (hi - lo)
+        raise ValueError("the two curves do not overlap")
+    return float(((np.polyval(f_test, hi) - np.polyval(f_test, lo)) - (np.polyval(f_ref, hi) - np.polyval(f_ref, lo))) / (hi - lo))
+
+
+def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
+    """Bjøntegaard delta rate (VCEG-M33), in percent: average bitrate change of ``test`` versus
+    ``ref`` at equal PSNR over the overlapping PSNR range (log-rate fitted on PSNR).
+    Negative = test needs fewer bits."""
+    avg = _bd_average(psnr_ref, np.log(np.asarray(rate_ref, float)), psnr_test, np.log(np.asarray(rate_test, float)))
     return float((np.exp(avg) - 1) * 100)
 
 
-def bd_psnr(rate_ref: np.ndarray, psnr_ref: np.ndarray, rate_test: np.ndarray, psnr_test: np.ndarray) -> float:
+def bd_psnr(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
     """Bjøntegaard delta PSNR (dB): average PSNR gain of ``test`` over ``ref`` at equal log-rate."""
-    lr_ref, lr_test = np.log(np.asarray(rate_ref, float)), np.log(np.asarray(rate_test, float))
-    deg = min(3, len(lr_ref) - 1, len(lr_test) - 1)
-    f_ref = np.polyint(np.polyfit(lr_ref, psnr_ref, deg))
-    f_test = np.polyint(np.polyfit(lr_test, psnr_test, deg))
-    lo, hi = max(lr_ref.min(), lr_test.min()), min(lr_ref.max(), lr_test.max())
-    if hi <= lo:
-        raise ValueError("the two curves do not overlap in rate")
-    return float(((np.polyval(f_test, hi) - np.polyval(f_test, lo)) - (np.polyval(f_ref, hi) - np.polyval(f_ref, lo))) / (hi - lo))
+    return _bd_average(np.log(np.asarray(rate_ref, float)), psnr_ref, np.log(np.asarray(rate_test, float)), psnr_test)

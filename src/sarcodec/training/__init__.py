@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..data.sampling import RandomSampler
 from .trainer import TrainConfig, Trainer, lr_at, rd_loss
 
 __all__ = ["TrainConfig", "Trainer", "lr_at", "rd_loss", "train_on_directory", "load_config", "run_config"]
@@ -29,21 +30,13 @@ def train_on_directory(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Pa
     return t.fit()
 
 
-class SyntheticSampler:
+class SyntheticSampler(RandomSampler):
     """Patches of synthetic SAR (gamma speckle over procedural reflectivity), generated on the fly,
     normalised like real scenes. Deterministic given the seed; resumable."""
 
     def __init__(self, patch: int, seed: int = 0, looks: tuple[float, float] = (1.0, 8.0)):
-        import numpy as np
-
+        super().__init__(seed, augment=False)  # every patch is new: nothing to augment
         self.patch, self.looks = patch, looks
-        self.rng = np.random.default_rng(seed)
-
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def set_state(self, st: dict) -> None:
-        self.rng.bit_generator.state = st
 
     def batch(self, n: int):
         import numpy as np
