@@ -44,15 +44,25 @@ print(hashlib.sha256(np.ascontiguousarray(out).tobytes()).hexdigest())
 """
 
 
-def test_decode_bit_identical_across_processes(trained_tiny, tmp_path, sar_300x437):
-    m = sarcodec.load_model(trained_tiny)
+@pytest.mark.parametrize("arch", ["residual", "hyperprior"])
+def test_decode_bit_identical_across_processes_and_threads(arch, trained_tiny, tmp_path, sar_300x437):
+    """Same pixels from two fresh processes, with 1 and 2 threads, and in this process. The
+    hyperprior family (GDN + transposed convs) is the one whose oneDNN kernels depend on threads."""
+    if arch == "residual":
+        ckpt = trained_tiny
+    else:
+        from conftest import small_model
+
+        ckpt = tmp_path / "hp.pt"
+        sarcodec.save_checkpoint(small_model("hyperprior"), ckpt)
+    m = sarcodec.load_model(ckpt)
     data = sarcodec.encode(sar_300x437, m, tile_size=256)
     f = tmp_path / "img.sarc"
     f.write_bytes(data)
     here = hashlib.sha256(np.ascontiguousarray(sarcodec.decode(data, m, normalized=True)).tobytes()).hexdigest()
     digests = []
     for threads in (1, 2):
-        r = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, str(f), str(trained_tiny), str(threads)],
+        r = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, str(f), str(ckpt), str(threads)],
                            capture_output=True, text=True, check=True)
         digests.append(r.stdout.strip())
     assert digests == [here, here]
