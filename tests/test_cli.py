@@ -41,6 +41,8 @@ def test_info(trained_tiny, tmp_path, capsys, sar_300x437):
     (["info", "/definitely/missing.sarc"], 3),
     (["demo", "--model", "no-such-model"], 4),
     (["demo", "--no-such-flag"], 2),
+    (["compress", "x.tif", "-o", "y.sarc", "--device", "cuda:7"], 6),
+    (["compress", "x.tif", "-o", "y.sarc", "--device", "quantum"], 3),
 ])
 def test_exit_codes(args, code, capsys):
     c, io = run(args, capsys)

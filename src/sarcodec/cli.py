@@ -129,14 +129,12 @@ def compress(
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),
 ) -> None:
     """Compress rasters to .sarc (streamed tile by tile; memory does not grow with the scene)."""
-    import torch
-
     from .checkpoint import load_model
     from .files import compress_file
 
     files = _expand_inputs(inputs, (".tif", ".tiff", ".vrt", ".img", ".jp2"))
     outs = _outputs(files, out, ".sarc")
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = _device(device)
     m = load_model(model, device=dev, quality=quality)
     with _progress() as prog:
         for f, o in zip(files, outs):
@@ -192,13 +190,11 @@ def train(
     device: Optional[str] = typer.Option(None, help="cpu, cuda (default: cuda if available)"),
 ) -> None:
     """Train a codec (rate-distortion loss lambda*D + bpp) from a YAML config."""
-    import torch
-
     from .training import load_config, run_config
 
     cfg, data = load_config(config, overrides or [], quick=quick)
     run = out or Path("runs") / (config.stem + ("-quick" if quick else ""))
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = _device(device)
     console.print(f"training {cfg.arch} ({cfg.steps} steps, lambda {cfg.lmbda}) on {data.get('source', 'shared')} data -> {run}")
     summary = run_config(cfg, data, run, device=dev, resume=resume)
     last = summary["history"][-1] if summary["history"] else {}
@@ -256,6 +252,21 @@ def models_cmd() -> None:
     for a, target in sorted(man.get("aliases", {}).items()):
         t.add_row(a, f"-> {target}", "", "alias")
     console.print(t)
+
+
+def _device(name: Optional[str]) -> str:
+    """The requested device, or CUDA when available; a clear error (exit 6) when it is not there."""
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise _input_error(f"unknown --device {name!r} ({e})") from e
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ResourceError(f"--device {name}: no such CUDA device on this machine")
+    return name
 
 
 def _input_error(msg: str) -> SarcodecError:
