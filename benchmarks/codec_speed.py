@@ -15,7 +15,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import sarcodec  # noqa: E402
@@ -50,8 +49,8 @@ def main() -> None:
         m.name = arch
         m.eval()
         data = sarcodec.encode(img, m)
-        te = _median_time(lambda: sarcodec.encode(img, m), a.repeat)
-        td = _median_time(lambda: sarcodec.decode(data, m), a.repeat)
+        te = _median_time(lambda m=m: sarcodec.encode(img, m), a.repeat)
+        td = _median_time(lambda m=m, data=data: sarcodec.decode(data, m), a.repeat)
         print(f"{arch:14s} {m.num_parameters() / 1e6:7.2f}M {mp / te:12.3f} {mp / td:12.3f}")
     u16 = BenchmarkDomain(img).to_uint16(img)
     import imagecodecs

@@ -99,7 +99,7 @@ def main() -> None:
         summary[c] = {"bd_rate": float(np.mean(bds)) if bds else None, "per_image_bd": bds}
         print(f"| {c} | " + " | ".join(row) + f" | {bd} |")
     print("\nsarcodec SAR statistics (per rate point, mean over images):")
-    for i, m in enumerate(models):
+    for m in models:
         pts = [next(p for p in e["sarcodec"] if p["model"] == m.name) for e in res.values()]
         print(f"  {m.name}: bpp {np.mean([p['bpp'] for p in pts]):.3f}  PSNR {np.mean([p['psnr'] for p in pts]):.2f}  "
               f"ENL ratio {np.mean([p['enl_ratio'] for p in pts]):.3f}  EPI {np.mean([p['epi'] for p in pts]):.3f}")

@@ -140,7 +140,7 @@ def compress(
         for f, o in zip(files, outs):
             task = prog.add_task(f.name, total=None)
             t0 = time.perf_counter()
-            r = compress_file(f, o, m, kind=kind, tile_size=tile, force=force, progress=lambda n: prog.advance(task, n))
+            r = compress_file(f, o, m, kind=kind, tile_size=tile, force=force, progress=lambda n, t=task: prog.advance(t, n))
             console.print(f"{f} -> {o}: {r['bytes']} bytes, {r['bpp']:.3f} bpp, {r['ratio']:.1f}x "
                           f"({r['pixels'] / 1e6 / (time.perf_counter() - t0):.2f} MP/s)")
 
@@ -174,7 +174,7 @@ def decompress(
             task = prog.add_task(f.name, total=None)
             t0 = time.perf_counter()
             r = decompress_file(f, o, model=model, window=win, kind=kind, dtype=dtype, cog=cog, force=force,
-                                progress=lambda n: prog.advance(task, n))
+                                progress=lambda n, t=task: prog.advance(t, n))
             mp = r["bands"] * r["rows"] * r["cols"] / 1e6
             console.print(f"{f} -> {o}: {r['bands']} x {r['rows']} x {r['cols']} {r['dtype']} "
                           f"({mp / (time.perf_counter() - t0):.2f} MP/s)")

@@ -235,9 +235,3 @@ def _to_db(x: np.ndarray, kind: str, noise_floor_db: float | None) -> np.ndarray
     with np.errstate(divide="ignore", invalid="ignore"):
         return 10.0 * np.log10(inten)
 
-
-def benchmark_domain(intensity: np.ndarray, low_pct: float = 0.1, high_pct: float = 99.9) -> np.ndarray:
-    """The evaluation domain of ANCHORS.md: dB, clipped to the image's own percentiles, in [0, 1]."""
-    r = Radiometry.fit(intensity, "intensity", low_pct=low_pct, high_pct=high_pct)
-    v, _ = r.forward(intensity)
-    return v.astype(np.float64)

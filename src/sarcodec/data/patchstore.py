@@ -63,7 +63,7 @@ class PatchStore:
         with open(root / "patches.f16", "wb") as fh:
             for name, img, inv in images:
                 first = count
-                for r, c, p in extract_patches(img, patch, overlap, inv, max_invalid, min_std):
+                for _, _, p in extract_patches(img, patch, overlap, inv, max_invalid, min_std):
                     fh.write(p.astype(np.float16).tobytes())
                     count += 1
                 sources.append({"scene": name, "first": first, "count": count - first})
