@@ -4,7 +4,8 @@
 
 Benchmark domain as in ANCHORS.md: dB clipped to each image's 0.1/99.9 percentiles, [0, 1]; PSNR
 against that; bpp from bytes on disk (whole .sarc file). Traditional codecs get that domain as
-uint16 through imagecodecs, swept over their quality knob. BD-rate per image against JPEG 2000,
+uint16 (JPEG: uint8) through imagecodecs, swept over their quality knob: JPEG 2000 and HTJ2K
+(16-bit), JPEG-XL (16-bit, effort 7), JPEG (8-bit); each curve keeps its Pareto points. BD-rate per image against JPEG 2000,
 then averaged. Also ENL ratio (linear intensity, homogeneous blocks of the original) and EPI.
 The models given are treated as one family (their rate points form one curve).
 """
@@ -21,11 +22,13 @@ import numpy as np  # noqa: E402
 
 import sarcodec  # noqa: E402
 from sarcodec.data.scenes import default_data_dir, read_intensity, scan_scenes  # noqa: E402
-from sarcodec.evaluation.codecs import jpeg2000, jpegxl  # noqa: E402
+from sarcodec.evaluation.codecs import htj2k, jpeg2000, jpeg8, jpegxl, pareto  # noqa: E402
 from sarcodec.evaluation.metrics import BenchmarkDomain, bd_rate, bpp, enl_ratio, epi, psnr  # noqa: E402
 
 J2K_LEVELS = np.arange(18.0, 70.0, 2.0)
 JXL_DISTANCES = [12.0, 9.0, 7.0, 5.0, 4.0, 3.0, 2.4, 1.8, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05]
+HTJ2K_STEPS = np.geomspace(0.4, 0.005, 18)
+JPEG_QUALITIES = list(range(5, 100, 5))
 RATES = (0.5, 0.75, 1.0, 2.0)
 
 
@@ -36,7 +39,7 @@ def curve(codec, u16, knobs, ref, dom_inv) -> list[dict]:
         b = bpp(len(data), u16.size)
         if 0.05 <= b <= 4.5:
             pts.append({"bpp": b, "psnr": psnr(ref, dec / 65535.0)})
-    return sorted(pts, key=lambda p: p["bpp"])
+    return pareto(pts)
 
 
 def at_rate(pts: list[dict], rate: float, key: str = "psnr") -> float | None:
@@ -64,7 +67,9 @@ def main() -> None:
         img = read_intensity(s.path)
         dom = BenchmarkDomain(img)
         ref, u16 = dom(img), dom.to_uint16(img)
-        entry = {"jpeg2000": curve(jpeg2000, u16, J2K_LEVELS, ref, None)}
+        entry = {"jpeg2000": curve(jpeg2000, u16, J2K_LEVELS, ref, None),
+                 "htj2k": curve(htj2k, u16, HTJ2K_STEPS, ref, None),
+                 "jpeg": curve(jpeg8, u16, JPEG_QUALITIES, ref, None)}
         if not a.no_jxl:
             entry["jpegxl"] = curve(jpegxl, u16, JXL_DISTANCES, ref, None)
         pts = []
@@ -78,7 +83,7 @@ def main() -> None:
         res[s.path.name] = entry
         print(f"{s.path.name}: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for p in entry["sarcodec"]), flush=True)
 
-    codecs = ["sarcodec", "jpeg2000"] + ([] if a.no_jxl else ["jpegxl"])
+    codecs = ["sarcodec", "jpeg2000", "htj2k"] + ([] if a.no_jxl else ["jpegxl"]) + ["jpeg"]
     print("\n| codec | " + " | ".join(f"PSNR @{r} bpp" for r in RATES) + " | BD-rate vs JPEG 2000 |")
     print("|---|" + "---|" * (len(RATES) + 1))
     summary = {}

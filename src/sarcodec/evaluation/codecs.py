@@ -22,6 +22,36 @@ def jpegxl(img_u16: np.ndarray, distance: float) -> tuple[bytes, np.ndarray]:
     return data, imagecodecs.jpegxl_decode(data)
 
 
+def htj2k(img_u16: np.ndarray, qstep: float) -> tuple[bytes, np.ndarray]:
+    """High-throughput JPEG 2000 (OpenJPH), 16-bit, irreversible, 5 decompositions; ``qstep`` =
+    quantisation step (larger = fewer bits). imagecodecs defaults to 0 decompositions, which makes
+    a degenerate stream, so they are set explicitly."""
+    import imagecodecs
+
+    data = imagecodecs.htj2k_encode(img_u16, level=float(qstep), resolutions=5, reversible=False)
+    return data, imagecodecs.htj2k_decode(data)
+
+
+def jpeg8(img_u16: np.ndarray, quality: float) -> tuple[bytes, np.ndarray]:
+    """Baseline JPEG (libjpeg-turbo) on the domain quantised to 8 bits; decoded back to the 16-bit
+    scale so that every codec is measured the same way."""
+    import imagecodecs
+
+    u8 = np.rint(img_u16 / 257.0).astype(np.uint8)
+    data = imagecodecs.jpeg8_encode(u8, level=int(round(quality)))
+    return data, imagecodecs.jpeg8_decode(data).astype(np.float64) * 257.0
+
+
+def pareto(points: list[dict]) -> list[dict]:
+    """The points of a swept curve that improve PSNR as the rate grows (a swept knob can be
+    non-monotonic, e.g. HTJ2K at fine steps); what a user would pick, and what BD fits need."""
+    out: list[dict] = []
+    for p in sorted(points, key=lambda p: p["bpp"]):
+        if not out or p["psnr"] > out[-1]["psnr"]:
+            out.append(p)
+    return out
+
+
 def match_bytes(codec: Callable[[np.ndarray, float], tuple[bytes, np.ndarray]], img_u16: np.ndarray,
                 target_bytes: int, lo: float, hi: float, increasing: bool = True, iters: int = 18
                 ) -> tuple[bytes, np.ndarray, float]:
