@@ -174,6 +174,16 @@ def test_cli_failures_have_codes_and_leave_no_output(sarc_file, trained_tiny, tm
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".part") or ".part." in f]
 
 
+def test_python_api_rejects_windows_outside_the_raster(sarc_file, trained_tiny, tmp_path):
+    for win in [(-1, 0, 10, 10), (0, -3, 10, 10), (0, 0, 0, 5), (100, 0, 30, 10)]:
+        with pytest.raises(sarcodec.InputError, match="outside the raster"):
+            decompress_file(sarc_file, tmp_path / "w.tif", model=str(trained_tiny), window=win)
+        with pytest.raises(sarcodec.InputError, match="outside the raster"):
+            read_window(sarc_file, win, model=str(trained_tiny))
+    assert not (tmp_path / "w.tif").exists()
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".w.tif")]
+
+
 def test_cli_directories_and_globs(tmp_path, trained_tiny, capsys):
     for i in range(2):
         _write(tmp_path / f"in{i}.tif", synthetic_sar((70, 90), seed=i)[None])

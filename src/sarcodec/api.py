@@ -15,7 +15,17 @@ from .container import ContainerReader, ContainerWriter, Header
 from .errors import InputError, ModelError, ModelMismatchError
 from .models import SarCodec
 from .radiometry import Radiometry, check_array, check_kind
-from .scene import DEFAULT_TILE, halo_metadata, ArraySource, SceneDecoder, check_tile_size, encode_tiles, fit_radiometry, new_header
+from .scene import (
+    DEFAULT_TILE,
+    ArraySource,
+    SceneDecoder,
+    check_tile_size,
+    encode_tiles,
+    fit_radiometry,
+    halo_metadata,
+    new_header,
+    resolve_window,
+)
 
 
 def model_info(model: SarCodec) -> dict[str, Any]:
@@ -102,9 +112,7 @@ def decode(data: bytes | str, model: SarCodec | str | None = None, *, kind: str 
         hdr = reader.header
         dec = SceneDecoder(reader, resolve_decoder(hdr, model))
         nb, rows, cols = hdr.shape
-        c0, r0, w, h = window if window is not None else (0, 0, cols, rows)
-        if w < 1 or h < 1 or c0 < 0 or r0 < 0 or c0 + w > cols or r0 + h > rows:
-            raise InputError(f"window {window} is outside the raster ({cols} x {rows})")
+        c0, r0, w, h = resolve_window(window, rows, cols)
         out = np.stack([dec.read_band(b, r0, r0 + h, c0, c0 + w, normalized=normalized, kind=kind, dtype=dtype)
                         for b in range(nb)])
         return out[0] if hdr.metadata.get("ndim", 3) == 2 else out

@@ -26,9 +26,10 @@ import os
 import struct
 import tempfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
@@ -246,42 +247,46 @@ class ContainerReader:
         return unpack_mask(blob, (entry.height, entry.width))
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | None = None, *, force: bool = False):
-    """Write ``data`` to ``path`` via a temp file in the same directory + rename.
-    Without data, returns a context manager yielding a binary file handle (same guarantees)."""
-    path = Path(path)
+def check_output_path(path: Path, force: bool) -> None:
+    """OutputError unless ``path`` may be written: absent (or ``force``), in an existing directory."""
     if path.exists() and not force:
         raise OutputError(f"{path}: already exists (use --force / force=True to overwrite)")
     if not path.parent.exists():
         raise OutputError(f"{path.parent}: output directory does not exist")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, force: bool = False, suffix: str = ".part") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``, on failure
+    removed. Nothing half-written is ever left at ``path`` (or beside it)."""
+    path = Path(path)
+    check_output_path(path, force)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror})") from e
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except PermissionError as e:
+        raise OutputError(f"{path}: cannot write ({e})") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | None = None, *, force: bool = False):
+    """Write ``data`` to ``path`` via a temp file in the same directory + rename.
+    Without data, returns a context manager yielding a binary file handle (same guarantees)."""
     if data is not None:
-        with _AtomicFile(path) as fh:
-            fh.write(data)
+        with atomic_path(path, force=force) as tmp:
+            tmp.write_bytes(data)
         return None
-    return _AtomicFile(path)
+    return _atomic_handle(path, force)
 
 
-class _AtomicFile:
-    def __init__(self, path: Path):
-        self.path = path
-        self.tmp: str | None = None
-        self.fh: BinaryIO | None = None
-
-    def __enter__(self) -> BinaryIO:
-        try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        except OSError as e:
-            raise OutputError(f"{self.path}: cannot write ({e.strerror})") from e
-        self.fh = os.fdopen(fd, "wb")
-        return self.fh
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        assert self.fh is not None and self.tmp is not None
-        try:
-            self.fh.close()
-            if exc_type is None:
-                os.replace(self.tmp, self.path)
-                self.tmp = None
-        finally:
-            if self.tmp is not None and os.path.exists(self.tmp):
-                os.unlink(self.tmp)
+@contextmanager
+def _atomic_handle(path: str | os.PathLike, force: bool) -> Iterator[BinaryIO]:
+    with atomic_path(path, force=force) as tmp, open(tmp, "wb") as fh:
+        yield fh

@@ -18,11 +18,26 @@ import numpy as np
 
 from .api import model_info, resolve_decoder
 from .checkpoint import DEFAULT_RADIOMETRY, load_model
-from .container import ContainerReader, ContainerWriter, atomic_write
-from .errors import InputError, OutputError
+from .container import (
+    ContainerReader,
+    ContainerWriter,
+    atomic_path,
+    atomic_write,
+    check_output_path,
+)
+from .errors import InputError
 from .models import SarCodec
 from .radiometry import check_kind
-from .scene import DEFAULT_TILE, halo_metadata, SceneDecoder, check_tile_size, encode_tiles, fit_radiometry, new_header
+from .scene import (
+    DEFAULT_TILE,
+    SceneDecoder,
+    check_tile_size,
+    encode_tiles,
+    fit_radiometry,
+    halo_metadata,
+    new_header,
+    resolve_window,
+)
 
 Progress = Callable[[int], None]
 GDAL_CACHE_MB = 64  # GDAL's default block cache is 5% of RAM and would grow with the scene
@@ -177,17 +192,12 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
     if kind is not None:
         check_kind(kind)
     dst = Path(dst_path)
-    if dst.exists() and not force:
-        raise OutputError(f"{dst}: already exists (use --force to overwrite)")
-    if not dst.parent.exists():
-        raise OutputError(f"{dst.parent}: output directory does not exist")
+    check_output_path(dst, force)  # before loading a model; atomic_path checks again at write time
     with _gdal_env(), ContainerReader(p) as reader:
         hdr = reader.header
         dec = SceneDecoder(reader, resolve_decoder(hdr, model))
         nb, rows, cols = hdr.shape
-        c0, r0, w, h = window or (0, 0, cols, rows)
-        if c0 + w > cols or r0 + h > rows:
-            raise InputError(f"window {window} is outside the raster ({cols} x {rows})")
+        c0, r0, w, h = resolve_window(window, rows, cols)
         geo = hdr.metadata.get("geo", {})
         rad0 = hdr.bands[0]["radiometry"]
         out_kind = kind or rad0["kind"]
@@ -204,15 +214,15 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
             profile["crs"] = CRS.from_wkt(geo["crs"])
         if geo.get("has_transform"):
             profile["transform"] = window_transform(Window(c0, r0, w, h), Affine(*geo["transform"]))
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part.tif", dir=dst.parent)
-        os.close(fd)
-        tmp_cog = None
-        try:
-            import warnings
+        import warnings
 
+        with atomic_path(dst, force=force, suffix=".part.tif") as final, \
+                tempfile.TemporaryDirectory(prefix=f".{dst.name}.", dir=dst.parent) as scratch:
+            # a COG is a copy of a finished GeoTIFF: write that to scratch space first
+            target = Path(scratch) / "plain.tif" if cog else final
             with warnings.catch_warnings():  # GCP-only rasters have no geotransform, by design
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                out = rasterio.open(tmp, "w", **profile)
+                out = rasterio.open(target, "w", **profile)
             with out:
                 # tile by tile (not full-width strips): memory stays O(tile), whatever the width
                 for b in range(nb):
@@ -223,22 +233,9 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
                         out.write(block, b + 1, window=Window(b0 - c0, a0 - r0, b1 - b0, a1 - a0))
                 _copy_annotations(out, geo, hdr, nb, r0, c0, GroundControlPoint, CRS)
             if cog:
-                fd, tmp_cog = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part.cog.tif", dir=dst.parent)
-                os.close(fd)
                 from rasterio.shutil import copy as rio_copy
 
-                rio_copy(tmp, tmp_cog, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER")
-                os.replace(tmp_cog, dst)
-                tmp_cog = None
-            else:
-                os.replace(tmp, dst)
-                tmp = None
-        except PermissionError as e:
-            raise OutputError(f"{dst}: cannot write ({e})") from e
-        finally:
-            for t_ in (tmp, tmp_cog):
-                if t_ and os.path.exists(t_):
-                    os.unlink(t_)
+                rio_copy(target, final, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER")
     return {"bands": nb, "rows": h, "cols": w, "dtype": out_dtype.name, "path": str(dst)}
 
 

@@ -71,6 +71,16 @@ def check_tile_size(tile: int) -> int:
     return tile
 
 
+def resolve_window(window: tuple[int, int, int, int] | None, rows: int, cols: int) -> tuple[int, int, int, int]:
+    """(col_off, row_off, width, height) inside the raster; None = the whole raster."""
+    if window is None:
+        return 0, 0, cols, rows
+    c0, r0, w, h = window
+    if w < 1 or h < 1 or c0 < 0 or r0 < 0 or c0 + w > cols or r0 + h > rows:
+        raise InputError(f"window {tuple(window)} is outside the raster ({cols} x {rows})")
+    return c0, r0, w, h
+
+
 def tile_grid(rows: int, cols: int, tile: int) -> list[tuple[int, int, int, int]]:
     """Row-major (row, col, height, width) tiles covering the raster."""
     return [(r, c, min(tile, rows - r), min(tile, cols - c)) for r in range(0, rows, tile) for c in range(0, cols, tile)]
