@@ -138,3 +138,11 @@ def test_quick_training_every_architecture_on_synthetic(arch, tmp_path):
     cfg.steps, cfg.val_every = 2, 2
     s = run_config(cfg, data, tmp_path)
     assert s["steps"] == 2 and (tmp_path / "best.pt").is_file() and math.isfinite(s["history"][-1]["psnr"])
+
+
+def test_resume_if_saved(tmp_path):
+    t = _trainer(tmp_path)
+    assert t.resume_if_saved() is False and t.step == 0  # nothing saved yet: a fresh start
+    t.fit(until=3)
+    u = _trainer(tmp_path)
+    assert u.resume_if_saved() is True and u.step == 3

@@ -24,9 +24,8 @@ def train_on_directory(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Pa
     t = Trainer(cfg, sampler, val_patches, out_dir, device=device)
     t.log(f"train: {len(train)} scenes ({len(sampler.images)} usable at {cfg.patch_size}px), "
           f"val: {len(val)} scenes / {0 if val_patches is None else len(val_patches)} patches ({', '.join(val_locations)})")
-    if resume and (Path(out_dir) / "trainer_state.pt").is_file():
-        t.resume()
-        t.log(f"resumed at step {t.step}")
+    if resume:
+        t.resume_if_saved()
     return t.fit()
 
 
@@ -131,8 +130,8 @@ def run_config(cfg: TrainConfig, data: dict[str, Any], out_dir: str | Path, devi
         sampler = SyntheticSampler(cfg.patch_size, seed=cfg.seed)
         val = SyntheticSampler(cfg.patch_size, seed=cfg.seed + 10_000).batch(int(data.get("val_patches", 16)))
         t = Trainer(cfg, sampler, val, out_dir, device=device)
-        if resume and (Path(out_dir) / "trainer_state.pt").is_file():
-            t.resume()
+        if resume:
+            t.resume_if_saved()
         return t.fit()
     if source != "shared":
         raise InputError(f"data.source must be 'shared' or 'synthetic', got {source!r}")

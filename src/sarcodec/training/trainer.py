@@ -125,6 +125,14 @@ class Trainer:
         torch.save(self.state(), tmp)
         tmp.replace(self.out / "trainer_state.pt")
 
+    def resume_if_saved(self) -> bool:
+        """Resume from this run directory's saved state, if there is one."""
+        if not (self.out / "trainer_state.pt").is_file():
+            return False
+        self.resume()
+        self.log(f"resumed at step {self.step}")
+        return True
+
     def resume(self, path: str | Path | None = None) -> None:
         st = torch.load(path or self.out / "trainer_state.pt", map_location=self.device, weights_only=False)
         self.model.load_state_dict(st["model"])
