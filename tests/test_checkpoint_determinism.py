@@ -102,3 +102,13 @@ def test_half_precision_checkpoint_is_self_consistent(trained_tiny, tmp_path, sa
     assert h.weights_hash() == m.weights_hash()
     data = sarcodec.encode(sar_300x437, m)
     assert np.array_equal(sarcodec.decode(data, h, normalized=True), sarcodec.decode(data, m, normalized=True))
+
+
+def test_loading_other_weights_invalidates_tables_and_hash(trained_tiny):
+    from conftest import small_model
+
+    m = small_model("residual")
+    before = m.weights_hash()
+    m.load_state_dict(sarcodec.load_model(trained_tiny).state_dict())
+    assert m.weights_hash() != before
+    assert m.weights_hash() == sarcodec.load_model(trained_tiny).weights_hash()

@@ -98,7 +98,7 @@ def test_wrong_model_is_refused(encoded):
     assert other.weights_hash() == m.weights_hash()
     with torch.no_grad():
         next(other.g_s.parameters()).add_(1e-3)  # same name, same architecture, other weights
-    other._hash = None
+    other.weights_changed()
     with pytest.raises(ModelMismatchError, match="hash"):
         sarcodec.decode(data, other)
 

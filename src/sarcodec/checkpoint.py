@@ -36,7 +36,7 @@ def save_checkpoint(model: SarCodec, path: str | os.PathLike, *, name: str | Non
         with torch.no_grad():
             for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
                 t.copy_(t.half().float())
-        model._tables_fresh = False
+        model.weights_changed()
     model.update()
     obj = {
         "format": CHECKPOINT_FORMAT,

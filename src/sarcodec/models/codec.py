@@ -58,13 +58,23 @@ class SarCodec(nn.Module):
         y = self.g_a(self._pad(x) - 0.5)
         y_hat, likelihoods = self.latent_codec(y)
         x_hat = self.g_s(y_hat)[..., :h, :w]
-        if self.training:  # weights are about to change: tables and hash go stale
-            self._tables_fresh = False
-            self._hash = None
+        if self.training:  # weights are about to change
+            self.weights_changed()
         return {"x_hat": x_hat, "likelihoods": likelihoods}
 
     def aux_loss(self) -> torch.Tensor:
         return sum(m.aux_loss() for m in self.modules() if hasattr(m, "aux_loss") and m is not self)
+
+    def weights_changed(self) -> None:
+        """Call after changing weights outside training (in-place edits): the entropy tables are
+        rebuilt before the next compress and the weights hash is recomputed."""
+        self._tables_fresh = False
+        self._hash = None
+
+    def load_state_dict(self, *args: Any, **kwargs: Any):
+        result = super().load_state_dict(*args, **kwargs)
+        self.weights_changed()  # checkpoints restore their stored tables afterwards
+        return result
 
     # -- coding -----------------------------------------------------------------------------
     @torch.no_grad()
