@@ -206,12 +206,12 @@ class EntropyBottleneck(nn.Module):
         self.quantiles = nn.Parameter(q)
         self.tables: TableSet | None = None
 
-    def _logits_cumulative(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (C, 1, N)
+    def _logits_cumulative(self, x: torch.Tensor, channels: slice = slice(None)) -> torch.Tensor:
+        # x: (C, 1, N) for the selected channels
         for i, (m, b) in enumerate(zip(self.matrices, self.biases)):
-            x = torch.matmul(F.softplus(m), x) + b
+            x = torch.matmul(F.softplus(m[channels]), x) + b[channels]
             if i < len(self.factors):
-                x = x + torch.tanh(self.factors[i]) * torch.tanh(x)
+                x = x + torch.tanh(self.factors[i][channels]) * torch.tanh(x)
         return x
 
     def _likelihood(self, x: torch.Tensor) -> torch.Tensor:
@@ -253,21 +253,14 @@ class EntropyBottleneck(nn.Module):
             a, b = int(lo[c]), int(hi[c])
             b = min(b, a + 4096)  # bound table size even for a badly trained density
             k = torch.arange(a, b + 1, dtype=torch.float64).view(1, 1, -1)
-            lower = module64._logits_cumulative_c(k - 0.5, c)
-            upper = module64._logits_cumulative_c(k + 0.5, c)
+            lower = module64._logits_cumulative(k - 0.5, slice(c, c + 1))
+            upper = module64._logits_cumulative(k + 0.5, slice(c, c + 1))
             sign = -torch.sign(lower + upper)
             pmf = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).view(-1).numpy()
             tail = max(1.0 - float(pmf.sum()), 0.0)
             freqs.append(_quantize_freqs(np.append(pmf, max(tail, 2.0 ** -PROB_BITS))))
             offsets.append(a)
         self.tables = TableSet(freqs, offsets)
-
-    def _logits_cumulative_c(self, x: torch.Tensor, c: int) -> torch.Tensor:
-        for i, (m, b) in enumerate(zip(self.matrices, self.biases)):
-            x = torch.matmul(F.softplus(m[c:c + 1]), x) + b[c:c + 1]
-            if i < len(self.factors):
-                x = x + torch.tanh(self.factors[i][c:c + 1]) * torch.tanh(x)
-        return x
 
     def channel_index(self, shape: tuple[int, ...]) -> np.ndarray:
         b, c, h, w = shape
