@@ -56,8 +56,11 @@ class SarCodec(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, Any]:
         h, w = x.shape[-2:]
         y = self.g_a(self._pad(x) - 0.5)
-        y_hat, likelihoods = self.latent_codec(y)
-        x_hat = self.g_s(y_hat)[..., :h, :w]
+        # under mixed precision (autocast) the transforms run in bf16/fp16, but the latents, the
+        # entropy model and its likelihoods stay float32: rates are sums of small log-probabilities
+        with torch.autocast(x.device.type, enabled=False):
+            y_hat, likelihoods = self.latent_codec(y.float())
+        x_hat = self.g_s(y_hat)[..., :h, :w].float()
         if self.training:  # weights are about to change
             self.weights_changed()
         return {"x_hat": x_hat, "likelihoods": likelihoods}

@@ -1,7 +1,10 @@
 """Rate-distortion trainer: loss = lambda * D + R (bits per pixel), one code path for all models.
 
-Schedule: linear warmup from lr/10 to lr over ``warmup_steps``, then cosine decay to lr/100.
-AdamW (weight decay as given), gradient clipping, non-finite guard (skip, count, abort past a
+Schedule: linear warmup from lr/10 to lr over ``warmup_steps``, then cosine decay to lr/100 over
+``steps`` (or, with ``time_budget_s``, over that many seconds of training: for one-shot runs on a
+lent machine; the schedule then depends on the machine's speed, so such runs are not bit-reproducible).
+Optional mixed precision (``amp: bf16 | fp16``): transforms under autocast, entropy model and loss in
+float32, fp16 with a gradient scaler. AdamW (weight decay as given), gradient clipping, non-finite guard (skip, count, abort past a
 threshold), auxiliary Adam for the entropy-bottleneck quantiles, ``latest``/``best`` checkpoints
 and exact resume (model, optimisers, step, sampler RNG).
 """
@@ -44,6 +47,8 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     init_from: str | None = None  # checkpoint to start from (e.g. a rate point fine-tuned from another)
+    amp: str | None = None  # None | bf16 | fp16: mixed precision for the transforms (loss stays fp32)
+    time_budget_s: float | None = None  # stop after this much training time; cosine over that time
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -54,12 +59,15 @@ class TrainConfig:
         return cls(**d)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup lr/10 -> lr, then cosine to lr/100."""
+def lr_at(step: int, cfg: TrainConfig, progress: float | None = None) -> float:
+    """Linear warmup lr/10 -> lr, then cosine to lr/100. ``progress`` (0..1, e.g. the fraction of a
+    time budget spent) replaces the step-based position on the cosine."""
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         return cfg.lr * (0.1 + 0.9 * step / cfg.warmup_steps)
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    t = min(1.0, (step - cfg.warmup_steps) / span)
+    if progress is not None:
+        t = min(1.0, max(0.0, progress))
+    else:
+        t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -77,10 +85,21 @@ def distortion(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
     raise SarcodecError(f"unknown distortion {kind!r}")
 
 
-def rd_loss(model: SarCodec, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    out = model(x)
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def rd_loss(model: SarCodec, x: torch.Tensor, cfg: TrainConfig, amp: str | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """lambda * D + bpp. ``amp`` runs the model's transforms under autocast; the rate and the
+    distortion are always computed in float32."""
+    with torch.autocast(x.device.type, dtype=AMP_DTYPES.get(amp or "bf16"), enabled=amp is not None):
+        out = model(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return _rd(out, x, cfg)
+
+
+def _rd(out: dict, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
     bpp = bits_from_likelihoods(out["likelihoods"]) / (x.shape[0] * x.shape[-2] * x.shape[-1])
-    d = distortion(out["x_hat"], x, cfg.distortion)
+    d = distortion(out["x_hat"].float(), x, cfg.distortion)
     mse = torch.mean((out["x_hat"].detach() - x) ** 2).item()
     return cfg.lmbda * d + bpp, {"bpp": bpp.item(), "mse": mse, "psnr": 10 * math.log10(1 / max(mse, 1e-12))}
 
@@ -92,6 +111,10 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(device)
         self.log = log
+        if cfg.amp not in (None, *AMP_DTYPES):
+            raise SarcodecError(f"amp must be bf16, fp16 or empty, got {cfg.amp!r}")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch shapes: pick the fastest kernels once
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -108,7 +131,10 @@ class Trainer:
         self.opt = torch.optim.AdamW(main, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.aux_opt = torch.optim.Adam(aux, lr=cfg.aux_lr)
         self.val = None if val_patches is None else torch.from_numpy(val_patches)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.step = 0
+        self.elapsed = 0.0  # seconds of training so far (drives the schedule under a time budget)
+        self.overflow_skips = 0  # fp16 steps the gradient scaler skipped (not failures)
         self.nonfinite = 0
         self.best = math.inf
         self.history: list[dict[str, float]] = []
@@ -116,6 +142,7 @@ class Trainer:
     # -- state --------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "aux_opt": self.aux_opt.state_dict(),
+                "scaler": self.scaler.state_dict(), "elapsed": self.elapsed, "overflow_skips": self.overflow_skips,
                 "step": self.step, "nonfinite": self.nonfinite, "best": self.best, "history": self.history,
                 "sampler": self.sampler.state(), "torch_rng": torch.get_rng_state(),
                 "config": dataclasses.asdict(self.cfg)}
@@ -139,6 +166,9 @@ class Trainer:
         self.opt.load_state_dict(st["opt"])
         self.aux_opt.load_state_dict(st["aux_opt"])
         self.step, self.nonfinite, self.best = st["step"], st["nonfinite"], st["best"]
+        self.elapsed, self.overflow_skips = st.get("elapsed", 0.0), st.get("overflow_skips", 0)
+        if st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
         self.history = st["history"]
         self.sampler.set_state(st["sampler"])
         torch.set_rng_state(st["torch_rng"])
@@ -146,20 +176,30 @@ class Trainer:
     # -- loop ---------------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor) -> dict[str, float] | None:
         self.model.train()
+        budget = self.cfg.time_budget_s
+        lr = lr_at(self.step, self.cfg, self.elapsed / budget if budget else None)
         for g in self.opt.param_groups:
-            g["lr"] = lr_at(self.step, self.cfg)
+            g["lr"] = lr
         # the forward pass updates BatchNorm statistics: keep a copy to undo a skipped batch
         buffers = {k: b.detach().clone() for k, b in self.model.named_buffers()}
-        loss, stats = rd_loss(self.model, x, self.cfg)
+        loss, stats = rd_loss(self.model, x, self.cfg, self.cfg.amp)
         self.opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return self._nonfinite("loss", buffers)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         if not torch.isfinite(gnorm):
+            if self.scaler.is_enabled():  # fp16 overflow: the scaler skips the step and lowers its scale
+                self.scaler.step(self.opt)
+                self.scaler.update()
+                self.overflow_skips += 1
+                self.opt.zero_grad(set_to_none=True)
+                return self._nonfinite("fp16 gradient (scaler)", buffers, count=False)
             self.opt.zero_grad(set_to_none=True)
             return self._nonfinite("gradient", buffers)
-        self.opt.step()
+        self.scaler.step(self.opt)
+        self.scaler.update()
         aux = self.model.aux_loss()
         self.aux_opt.zero_grad(set_to_none=True)
         aux.backward()
@@ -167,12 +207,14 @@ class Trainer:
         self.step += 1
         return {**stats, "loss": loss.item(), "aux": aux.item(), "lr": self.opt.param_groups[0]["lr"]}
 
-    def _nonfinite(self, what: str, buffers: dict[str, torch.Tensor]) -> None:
+    def _nonfinite(self, what: str, buffers: dict[str, torch.Tensor], count: bool = True) -> None:
         with torch.no_grad():
             for k, b in self.model.named_buffers():
                 b.copy_(buffers[k])
-        self.nonfinite += 1
         self.step += 1
+        if not count:
+            return None
+        self.nonfinite += 1
         self.log(f"step {self.step}: non-finite {what}, batch skipped ({self.nonfinite} so far)")
         if self.nonfinite > self.cfg.max_nonfinite:
             raise SarcodecError(f"training aborted: {self.nonfinite} non-finite batches (limit {self.cfg.max_nonfinite})")
@@ -203,15 +245,19 @@ class Trainer:
         t0 = time.time()
         seen = 0
         stop = min(cfg.steps, until) if until is not None else cfg.steps
-        while self.step < stop:
-            x = torch.from_numpy(self.sampler.batch(cfg.batch_size)).to(self.device)
+        budget = cfg.time_budget_s
+        base = self.elapsed
+        while self.step < stop and not (budget and self.elapsed >= budget):
+            x = torch.from_numpy(self.sampler.batch(cfg.batch_size)).to(self.device, non_blocking=True)
             st = self.train_step(x)
             seen += cfg.batch_size
+            self.elapsed = base + time.time() - t0
+            last = self.step >= stop or bool(budget and self.elapsed >= budget)
             if st and (self.step % 50 == 0 or self.step == 1):
                 el = time.time() - t0
                 self.log(f"step {self.step}/{cfg.steps} loss {st['loss']:.4f} bpp {st['bpp']:.3f} "
                          f"psnr {st['psnr']:.2f} lr {st['lr']:.2e} aux {st['aux']:.1f} | {seen / el:.1f} patches/s")
-            if self.step % cfg.val_every == 0 or self.step >= stop:
+            if self.step % cfg.val_every == 0 or last:
                 v = self.validate()
                 if v:
                     v["step"] = self.step
@@ -224,6 +270,7 @@ class Trainer:
                 self.save_state()
         summary = {"steps": self.step, "seconds": round(time.time() - t0, 1), "patches": seen,
                    "patches_per_s": round(seen / max(time.time() - t0, 1e-9), 2), "nonfinite": self.nonfinite,
+                   "overflow_skips": self.overflow_skips, "device": str(self.device), "amp": cfg.amp,
                    "best_val_loss": self.best, "history": self.history}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
