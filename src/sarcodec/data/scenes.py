@@ -94,6 +94,42 @@ def load_normalized(scenes: list[Scene]) -> list[np.ndarray]:
     return out
 
 
+PREPARED_INDEX = "prepared.json"
+
+
+def prepare_dataset(root: str | Path, out: str | Path, folders: tuple[str, ...] = ("train", "ships")) -> int:
+    """Normalise every training scene once (each with its own radiometry) and store it as float16
+    ``.npy`` plus ``prepared.json``: a compact copy (half the bytes of float32 GeoTIFFs) that trains
+    without GDAL, e.g. on a lent GPU machine. ``test/`` is never included. float16 keeps ~11 bits of
+    the [0, 1] values (error < 2.5e-4, far below any codec's). Returns the number of scenes."""
+    out = Path(out)
+    if "test" in folders:
+        raise InputError("prepare_dataset never copies test/: report on it, never train on it")
+    entries = []
+    for s in scan_scenes(root, folders):
+        v = load_normalized([s])[0].astype(np.float16)
+        rel = f"{s.split}/{s.path.stem}.npy"
+        (out / s.split).mkdir(parents=True, exist_ok=True)
+        np.save(out / rel, v)
+        entries.append({"file": rel, "location": s.location, "pol": s.pol, "split": s.split})
+    (out / PREPARED_INDEX).write_text(json.dumps(entries, indent=1))
+    return len(entries)
+
+
+def load_scenes(root: str | Path, folders: tuple[str, ...] = ("train", "ships")) -> list[tuple[Scene, np.ndarray]]:
+    """(scene, normalised image) for a data root of GeoTIFFs or a prepared copy (``prepared.json``)."""
+    root = Path(root)
+    if (root / PREPARED_INDEX).is_file():
+        out = []
+        for e in json.loads((root / PREPARED_INDEX).read_text()):
+            if e["split"] in folders:
+                out.append((Scene(root / e["file"], e["location"], e["pol"], e["split"]),
+                            np.load(root / e["file"]).astype(np.float32)))
+        return out
+    scenes = scan_scenes(root, folders)
+    return list(zip(scenes, load_normalized(scenes)))
+
+
 class PatchSampler(RandomSampler):
     """Random P x P crops (area-weighted over images large enough), with flips and rot90."""
 
