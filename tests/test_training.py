@@ -146,3 +146,73 @@ def test_resume_if_saved(tmp_path):
     t.fit(until=3)
     u = _trainer(tmp_path)
     assert u.resume_if_saved() is True and u.step == 3
+
+
+def test_schedule_follows_a_time_budget():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, steps=10**9, time_budget_s=100.0)
+    assert lr_at(5, cfg, progress=0.0) == pytest.approx(1e-4 + 0.5 * 9e-4)  # warmup still counts steps
+    assert lr_at(50, cfg, progress=0.5) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    assert lr_at(50, cfg, progress=1.5) == pytest.approx(1e-5)  # clamped at the end
+
+
+def test_time_budget_stops_training_and_resumes_its_clock(tmp_path):
+    t = _trainer(tmp_path, steps=10**6, val_every=10**6, time_budget_s=1.0)
+    s = t.fit()
+    assert 0 < s["steps"] < 10**6 and t.elapsed >= 1.0
+    assert t.history and (tmp_path / "best.pt").is_file()  # validated and exported at the stop
+    u = _trainer(tmp_path, steps=10**6, val_every=10**6, time_budget_s=1.0)
+    assert u.resume_if_saved() and u.elapsed == pytest.approx(t.elapsed)
+    assert u.fit()["steps"] == t.step  # the budget is spent: nothing more to do
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_keeps_rate_and_loss_in_float32(amp, tmp_path):
+    """autocast covers the transforms; likelihoods, bpp and the loss stay float32 (CPU autocast
+    here; the same code path runs on CUDA)."""
+    from sarcodec.models import bits_from_likelihoods
+    from sarcodec.training.trainer import rd_loss
+
+    t = _trainer(tmp_path, amp=amp)
+    x = torch.from_numpy(t.sampler.batch(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = t.model(x)
+    assert all(v.dtype == torch.float32 for v in out["likelihoods"].values())
+    assert out["x_hat"].dtype == torch.float32 and torch.isfinite(bits_from_likelihoods(out["likelihoods"]))
+    loss, _ = rd_loss(t.model, x, t.cfg, amp)
+    assert loss.dtype == torch.float32
+    st = t.train_step(x)
+    assert (st is not None and math.isfinite(st["loss"])) or t.overflow_skips == 1  # fp16 may skip its first step
+    with pytest.raises(SarcodecError, match="amp"):
+        _trainer(tmp_path / "x", amp="int8")
+
+
+def test_prepared_dataset_trains_like_the_geotiffs(tmp_path):
+    """prepare_dataset: float16 normalised copies of train/ + ships/ (never test/), read back by the
+    same training entry point."""
+    rasterio = pytest.importorskip("rasterio")
+    import json
+
+    from sarcodec.data.scenes import load_scenes, prepare_dataset
+    from sarcodec.training import train_on_directory
+
+    root = tmp_path / "sar"
+    index = []
+    for split, loc in [("train", "alpha"), ("train", "beta"), ("test", "gamma")]:
+        (root / split).mkdir(parents=True, exist_ok=True)
+        x = synthetic_sar((128, 128), seed=len(index))
+        name = f"{split}/s1_{loc}_vv.tif"
+        with rasterio.open(root / name, "w", driver="GTiff", width=128, height=128, count=1, dtype="float32") as ds:
+            ds.write(x, 1)
+        index.append({"file": name, "split": split, "location": loc, "pol": "vv"})
+    (root / "index.json").write_text(json.dumps(index))
+    with pytest.raises(InputError, match="test"):
+        prepare_dataset(root, tmp_path / "bad", folders=("train", "test"))
+    assert prepare_dataset(root, tmp_path / "prep") == 2
+    assert not (tmp_path / "prep" / "test").exists()
+    orig, prep = load_scenes(root), load_scenes(tmp_path / "prep")
+    assert [s.location for s, _ in orig] == [s.location for s, _ in prep] == ["alpha", "beta"]
+    for (_, a), (_, b) in zip(orig, prep):
+        assert b.dtype == np.float32 and np.abs(a - b).max() < 2.5e-4
+    cfg = TrainConfig(**{**CFG, "steps": 2, "val_every": 2})
+    s = train_on_directory(cfg, tmp_path / "prep", tmp_path / "run", val_locations=("beta",))
+    assert s["steps"] == 2 and s["history"]
