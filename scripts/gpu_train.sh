@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Train the bundled default models on one lent GPU (the workplace's `device` tool), in two phases
+# that each fit one 10-minute call:
+#   scripts/gpu_train.sh base SECONDS      fp32-vs-bf16 throughput check, then the base rate point
+#   scripts/gpu_train.sh finetune SECONDS  the four rate points fine-tuned from it, in parallel
+#   scripts/gpu_train.sh highrate SECONDS  q3 and q4 again from scratch, in parallel, with a complete
+#                                          latent (M >= 256 channels for 256 pixels: speckle is nearly
+#                                          white, so M=144 might cap PSNR at high rates). Tried once:
+#                                          lost to the fine-tuned M=144 models on validation (model card)
+# Data: a prepared copy of train/ + ships/ (scripts/prepare_data.py ../shared/sar .data/sar), carried
+# with the call along with wheels of the packages the machine lacks (.whl: constriction, pytorch-msssim).
+# Checkpoints and logs go to $OUT (and runs/gpu-*, which a warm machine keeps between calls).
+set -uo pipefail
+PHASE=$1
+BUDGET=$2
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+elif [ "$PHASE" = highrate ]; then
+  q=3
+  for L in 0.035 0.13; do
+    train -o runs/gpu-hq$q model.base_channels=88 model.latent_channels=272 lmbda=$L lr=2.0e-4 warmup_steps=500 \
+      time_budget_s="$BUDGET" threads=6 amp=bf16 seed=$q > "$OUT/hq$q.log" 2>&1 &
+    q=$((q + 1))
+  done
+  wait
+  for q in 3 4; do
+    grep -E "usable|val step|done|rror" "$OUT/hq$q.log" | tail -5
+    cp runs/gpu-hq$q/best.pt "$OUT/hq$q.pt"; cp runs/gpu-hq$q/summary.json "$OUT/hq$q-summary.json"
+  done
+fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+train() { python3 -c 'import sys; from sarcodec.cli import main; main(sys.argv[1:])' train -c configs/default.yaml --device cuda \
+  data.root=.data/sar steps=10000000 "$@"; }
+pps() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['patches_per_s'])" "$1/summary.json"; }
+nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
+
+if [ "$PHASE" = base ]; then
+  train -o /tmp/ab-fp32 lmbda=0.02 time_budget_s=15 threads=8 > "$OUT/ab-fp32.log" 2>&1
+  train -o /tmp/ab-bf16 lmbda=0.02 time_budget_s=15 threads=8 amp=bf16 > "$OUT/ab-bf16.log" 2>&1
+  F=$(pps /tmp/ab-fp32); B=$(pps /tmp/ab-bf16)
+  AMP=$(python3 -c "print('bf16' if $B > 1.2 * $F else 'null')")
+  echo "throughput (batch 16 x 256^2, includes start-up): fp32/tf32 $F patches/s, bf16 $B patches/s -> amp=$AMP" | tee "$OUT/ab.txt"
+  train -o runs/gpu-base lmbda=0.02 lr=2.0e-4 warmup_steps=500 time_budget_s="$BUDGET" threads=8 amp="$AMP" 2>&1 | tee "$OUT/base.log" | grep -E "val|done|error|Error"
+  cp runs/gpu-base/latest.pt "$OUT/base.pt"; cp runs/gpu-base/summary.json "$OUT/base-summary.json"
+  echo "$AMP" > runs/gpu-base/amp
+elif [ "$PHASE" = finetune ]; then
+  INIT=${INIT:-runs/gpu-base/latest.pt}
+  AMP=$(cat runs/gpu-base/amp 2>/dev/null || echo bf16)
+  q=1
+  for L in 0.003 0.01 0.035 0.13; do
+    train -o runs/gpu-q$q lmbda=$L lr=1.0e-4 warmup_steps=100 time_budget_s="$BUDGET" threads=3 amp="$AMP" \
+      init_from="$INIT" seed=$q > "$OUT/q$q.log" 2>&1 &
+    q=$((q + 1))
+  done
+  wait
+  for q in 1 2 3 4; do
+    grep -E "val step|done|rror" "$OUT/q$q.log" | tail -4
+    cp runs/gpu-q$q/best.pt "$OUT/q$q.pt"; cp runs/gpu-q$q/summary.json "$OUT/q$q-summary.json"
+  done
+elif [ "$PHASE" = highrate ]; then
+  q=3
+  for L in 0.035 0.13; do
+    train -o runs/gpu-hq$q model.base_channels=88 model.latent_channels=272 lmbda=$L lr=2.0e-4 warmup_steps=500 \
+      time_budget_s="$BUDGET" threads=6 amp=bf16 seed=$q > "$OUT/hq$q.log" 2>&1 &
+    q=$((q + 1))
+  done
+  wait
+  for q in 3 4; do
+    grep -E "usable|val step|done|rror" "$OUT/hq$q.log" | tail -5
+    cp runs/gpu-hq$q/best.pt "$OUT/hq$q.pt"; cp runs/gpu-hq$q/summary.json "$OUT/hq$q-summary.json"
+  done
+fi
