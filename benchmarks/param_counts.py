@@ -29,25 +29,10 @@ def count(arch: str, **kw) -> dict[str, float]:
 
 
 def macs_per_pixel(arch: str, size: int = 256, **kw) -> float:
-    """Multiply-accumulates per input pixel of g_a + g_s (conv layers), by forward hooks."""
-    m = create_model(arch, **kw).eval()
-    macs = 0
+    """Multiply-accumulates per input pixel of g_a + g_s (conv layers)."""
+    from sarcodec.evaluation.metrics import macs_per_pixel as model_macs
 
-    def hook(mod, inp, out):
-        nonlocal macs
-        k = mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
-        if isinstance(mod, torch.nn.ConvTranspose2d):
-            macs += inp[0].numel() * mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
-        else:
-            macs += out.numel() * k
-
-    hs = [mod.register_forward_hook(hook) for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
-    with torch.no_grad():
-        y = m.g_a(torch.rand(1, 1, size, size))
-        m.g_s(y)
-    for h in hs:
-        h.remove()
-    return macs / size**2
+    return model_macs(create_model(arch, **kw).eval(), size)
 
 
 def main() -> None:

@@ -254,6 +254,80 @@ def models_cmd() -> None:
     console.print(t)
 
 
+def _run_benchmark(data: Optional[Path], out: Path, specs: list[str], codecs: list[str], split: str,
+                   gallery: bool) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .data.scenes import default_data_dir
+    from .evaluation.benchmark import Benchmark, Family
+
+    root = data or default_data_dir()
+    if root is None:
+        raise _input_error("no data: pass --data DIR (a folder with test/, or train/ for --split val)")
+    fams = [Family.parse(s) for s in specs]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, disable=not err.is_terminal) as prog:
+        task = prog.add_task("benchmark", total=None)
+
+        def step(i: int, n: int, desc: str) -> None:
+            prog.update(task, completed=i, total=n, description=desc)
+
+        b = Benchmark(root, out, fams, codecs, split=split, log=console.print, progress=step, gallery=gallery)
+        res = b.run()
+        prog.update(task, description="report (figures, gallery)")
+        report = b.report()
+    console.print(f"wrote {report}, {report.with_suffix('.html')}, {out / 'results.json'} and {out / 'figures'}/")
+    return res
+
+
+@app.command()
+def benchmark(
+    data: Optional[Path] = typer.Option(None, "--data", help="Data root with test/ (default ../shared/sar)"),
+    out: Path = typer.Option(Path("benchmark"), "--out", "-o", help="Report directory (reruns resume from its results.json)"),
+    models: Optional[list[str]] = typer.Option(None, "--models", help="A learned codec curve: 'default' (its bundled "
+                                               "qualities), 'a.pt,b.pt' or 'name=a.pt,b.pt'; repeat to compare families"),
+    codecs: str = typer.Option("jpeg2000,htj2k,jpegxl,jpeg", "--codecs", help="Traditional codecs (JPEG 2000 always runs)"),
+    split: str = typer.Option("test", "--split", help="test, or val (held-out training locations, for model choice)"),
+    gallery: bool = typer.Option(True, "--gallery/--no-gallery", help="Write the visual comparison PNGs"),
+) -> None:
+    """Rate-distortion benchmark of learned codecs against JPEG 2000 and co: report.md/html, results.json."""
+    if split not in ("test", "val"):
+        raise _input_error("--split must be test or val")
+    res = _run_benchmark(data, out, models or ["default"], [c for c in codecs.split(",") if c], split, gallery)
+    t = Table(title="BD-rate against JPEG 2000 (mean over images; negative = fewer bits)")
+    t.add_column("codec")
+    t.add_column("BD-rate", justify="right")
+    for c, s in res["summary"].items():
+        t.add_row(c, "-" if s["bd_rate"] is None else f"{s['bd_rate']:+.1f}%")
+    console.print(t)
+
+
+@app.command()
+def evaluate(
+    checkpoint: str = typer.Argument(..., help="Checkpoint path or bundled model name"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data root with test/ (default ../shared/sar)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (default evaluate-<name>)"),
+    split: str = typer.Option("test", "--split", help="test or val"),
+) -> None:
+    """One model on every image: bpp, PSNR, MS-SSIM, ENL ratio, EPI, and PSNR against JPEG 2000 at the same bpp."""
+    from .evaluation.benchmark import REFERENCE, at_rate
+
+    name = Path(checkpoint).stem
+    out = out or Path(f"evaluate-{name}")
+    res = _run_benchmark(data, out, [f"{name}={checkpoint}"], [], split, True)
+    t = Table(title=f"{name} on {split}/")
+    for c in ("image", "bpp", "PSNR", "MS-SSIM", "ENL ratio", "EPI", "ΔPSNR vs JPEG 2000"):
+        t.add_column(c, justify="right")
+    for img, e in res["images"].items():
+        if name not in e:
+            continue
+        p = e[name]["points"][0]
+        j = at_rate(e[REFERENCE]["points"], p["bpp"])
+        t.add_row(img, f"{p['bpp']:.3f}", f"{p['psnr']:.2f}", f"{p['ms_ssim']:.4f}", f"{p['enl_ratio']:.3f}",
+                  f"{p['epi']:.3f}", "-" if j is None else f"{p['psnr'] - j:+.2f} dB")
+    console.print(t)
+
+
 def _device(name: Optional[str]) -> str:
     """The requested device, or CUDA when available; a clear error (exit 6) when it is not there."""
     import torch

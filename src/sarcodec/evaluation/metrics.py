@@ -149,3 +149,26 @@ def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
 def bd_psnr(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
     """Bjøntegaard delta PSNR (dB): average PSNR gain of ``test`` over ``ref`` at equal log-rate."""
     return _bd_average(np.log(np.asarray(rate_ref, float)), psnr_ref, np.log(np.asarray(rate_test, float)), psnr_test)
+
+
+def macs_per_pixel(model, size: int = 256) -> float:
+    """Multiply-accumulates per input pixel of a model's g_a + g_s (conv layers), by forward hooks."""
+    import torch
+
+    macs = 0
+
+    def hook(mod, inp, out):
+        nonlocal macs
+        k = mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
+        macs += inp[0].numel() * k if isinstance(mod, torch.nn.ConvTranspose2d) else out.numel() * k
+
+    convs = [mod for mod in list(model.g_a.modules()) + list(model.g_s.modules())
+             if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    hs = [mod.register_forward_hook(hook) for mod in convs]
+    try:
+        with torch.no_grad():
+            model.g_s(model.g_a(torch.rand(1, 1, size, size)))
+    finally:
+        for h in hs:
+            h.remove()
+    return macs / size**2

@@ -1,0 +1,67 @@
+"""The benchmark command on a tiny synthetic data root: every output, resumption, the report."""
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from sarcodec.cli import main
+from sarcodec.data.synthetic import synthetic_sar
+from sarcodec.evaluation.benchmark import Benchmark, Family
+
+rasterio = pytest.importorskip("rasterio")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sar")
+    (root / "test").mkdir()
+    for i, name in enumerate(["s1_alpha_vv.tif", "s1_beta_vh.tif"]):
+        x = synthetic_sar((96, 112), seed=10 + i).astype(np.float32)
+        with rasterio.open(root / "test" / name, "w", driver="GTiff", width=112, height=96, count=1,
+                           dtype="float32") as ds:
+            ds.write(x, 1)
+    return root
+
+
+def test_benchmark_writes_report_and_resumes(data_root, trained_tiny, tmp_path, monkeypatch):
+    fam = Family.parse(f"tiny={trained_tiny},{trained_tiny}")
+    assert fam.name == "tiny" and len(fam.models) == 2
+    out = tmp_path / "bench"
+    b = Benchmark(data_root, out, [fam], ["jpeg"], log=lambda s: None)
+    assert b.codecs == ["jpeg2000", "jpeg"]  # the reference always runs
+    res = b.run()
+    report = b.report()
+    assert set(res["images"]) == {"s1_alpha_vv.tif", "s1_beta_vh.tif"}
+    for e in res["images"].values():
+        assert len(e["jpeg2000"]["points"]) >= 4 and len(e["tiny"]["points"]) == 2
+        p = e["tiny"]["points"][0]
+        assert 0 < p["bpp"] and np.isfinite(p["psnr"]) and 0 < p["ms_ssim"] <= 1 and np.isfinite(p["epi"])
+    assert "jpeg" in res["summary"] and res["summary"]["jpeg"]["bd_rate"] is not None
+    md = report.read_text()
+    assert "BD-rate against JPEG 2000" in md and "Wilcoxon" in md and "Architecture comparison" in md
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!doctype html>") and "<table>" in html
+    for svg in (out / "figures").glob("rd_*.svg"):
+        ET.fromstring(svg.read_text())  # well-formed
+    assert len(list((out / "figures").glob("rd_*.svg"))) == 4
+    assert (out / "figures" / "gallery_s1_alpha_vv.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "results.json").read_text())["summary"]
+
+    calls = []
+    monkeypatch.setattr(Benchmark, "_learned", staticmethod(lambda *a: calls.append(1)))
+    logs = []
+    Benchmark(data_root, out, [fam], ["jpeg"], log=logs.append).run()
+    assert not calls and "resumed: 6 of 6" in logs[0]  # nothing measured twice
+
+
+def test_evaluate_and_bad_codec(data_root, trained_tiny, tmp_path, capsys):
+    try:
+        main(["evaluate", str(trained_tiny), "--data", str(data_root), "--out", str(tmp_path / "ev")])
+    except SystemExit as e:  # pragma: no cover - shows the message on failure
+        pytest.fail(f"evaluate exited {e.code}: {capsys.readouterr()}")
+    out = capsys.readouterr().out
+    assert "alpha" in out and " dB" in out  # one row per image, with the gain over JPEG 2000
+    with pytest.raises(SystemExit) as e:
+        main(["benchmark", "--data", str(data_root), "--out", str(tmp_path / "b"), "--codecs", "webp"])
+    assert e.value.code == 3 and "unknown codec" in capsys.readouterr().err
