@@ -18,23 +18,28 @@ mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
-elif [ "$PHASE" = highrate ]; then
-  q=3
-  for L in 0.035 0.13; do
-    train -o runs/gpu-hq$q model.base_channels=88 model.latent_channels=272 lmbda=$L lr=2.0e-4 warmup_steps=500 \
-      time_budget_s="$BUDGET" threads=6 amp=bf16 seed=$q > "$OUT/hq$q.log" 2>&1 &
-    q=$((q + 1))
-  done
-  wait
-  for q in 3 4; do
-    grep -E "usable|val step|done|rror" "$OUT/hq$q.log" | tail -5
-    cp runs/gpu-hq$q/best.pt "$OUT/hq$q.pt"; cp runs/gpu-hq$q/summary.json "$OUT/hq$q-summary.json"
-  done
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 train() { python3 -c 'import sys; from sarcodec.cli import main; main(sys.argv[1:])' train -c configs/default.yaml --device cuda \
   data.root=.data/sar steps=10000000 "$@"; }
 pps() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['patches_per_s'])" "$1/summary.json"; }
+# rate_points PREFIX FIRST_Q "LAMBDAS" [overrides...]: one run per lambda, in parallel on the one GPU,
+# each for $BUDGET seconds; brings back each best.pt plus one log (the device returns <= 8 files).
+rate_points() {
+  local prefix=$1 q=$2 lambdas=$3 first=$2
+  shift 3
+  for L in $lambdas; do
+    train -o runs/gpu-$prefix$q lmbda=$L time_budget_s="$BUDGET" seed=$q "$@" > runs/gpu-$prefix$q.log 2>&1 &
+    q=$((q + 1))
+  done
+  wait
+  for ((i = first; i < q; i++)); do
+    { echo "== $prefix$i"; cat runs/gpu-$prefix$i/summary.json; grep -E "usable|val step|done|rror" runs/gpu-$prefix$i.log; } \
+      >> "$OUT/$prefix-runs.log"
+    cp runs/gpu-$prefix$i/best.pt "$OUT/$prefix$i.pt"
+  done
+  grep -E "== |done|rror" "$OUT/$prefix-runs.log"
+}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
 
 if [ "$PHASE" = base ]; then
@@ -49,27 +54,8 @@ if [ "$PHASE" = base ]; then
 elif [ "$PHASE" = finetune ]; then
   INIT=${INIT:-runs/gpu-base/latest.pt}
   AMP=$(cat runs/gpu-base/amp 2>/dev/null || echo bf16)
-  q=1
-  for L in 0.003 0.01 0.035 0.13; do
-    train -o runs/gpu-q$q lmbda=$L lr=1.0e-4 warmup_steps=100 time_budget_s="$BUDGET" threads=3 amp="$AMP" \
-      init_from="$INIT" seed=$q > "$OUT/q$q.log" 2>&1 &
-    q=$((q + 1))
-  done
-  wait
-  for q in 1 2 3 4; do
-    grep -E "val step|done|rror" "$OUT/q$q.log" | tail -4
-    cp runs/gpu-q$q/best.pt "$OUT/q$q.pt"; cp runs/gpu-q$q/summary.json "$OUT/q$q-summary.json"
-  done
+  rate_points q 1 "0.003 0.01 0.035 0.13" lr=1.0e-4 warmup_steps=100 threads=3 amp="$AMP" init_from="$INIT"
 elif [ "$PHASE" = highrate ]; then
-  q=3
-  for L in 0.035 0.13; do
-    train -o runs/gpu-hq$q model.base_channels=88 model.latent_channels=272 lmbda=$L lr=2.0e-4 warmup_steps=500 \
-      time_budget_s="$BUDGET" threads=6 amp=bf16 seed=$q > "$OUT/hq$q.log" 2>&1 &
-    q=$((q + 1))
-  done
-  wait
-  for q in 3 4; do
-    grep -E "usable|val step|done|rror" "$OUT/hq$q.log" | tail -5
-    cp runs/gpu-hq$q/best.pt "$OUT/hq$q.pt"; cp runs/gpu-hq$q/summary.json "$OUT/hq$q-summary.json"
-  done
+  rate_points hq 3 "0.035 0.13" model.base_channels=88 model.latent_channels=272 lr=2.0e-4 warmup_steps=500 \
+    threads=6 amp=bf16
 fi
