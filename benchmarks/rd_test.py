@@ -21,14 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import numpy as np  # noqa: E402
 
 import sarcodec  # noqa: E402
-from sarcodec.data.scenes import default_data_dir, read_intensity, scan_scenes  # noqa: E402
+from sarcodec.data.scenes import default_data_dir, read_intensity  # noqa: E402
+from sarcodec.evaluation.benchmark import TRADITIONAL, at_rate, benchmark_scenes  # noqa: E402
 from sarcodec.evaluation.codecs import htj2k, jpeg2000, jpeg8, jpegxl, pareto  # noqa: E402
 from sarcodec.evaluation.metrics import BenchmarkDomain, bd_rate, bpp, enl_ratio, epi, psnr  # noqa: E402
 
-J2K_LEVELS = np.arange(18.0, 70.0, 2.0)
-JXL_DISTANCES = [12.0, 9.0, 7.0, 5.0, 4.0, 3.0, 2.4, 1.8, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05]
-HTJ2K_STEPS = np.geomspace(0.4, 0.005, 18)
-JPEG_QUALITIES = list(range(5, 100, 5))
+# the same quality sweeps as `sarcodec benchmark`
+J2K_LEVELS, HTJ2K_STEPS, JXL_DISTANCES, JPEG_QUALITIES = (TRADITIONAL[c][1] for c in ("jpeg2000", "htj2k", "jpegxl", "jpeg"))
 RATES = (0.5, 0.75, 1.0, 2.0)
 
 
@@ -40,14 +39,6 @@ def curve(codec, u16, knobs, ref, dom_inv) -> list[dict]:
         if 0.05 <= b <= 4.5:
             pts.append({"bpp": b, "psnr": psnr(ref, dec / 65535.0)})
     return pareto(pts)
-
-
-def at_rate(pts: list[dict], rate: float, key: str = "psnr") -> float | None:
-    """Linear interpolation in log-rate; None outside the measured range."""
-    r = np.log([p["bpp"] for p in pts])
-    if not len(r) or np.log(rate) < r.min() or np.log(rate) > r.max():
-        return None
-    return float(np.interp(np.log(rate), r, [p[key] for p in pts]))
 
 
 def main() -> None:
@@ -63,10 +54,7 @@ def main() -> None:
     root = Path(a.data) if a.data else default_data_dir()
     if root is None:
         sys.exit("no data: pass --data or place ../shared/sar")
-    if a.split == "test":
-        scenes = [s for s in scan_scenes(root, folders=("test",)) if s.split == "test"]
-    else:
-        scenes = [s for s in scan_scenes(root, folders=("train",)) if s.location in a.val_locations.split(",")]
+    scenes = benchmark_scenes(root, a.split, tuple(a.val_locations.split(",")))
     models = [sarcodec.load_model(m) for m in a.model]
     # label each rate point by what was asked for (checkpoint files may share an internal name)
     labels = [Path(m).stem if m.endswith(".pt") else m for m in a.model]

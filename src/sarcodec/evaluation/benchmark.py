@@ -59,8 +59,17 @@ class Family:
 
 
 def _domain_to_intensity(dom: BenchmarkDomain, v: np.ndarray) -> np.ndarray:
-    r = dom.radiometry
-    return 10.0 ** ((r.lo_db + np.asarray(v, np.float64) * (r.hi_db - r.lo_db)) / 10.0)
+    return dom.radiometry.inverse(v, kind="intensity", dtype=np.float64)
+
+
+def benchmark_scenes(data: str | Path, split: str = "test", val_locations: tuple[str, ...] = ("mexico-b",)) -> list:
+    """The images a benchmark reports on: ``test/``, or (``split="val"``) the held-out training
+    locations, for choosing models without touching ``test/``."""
+    from ..data.scenes import scan_scenes
+
+    if split == "test":
+        return [s for s in scan_scenes(data, ("test",)) if s.split == "test"]
+    return [s for s in scan_scenes(data, ("train",)) if s.location in val_locations]
 
 
 def measure(ref: np.ndarray, ref_int: np.ndarray, dom: BenchmarkDomain, rec: np.ndarray, n_bytes: int) -> dict:
@@ -84,18 +93,14 @@ class Benchmark:
     def __init__(self, data: str | Path, out: str | Path, families: list[Family], codecs: list[str],
                  split: str = "test", val_locations: tuple[str, ...] = ("mexico-b",), log: Callable[[str], None] = print,
                  progress: Callable[[int, int, str], None] | None = None, gallery: bool = True):
-        from ..data.scenes import scan_scenes
-
         unknown = [c for c in codecs if c not in TRADITIONAL]
         if unknown:
             raise InputError(f"unknown codec(s) {', '.join(unknown)}: choose from {', '.join(TRADITIONAL)}")
         self.codecs = [REFERENCE] + [c for c in codecs if c != REFERENCE]  # the reference is always measured
         self.families, self.out, self.log, self.gallery = families, Path(out), log, gallery
         self.progress = progress or (lambda i, n, s: None)
-        if split == "test":
-            self.scenes = [s for s in scan_scenes(data, ("test",)) if s.split == "test"]
-        else:  # held-out training locations: for choosing models without touching test/
-            self.scenes = [s for s in scan_scenes(data, ("train",)) if s.location in val_locations]
+        self.scenes = benchmark_scenes(data, split, val_locations)
+        self._models: dict[str, list] | None = None
         if not self.scenes:
             raise InputError(f"{data}: no {split} images found")
         self.split = split
@@ -111,11 +116,18 @@ class Benchmark:
 
         atomic_write(self.results_path, json.dumps(self.results, indent=1).encode(), force=True)
 
-    def run(self) -> dict:
+    def models(self) -> dict[str, list]:
+        """Each family's loaded rate points (loaded once)."""
         from ..checkpoint import load_model
+
+        if self._models is None:
+            self._models = {f.name: [load_model(m) for m in f.models] for f in self.families}
+        return self._models
+
+    def run(self) -> dict:
         from ..data.scenes import read_intensity
 
-        models = {f.name: [load_model(m) for m in f.models] for f in self.families}
+        models = self.models()
         for f in self.families:
             ms = models[f.name]
             self.results["families"][f.name] = {
@@ -250,12 +262,12 @@ class Benchmark:
 
         for f in self.families:
             rows = []
-            for i, m in enumerate(self.results["families"][f.name]["models"]):
+            for m in self.results["families"][f.name]["models"]:
                 pts = [next(p for p in imgs[n][f.name]["points"] if p["model"] == m["name"]) for n in names]
                 rows.append([m["name"]] + [f"{np.nanmean([p[k] for p in pts]):.3f}" for k in ("bpp", "psnr", "ms_ssim", "enl_ratio", "epi")])
             rep.table(f"{f.name}: SAR statistics per rate point (mean over images)",
                       ["rate point", "bpp", "PSNR", "MS-SSIM", "ENL ratio", "EPI"], rows)
-        if len(self.families) > 1 or self.families:
+        if self.families:
             rows = []
             for f in self.families:
                 fm = self.results["families"][f.name]["models"]
@@ -286,11 +298,10 @@ class Benchmark:
         import imagecodecs
 
         from ..api import decode, encode
-        from ..checkpoint import load_model
         from ..data.scenes import read_intensity
 
         fam = self.families[0]
-        models = [load_model(m) for m in fam.models]
+        models = self.models()[fam.name]
         for s in self.scenes:
             pts = self.results["images"][s.path.name][fam.name]["points"]
             pick = min(pts, key=lambda p: abs(np.log(p["bpp"] / 0.75)))
