@@ -18,10 +18,10 @@ def train_on_directory(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Pa
     from ..data.scenes import PatchSampler, load_scenes, split_by_location, tile_eval_patches
 
     loaded = load_scenes(data_dir, folders=("train", "ships"))  # GeoTIFFs or a prepared copy
-    images = {id(s): im for s, im in loaded}
+    images = {s.path: im for s, im in loaded}
     train, val = split_by_location([s for s, _ in loaded], val_locations)
-    sampler = PatchSampler([images[id(s)] for s in train], cfg.patch_size, seed=cfg.seed)
-    val_patches = tile_eval_patches([images[id(s)] for s in val], cfg.patch_size) if val else None
+    sampler = PatchSampler([images[s.path] for s in train], cfg.patch_size, seed=cfg.seed)
+    val_patches = tile_eval_patches([images[s.path] for s in val], cfg.patch_size) if val else None
     t = Trainer(cfg, sampler, val_patches, out_dir, device=device)
     t.log(f"train: {len(train)} scenes ({len(sampler.images)} usable at {cfg.patch_size}px), "
           f"val: {len(val)} scenes / {0 if val_patches is None else len(val_patches)} patches ({', '.join(val_locations)})")

@@ -92,14 +92,10 @@ def rd_loss(model: SarCodec, x: torch.Tensor, cfg: TrainConfig, amp: str | None 
     """lambda * D + bpp. ``amp`` runs the model's transforms under autocast; the rate and the
     distortion are always computed in float32."""
     with torch.autocast(x.device.type, dtype=AMP_DTYPES.get(amp or "bf16"), enabled=amp is not None):
-        out = model(x)
+        out = model(x)  # x_hat and the likelihoods come back float32 (SarCodec.forward)
     with torch.autocast(x.device.type, enabled=False):
-        return _rd(out, x, cfg)
-
-
-def _rd(out: dict, x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    bpp = bits_from_likelihoods(out["likelihoods"]) / (x.shape[0] * x.shape[-2] * x.shape[-1])
-    d = distortion(out["x_hat"].float(), x, cfg.distortion)
+        bpp = bits_from_likelihoods(out["likelihoods"]) / (x.shape[0] * x.shape[-2] * x.shape[-1])
+        d = distortion(out["x_hat"], x, cfg.distortion)
     mse = torch.mean((out["x_hat"].detach() - x) ** 2).item()
     return cfg.lmbda * d + bpp, {"bpp": bpp.item(), "mse": mse, "psnr": 10 * math.log10(1 / max(mse, 1e-12))}
 
@@ -195,7 +191,9 @@ class Trainer:
                 self.scaler.update()
                 self.overflow_skips += 1
                 self.opt.zero_grad(set_to_none=True)
-                return self._nonfinite("fp16 gradient (scaler)", buffers, count=False)
+                self._restore_buffers(buffers)
+                self.step += 1
+                return None
             self.opt.zero_grad(set_to_none=True)
             return self._nonfinite("gradient", buffers)
         self.scaler.step(self.opt)
@@ -207,13 +205,14 @@ class Trainer:
         self.step += 1
         return {**stats, "loss": loss.item(), "aux": aux.item(), "lr": self.opt.param_groups[0]["lr"]}
 
-    def _nonfinite(self, what: str, buffers: dict[str, torch.Tensor], count: bool = True) -> None:
+    def _restore_buffers(self, buffers: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for k, b in self.model.named_buffers():
                 b.copy_(buffers[k])
+
+    def _nonfinite(self, what: str, buffers: dict[str, torch.Tensor]) -> None:
+        self._restore_buffers(buffers)
         self.step += 1
-        if not count:
-            return None
         self.nonfinite += 1
         self.log(f"step {self.step}: non-finite {what}, batch skipped ({self.nonfinite} so far)")
         if self.nonfinite > self.cfg.max_nonfinite:
