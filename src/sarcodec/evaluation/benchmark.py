@@ -226,6 +226,8 @@ class Benchmark:
 
     # -- report ----------------------------------------------------------------------------------
     def report(self) -> Path:
+        from ..container import atomic_write
+
         imgs, names = self.results["images"], [s.path.name for s in self.scenes]
         summ = self.results["summary"]
         rep = Report(f"sarcodec benchmark ({self.split} split, {len(names)} images)")
@@ -285,7 +287,7 @@ class Benchmark:
             panels = [(n.replace(".tif", ""), {c: [(p["bpp"], p[key]) for p in imgs[n][c]["points"]] for c in self.curves()})
                       for n in names]
             path = fig_dir / f"rd_{key}.svg"
-            path.write_text(rd_figure(panels, "bits per pixel", label))
+            atomic_write(path, rd_figure(panels, "bits per pixel", label).encode(), force=True)
             rep.image(f"figures/{path.name}", f"{label} against bpp, one panel per image")
         if self.gallery and self.families:
             self._gallery(rep, fig_dir)
@@ -298,6 +300,7 @@ class Benchmark:
         import imagecodecs
 
         from ..api import decode, encode
+        from ..container import atomic_write
         from ..data.scenes import read_intensity
 
         fam = self.families[0]
@@ -330,7 +333,7 @@ class Benchmark:
                 canvas[y:y + row.shape[0], :row.shape[1]] = row
                 y += row.shape[0] + 8
             name = f"gallery_{s.path.stem}.png"
-            (fig_dir / name).write_bytes(imagecodecs.png_encode(np.rint(canvas * 255).astype(np.uint8)))
+            atomic_write(fig_dir / name, imagecodecs.png_encode(np.rint(canvas * 255).astype(np.uint8)), force=True)
             rep.image(f"figures/{name}",
                       f"{s.path.stem}: original | {m.name} ({8 * len(data) / img.size:.3f} bpp, {psnr(ref, ours):.2f} dB) | "
                       f"JPEG 2000 ({8 * len(j_data) / img.size:.3f} bpp, {psnr(ref, j2k):.2f} dB); row 1: 256 px around the brightest target; "
