@@ -216,3 +216,72 @@ def test_prepared_dataset_trains_like_the_geotiffs(tmp_path):
     cfg = TrainConfig(**{**CFG, "steps": 2, "val_every": 2})
     s = train_on_directory(cfg, tmp_path / "prep", tmp_path / "run", val_locations=("beta",))
     assert s["steps"] == 2 and s["history"]
+
+
+def test_plateau_schedule_and_early_stopping(tmp_path):
+    from sarcodec.training.trainer import Plateau
+
+    p = Plateau(patience=1, factor=0.5)
+    assert [p.update(v) for v in (1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.8)] == [False, False, False, True, False, True, False]
+    assert p.scale == 0.25 and p.best == 0.8
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, scheduler="plateau")
+    assert lr_at(5, cfg, plateau_scale=0.25) == pytest.approx(1e-4 + 0.5 * 9e-4)  # warmup first
+    assert lr_at(50, cfg, plateau_scale=0.25) == pytest.approx(2.5e-4)
+    assert lr_at(50, cfg, plateau_scale=1e-6) == pytest.approx(1e-5)  # floor lr/100
+
+    # validation losses 1, 2, 3, ...: never a new best after the first -> plateau drops, then a stop
+    t = _trainer(tmp_path, steps=100, val_every=2, warmup_steps=0, scheduler="plateau", plateau_patience=0,
+                 early_stop_patience=3)
+    losses = iter(range(1, 100))
+    t.validate = lambda: {"loss": float(next(losses)), "bpp": 0.1, "mse": 0.01, "psnr": 20.0}
+    s = t.fit()
+    assert s["stopped_early"] and s["steps"] == 8 and t.since_best == 3
+    assert s["lr_scale"] == 0.125 and t.opt.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.25)
+    u = _trainer(tmp_path, steps=100, val_every=2, warmup_steps=0, scheduler="plateau", plateau_patience=0,
+                 early_stop_patience=3)
+    assert u.resume_if_saved() and u.plateau.scale == 0.125 and u.since_best == 3  # schedule state resumes
+    with pytest.raises(SarcodecError, match="validation"):
+        Trainer(TrainConfig(**{**CFG, "early_stop_patience": 2}), SyntheticSampler(64), None, tmp_path / "x")
+
+
+def test_tensorboard_scalars_images_histograms(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    t = _trainer(tmp_path, log_every=2)
+    t.fit()
+    ea = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "histograms": 0}).Reload()
+    tags = ea.Tags()
+    assert {"train/loss", "train/bpp", "train/lr", "val/psnr", "val/bpp"} <= set(tags["scalars"])
+    assert [e.step for e in ea.Scalars("val/loss")] == [3, 6]
+    assert tags["images"] == ["val/original_vs_reconstruction"]
+    assert "latent/y" in tags["histograms"] and any(k.startswith("weights/g_a") for k in tags["histograms"])
+
+
+def test_ddp_under_torchrun_two_cpu_processes(tmp_path):
+    """`torchrun -m sarcodec train` with two gloo processes: they draw different patches, end with
+    the same weights, and the run resumes with each rank's own sampler state."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "sarcodec",
+           "train", "--config", "configs/residual.yaml", "--quick", "--out", str(tmp_path / "run"),
+           "data.source=synthetic", "data.val_patches=2", "batch_size=2", "model.base_channels=8",
+           "model.latent_channels=8", "val_every=2", "threads=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd + ["steps=2"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["processes"] == 2 and s["ranks_in_sync"] and s["steps"] == 2 and s["patches"] == 8
+    st = torch.load(tmp_path / "run" / "trainer_state.pt", weights_only=False)
+    assert len(st["ranks"]) == 2 and st["ranks"][0]["sampler"] != st["ranks"][1]["sampler"]
+    r = subprocess.run(cmd + ["steps=4", "--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["steps"] == 4 and s["ranks_in_sync"] and "resumed at step 2" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "sarcodec", "train", "--config", "configs/residual.yaml", "--quick",
+                        "--out", str(tmp_path / "run"), "data.source=synthetic", "model.base_channels=8",
+                        "model.latent_channels=8", "steps=6", "--resume"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3 and "2 process(es)" in r.stdout + r.stderr  # 2-process state, 1 process: refused

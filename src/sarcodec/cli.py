@@ -5,6 +5,8 @@ Exit codes (see ``sarcodec.errors``): 0 ok, 1 other error, 2 usage, 3 bad input,
 """
 from __future__ import annotations
 
+import os
+
 import sys
 import time
 from pathlib import Path
@@ -195,8 +197,14 @@ def train(
     cfg, data = load_config(config, overrides or [], quick=quick)
     run = out or Path("runs") / (config.stem + ("-quick" if quick else ""))
     dev = _device(device)
-    console.print(f"training {cfg.arch} ({cfg.steps} steps, lambda {cfg.lmbda}) on {data.get('source', 'shared')} data -> {run}")
-    summary = run_config(cfg, data, run, device=dev, resume=resume)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if main_rank:
+        console.print(f"training {cfg.arch} ({cfg.steps} steps, lambda {cfg.lmbda}) on {data.get('source', 'shared')} data"
+                      f"{f' in {world} processes' if world > 1 else ''} -> {run}")
+    summary = run_config(cfg, data, run, device=dev, resume=resume, progress=True)
+    if not main_rank:
+        return
     last = summary["history"][-1] if summary["history"] else {}
     console.print(f"done: {summary['steps']} steps in {summary['seconds']} s ({summary['patches_per_s']} patches/s); "
                   f"val bpp {last.get('bpp', float('nan')):.3f} PSNR {last.get('psnr', float('nan')):.2f} dB; "

@@ -206,12 +206,14 @@ class EntropyBottleneck(nn.Module):
         self.quantiles = nn.Parameter(q)
         self.tables: TableSet | None = None
 
-    def _logits_cumulative(self, x: torch.Tensor, channels: slice = slice(None)) -> torch.Tensor:
-        # x: (C, 1, N) for the selected channels
+    def _logits_cumulative(self, x: torch.Tensor, channels: slice = slice(None), stop_gradient: bool = False) -> torch.Tensor:
+        # x: (C, 1, N) for the selected channels; stop_gradient: the density's parameters get no
+        # gradient (the auxiliary loss moves only the quantiles)
+        sg = (lambda t: t.detach()) if stop_gradient else (lambda t: t)
         for i, (m, b) in enumerate(zip(self.matrices, self.biases)):
-            x = torch.matmul(F.softplus(m[channels]), x) + b[channels]
+            x = torch.matmul(F.softplus(sg(m[channels])), x) + sg(b[channels])
             if i < len(self.factors):
-                x = x + torch.tanh(self.factors[i][channels]) * torch.tanh(x)
+                x = x + torch.tanh(sg(self.factors[i][channels])) * torch.tanh(x)
         return x
 
     def _likelihood(self, x: torch.Tensor) -> torch.Tensor:
@@ -235,9 +237,11 @@ class EntropyBottleneck(nn.Module):
         return (_ste_round(x) if training else torch.round(x)), lik
 
     def aux_loss(self) -> torch.Tensor:
-        """Pulls ``quantiles`` to the tail_mass/2, 0.5, 1-tail_mass/2 points of the density."""
+        """Pulls ``quantiles`` to the tail_mass/2, 0.5, 1-tail_mass/2 points of the density. Only the
+        quantiles get gradients (as in CompressAI): the density is the rate term's to shape, and
+        under DDP the auxiliary backward must not touch the parameters DDP synchronises."""
         target = math.log(2.0 / self.tail_mass - 1.0)
-        logits = self._logits_cumulative(self.quantiles)  # (C, 1, 3)
+        logits = self._logits_cumulative(self.quantiles, stop_gradient=True)  # (C, 1, 3)
         tgt = torch.tensor([-target, 0.0, target], device=logits.device, dtype=logits.dtype)
         return torch.abs(logits - tgt).sum()
 

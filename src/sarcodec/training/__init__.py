@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.sampling import RandomSampler
+from .distributed import rank_seed
 from .trainer import TrainConfig, Trainer, lr_at, rd_loss
 
 __all__ = ["TrainConfig", "Trainer", "lr_at", "rd_loss", "train_on_directory", "load_config", "run_config"]
@@ -12,17 +13,17 @@ __all__ = ["TrainConfig", "Trainer", "lr_at", "rd_loss", "train_on_directory", "
 
 def train_on_directory(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path,
                        val_locations: tuple[str, ...] = ("mexico-b",), device: str = "cpu",
-                       resume: bool = False) -> dict[str, Any]:
+                       resume: bool = False, progress: bool = False) -> dict[str, Any]:
     """Train on ``train/`` + ``ships/`` of a data root (never ``test/``), validating on held-out
-    locations."""
+    locations. Under torchrun each process draws its own patches (:func:`rank_seed`)."""
     from ..data.scenes import PatchSampler, load_scenes, split_by_location, tile_eval_patches
 
     loaded = load_scenes(data_dir, folders=("train", "ships"))  # GeoTIFFs or a prepared copy
     images = {s.path: im for s, im in loaded}
     train, val = split_by_location([s for s, _ in loaded], val_locations)
-    sampler = PatchSampler([images[s.path] for s in train], cfg.patch_size, seed=cfg.seed)
+    sampler = PatchSampler([images[s.path] for s in train], cfg.patch_size, seed=rank_seed(cfg.seed))
     val_patches = tile_eval_patches([images[s.path] for s in val], cfg.patch_size) if val else None
-    t = Trainer(cfg, sampler, val_patches, out_dir, device=device)
+    t = Trainer(cfg, sampler, val_patches, out_dir, device=device, progress=progress)
     t.log(f"train: {len(train)} scenes ({len(sampler.images)} usable at {cfg.patch_size}px), "
           f"val: {len(val)} scenes / {0 if val_patches is None else len(val_patches)} patches ({', '.join(val_locations)})")
     if resume:
@@ -105,13 +106,17 @@ def _validate(cfg: TrainConfig, p: Path) -> None:
         tname = str(f.type)
         if v is None and "None" in tname:
             continue
-        want = {"int": int, "float": (int, float), "str": str}.get(tname.split(" ")[0])
-        if want and (isinstance(v, bool) or not isinstance(v, want)):
+        want = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(tname.split(" ")[0])
+        if want and (isinstance(v, bool) != (want is bool) or not isinstance(v, want)):
             raise InputError(f"{p}: {f.name} must be {str(f.type)}, got {v!r} ({type(v).__name__})")
     checks = [(cfg.steps > 0, "steps must be > 0"), (cfg.batch_size > 0, "batch_size must be > 0"),
               (cfg.patch_size >= 64 and cfg.patch_size % 64 == 0, "patch_size must be a multiple of 64"),
               (cfg.lr > 0, "lr must be > 0"), (cfg.lmbda > 0, "lmbda must be > 0"),
               (cfg.grad_clip > 0, "grad_clip must be > 0"), (cfg.weight_decay >= 0, "weight_decay must be >= 0"),
+              (cfg.scheduler in ("cosine", "plateau"), "scheduler: cosine | plateau"),
+              (cfg.plateau_patience >= 0 and 0 < cfg.plateau_factor < 1, "plateau_patience >= 0, 0 < plateau_factor < 1"),
+              (cfg.early_stop_patience is None or cfg.early_stop_patience > 0, "early_stop_patience must be > 0"),
+              (cfg.log_every > 0 and cfg.val_every > 0, "log_every and val_every must be > 0"),
               (cfg.distortion in ("mse", "ssim", "ms-ssim", "mse+ssim"), "distortion: mse | ssim | ms-ssim | mse+ssim")]
     for ok, msg in checks:
         if not ok:
@@ -120,7 +125,7 @@ def _validate(cfg: TrainConfig, p: Path) -> None:
 
 
 def run_config(cfg: TrainConfig, data: dict[str, Any], out_dir: str | Path, device: str = "cpu",
-               resume: bool = False) -> dict[str, Any]:
+               resume: bool = False, progress: bool = False) -> dict[str, Any]:
     """Train from a config's data section: ``source: shared`` (train/ + ships/ of ``root``) or
     ``source: synthetic``."""
     from ..data.scenes import default_data_dir
@@ -128,9 +133,9 @@ def run_config(cfg: TrainConfig, data: dict[str, Any], out_dir: str | Path, devi
 
     source = data.get("source", "shared")
     if source == "synthetic":
-        sampler = SyntheticSampler(cfg.patch_size, seed=cfg.seed)
+        sampler = SyntheticSampler(cfg.patch_size, seed=rank_seed(cfg.seed))
         val = SyntheticSampler(cfg.patch_size, seed=cfg.seed + 10_000).batch(int(data.get("val_patches", 16)))
-        t = Trainer(cfg, sampler, val, out_dir, device=device)
+        t = Trainer(cfg, sampler, val, out_dir, device=device, progress=progress)
         if resume:
             t.resume_if_saved()
         return t.fit()
@@ -139,4 +144,5 @@ def run_config(cfg: TrainConfig, data: dict[str, Any], out_dir: str | Path, devi
     root = data.get("root") or default_data_dir()
     if root is None:
         raise InputError("no training data: set data.root (or SARCODEC_DATA), or use data.source=synthetic")
-    return train_on_directory(cfg, root, out_dir, tuple(data.get("val_locations", ["mexico-b"])), device, resume)
+    return train_on_directory(cfg, root, out_dir, tuple(data.get("val_locations", ["mexico-b"])), device, resume,
+                              progress)
