@@ -23,11 +23,9 @@ import numpy as np  # noqa: E402
 import sarcodec  # noqa: E402
 from sarcodec.data.scenes import default_data_dir, read_intensity  # noqa: E402
 from sarcodec.evaluation.benchmark import TRADITIONAL, at_rate, benchmark_scenes  # noqa: E402
-from sarcodec.evaluation.codecs import htj2k, jpeg2000, jpeg8, jpegxl, pareto  # noqa: E402
+from sarcodec.evaluation.codecs import pareto  # noqa: E402
 from sarcodec.evaluation.metrics import BenchmarkDomain, bd_rate, bpp, enl_ratio, epi, psnr  # noqa: E402
 
-# the same quality sweeps as `sarcodec benchmark`
-J2K_LEVELS, HTJ2K_STEPS, JXL_DISTANCES, JPEG_QUALITIES = (TRADITIONAL[c][1] for c in ("jpeg2000", "htj2k", "jpegxl", "jpeg"))
 RATES = (0.5, 0.75, 1.0, 2.0)
 
 
@@ -63,11 +61,9 @@ def main() -> None:
         img = read_intensity(s.path)
         dom = BenchmarkDomain(img)
         ref, u16 = dom(img), dom.to_uint16(img)
-        entry = {"jpeg2000": curve(jpeg2000, u16, J2K_LEVELS, ref, None),
-                 "htj2k": curve(htj2k, u16, HTJ2K_STEPS, ref, None),
-                 "jpeg": curve(jpeg8, u16, JPEG_QUALITIES, ref, None)}
-        if not a.no_jxl:
-            entry["jpegxl"] = curve(jpegxl, u16, JXL_DISTANCES, ref, None)
+        # the same codecs and quality sweeps as `sarcodec benchmark` (JPEG 2000 first: the reference)
+        entry = {c: curve(fn, u16, knobs, ref, None) for c, (fn, knobs, _) in TRADITIONAL.items()
+                 if not (c == "jpegxl" and a.no_jxl)}
         pts = []
         for label, m in zip(labels, models):
             data = sarcodec.encode(img, m)
@@ -79,7 +75,7 @@ def main() -> None:
         res[s.path.name] = entry
         print(f"{s.path.name}: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for p in entry["sarcodec"]), flush=True)
 
-    codecs = ["sarcodec", "jpeg2000", "htj2k"] + ([] if a.no_jxl else ["jpegxl"]) + ["jpeg"]
+    codecs = ["sarcodec"] + [c for c in next(iter(res.values())) if c != "sarcodec"]  # jpeg2000 first
     print("\n| codec | " + " | ".join(f"PSNR @{r} bpp" for r in RATES) + " | BD-rate vs JPEG 2000 |")
     print("|---|" + "---|" * (len(RATES) + 1))
     summary = {}

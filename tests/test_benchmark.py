@@ -28,8 +28,8 @@ def test_benchmark_writes_report_and_resumes(data_root, trained_tiny, tmp_path, 
     fam = Family.parse(f"tiny={trained_tiny},{trained_tiny}")
     assert fam.name == "tiny" and len(fam.models) == 2
     out = tmp_path / "bench"
-    b = Benchmark(data_root, out, [fam], ["jpeg"], log=lambda s: None)
-    assert b.codecs == ["jpeg2000", "jpeg"]  # the reference always runs
+    b = Benchmark(data_root, out, [fam], ["jpeg", "avif"], log=lambda s: None)
+    assert b.codecs == ["jpeg2000", "jpeg", "avif"]  # the reference always runs
     res = b.run()
     report = b.report()
     assert set(res["images"]) == {"s1_alpha_vv.tif", "s1_beta_vh.tif"}
@@ -38,7 +38,10 @@ def test_benchmark_writes_report_and_resumes(data_root, trained_tiny, tmp_path, 
         p = e["tiny"]["points"][0]
         assert 0 < p["bpp"] and np.isfinite(p["psnr"]) and 0 < p["ms_ssim"] <= 1 and np.isfinite(p["epi"])
     assert "jpeg" in res["summary"] and res["summary"]["jpeg"]["bd_rate"] is not None
+    assert res["summary"]["avif"]["bd_psnr"] is not None and set(res["psnr_at"]) == {"tiny", "jpeg2000", "jpeg", "avif"}
+    assert res["psnr_at"]["jpeg2000"]["1.0"]["n"] == 2  # both images reach 1 bpp
     md = report.read_text()
+    assert "Headline" in md and "BD-PSNR against JPEG 2000" in md
     assert "BD-rate against JPEG 2000" in md and "Wilcoxon" in md and "Architecture comparison" in md
     html = (out / "report.html").read_text()
     assert html.startswith("<!doctype html>") and "<table>" in html
@@ -51,8 +54,8 @@ def test_benchmark_writes_report_and_resumes(data_root, trained_tiny, tmp_path, 
     calls = []
     monkeypatch.setattr(Benchmark, "_learned", staticmethod(lambda *a: calls.append(1)))
     logs = []
-    Benchmark(data_root, out, [fam], ["jpeg"], log=logs.append).run()
-    assert not calls and "resumed: 6 of 6" in logs[0]  # nothing measured twice
+    Benchmark(data_root, out, [fam], ["jpeg", "avif"], log=logs.append).run()
+    assert not calls and "resumed: 8 of 8" in logs[0]  # nothing measured twice
 
 
 def test_evaluate_and_bad_codec(data_root, trained_tiny, tmp_path, capsys):

@@ -294,7 +294,7 @@ def benchmark(
     out: Path = typer.Option(Path("benchmark"), "--out", "-o", help="Report directory (reruns resume from its results.json)"),
     models: Optional[list[str]] = typer.Option(None, "--models", help="A learned codec curve: 'default' (its bundled "
                                                "qualities), 'a.pt,b.pt' or 'name=a.pt,b.pt'; repeat to compare families"),
-    codecs: str = typer.Option("jpeg2000,htj2k,jpegxl,jpeg", "--codecs", help="Traditional codecs (JPEG 2000 always runs)"),
+    codecs: str = typer.Option("jpeg2000,htj2k,jpegxl,jpeg,avif", "--codecs", help="Traditional codecs (JPEG 2000 always runs)"),
     split: str = typer.Option("test", "--split", help="test, or val (held-out training locations, for model choice)"),
     gallery: bool = typer.Option(True, "--gallery/--no-gallery", help="Write the visual comparison PNGs"),
 ) -> None:
@@ -302,11 +302,15 @@ def benchmark(
     if split not in ("test", "val"):
         raise _input_error("--split must be test or val")
     res = _run_benchmark(data, out, models or ["default"], [c for c in codecs.split(",") if c], split, gallery)
-    t = Table(title="BD-rate against JPEG 2000 (mean over images; negative = fewer bits)")
-    t.add_column("codec")
-    t.add_column("BD-rate", justify="right")
-    for c, s in res["summary"].items():
-        t.add_row(c, "-" if s["bd_rate"] is None else f"{s['bd_rate']:+.1f}%")
+    t = Table(title="Against JPEG 2000 (mean over images; BD-rate negative = fewer bits, BD-PSNR positive = better)")
+    for col in ("codec", "BD-rate", "BD-PSNR", "PSNR @0.5", "@1", "@2 bpp (n images)"):
+        t.add_column(col, justify="left" if col == "codec" else "right")
+    for c, at in res["psnr_at"].items():
+        s = res["summary"].get(c)
+        cells = ["0 (reference)"] * 2 if s is None else [
+            "-" if s["bd_rate"] is None else f"{s['bd_rate']:+.1f}%", "-" if s["bd_psnr"] is None else f"{s['bd_psnr']:+.2f} dB"]
+        cells += ["-" if v["mean"] is None else f"{v['mean']:.2f} ({v['n']})" for v in at.values()]
+        t.add_row(c, *cells)
     console.print(t)
 
 

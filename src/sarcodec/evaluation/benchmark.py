@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError
-from .codecs import htj2k, jpeg2000, jpeg8, jpegxl, match_bytes, pareto
-from .metrics import BenchmarkDomain, bd_rate, bpp, enl_ratio, epi, ms_ssim, psnr
+from .codecs import avif, htj2k, jpeg2000, jpeg8, jpegxl, match_bytes, pareto
+from .metrics import BenchmarkDomain, bd_psnr, bd_rate, bpp, enl_ratio, epi, ms_ssim, psnr
 from .plots import rd_figure
 from .report import Report
 
@@ -31,8 +31,10 @@ TRADITIONAL: dict[str, tuple[Callable, list[float], str]] = {
     "jpegxl": (jpegxl, [12.0, 9.0, 7.0, 5.0, 4.0, 3.0, 2.4, 1.8, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05],
                "JPEG-XL, 16-bit, effort 7 (distance)"),
     "jpeg": (jpeg8, list(range(5, 100, 5)), "JPEG, 8-bit, libjpeg-turbo (quality)"),
+    "avif": (avif, list(range(20, 96, 5)), "AVIF, 12-bit monochrome, libavif/aom speed 6 (quality)"),
 }
 REFERENCE = "jpeg2000"
+HEADLINE_RATES = (0.5, 1.0, 2.0)
 
 
 @dataclass
@@ -202,14 +204,16 @@ class Benchmark:
         for c in self.curves():
             if c == REFERENCE:
                 continue
-            per_image, d_at = {}, {}
+            per_image, per_image_db, d_at = {}, {}, {}
             for n in names:
                 ref_pts, pts = imgs[n][REFERENCE]["points"], imgs[n][c]["points"]
-                try:
-                    per_image[n] = bd_rate([p["bpp"] for p in ref_pts], [p["psnr"] for p in ref_pts],
-                                           [p["bpp"] for p in pts], [p["psnr"] for p in pts])
-                except ValueError:
-                    per_image[n] = None
+                curves = ([p["bpp"] for p in ref_pts], [p["psnr"] for p in ref_pts],
+                          [p["bpp"] for p in pts], [p["psnr"] for p in pts])
+                for out, fn in ((per_image, bd_rate), (per_image_db, bd_psnr)):
+                    try:
+                        out[n] = fn(*curves)
+                    except ValueError:
+                        out[n] = None
             for r in RATES:
                 d = [at_rate(imgs[n][c]["points"], r) - at_rate(imgs[n][REFERENCE]["points"], r) for n in names
                      if at_rate(imgs[n][c]["points"], r) is not None and at_rate(imgs[n][REFERENCE]["points"], r) is not None]
@@ -219,8 +223,13 @@ class Benchmark:
                 d_at[str(r)] = {"n": len(d), "mean_dpsnr": float(np.mean(d)) if d else None,
                                 "median_dpsnr": float(np.median(d)) if d else None, "wilcoxon_p": p}
             vals = [v for v in per_image.values() if v is not None]
+            vals_db = [v for v in per_image_db.values() if v is not None]
             summary[c] = {"bd_rate": float(np.mean(vals)) if vals else None, "bd_rate_per_image": per_image,
+                          "bd_psnr": float(np.mean(vals_db)) if vals_db else None, "bd_psnr_per_image": per_image_db,
                           "dpsnr_at": d_at}
+        # the headline: mean PSNR at 0.5 / 1 / 2 bpp over the images each curve reaches, every curve
+        self.results["psnr_at"] = {c: {str(r): _mean_at([imgs[n][c]["points"] for n in names], r) for r in HEADLINE_RATES}
+                              for c in self.curves()}
         self.results["summary"] = summary
         self._save()
 
@@ -242,11 +251,26 @@ class Benchmark:
         rep.table("Learned codecs", ["family", "rate point", "architecture", "parameters", "weights hash"], rows)
         rep.table("Traditional codecs", ["codec", "configuration"], [[c, TRADITIONAL[c][2]] for c in self.codecs])
 
+        head = ["codec", "BD-rate", "BD-PSNR"] + [f"PSNR @{r} bpp (n)" for r in HEADLINE_RATES]
+        rows = []
+        for c in self.curves():
+            s = summ.get(c)
+            at = self.results["psnr_at"][c]
+            rows.append([c, "0 (reference)" if s is None else _pct(s["bd_rate"]),
+                         "0 (reference)" if s is None else _db(s["bd_psnr"])]
+                        + ["-" if at[str(r)]["n"] == 0 else f"{at[str(r)]['mean']:.2f} dB ({at[str(r)]['n']})"
+                           for r in HEADLINE_RATES])
+        rep.table("Headline: against JPEG 2000 (BD, mean over images) and mean PSNR at 0.5 / 1 / 2 bpp "
+                  "(over the n images a curve reaches: compare rows only where n agrees)", head, rows)
+
         head = ["codec", "BD-rate vs JPEG 2000 (mean)"] + [n.replace(".tif", "") for n in names]
         rows = [[REFERENCE, "0 (reference)"] + ["0"] * len(names)]
         for c, s in summ.items():
             rows.append([c, _pct(s["bd_rate"])] + [_pct(s["bd_rate_per_image"][n]) for n in names])
         rep.table("BD-rate against JPEG 2000", head, rows)
+        head = ["codec", "BD-PSNR vs JPEG 2000 (mean)"] + [n.replace(".tif", "") for n in names]
+        rows = [[c, _db(s["bd_psnr"])] + [_db(s["bd_psnr_per_image"][n]) for n in names] for c, s in summ.items()]
+        rep.table("BD-PSNR against JPEG 2000 (dB at equal rate; positive = better)", head, rows)
 
         head = ["codec"] + [f"ΔPSNR @{r} bpp (n, Wilcoxon p)" for r in RATES]
         rows = []
@@ -352,6 +376,15 @@ def _hstack(ims: list[np.ndarray], gap: int = 8) -> np.ndarray:
 
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:+.1f}%"
+
+
+def _db(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.2f} dB"
+
+
+def _mean_at(curves: list[list[dict]], r: float) -> dict:
+    vals = [v for v in (at_rate(c, r) for c in curves) if v is not None]
+    return {"n": len(vals), "mean": float(np.mean(vals)) if vals else None}
 
 
 def _macs(model_info: dict) -> float:
