@@ -81,6 +81,36 @@ def measure(ref: np.ndarray, ref_int: np.ndarray, dom: BenchmarkDomain, rec: np.
             "enl_ratio": enl_ratio(ref_int, _domain_to_intensity(dom, rec)), "epi": epi(ref, rec)}
 
 
+def sweep(codec: str, img: np.ndarray, dom: BenchmarkDomain, ref: np.ndarray, ref_int: np.ndarray) -> list[dict]:
+    """A traditional codec's R-D curve on one image: its quality sweep, 0.05-4.5 bpp, Pareto points."""
+    fn, knobs, _ = TRADITIONAL[codec]
+    u16 = dom.to_uint16(img)
+    pts = []
+    for k in knobs:
+        data, dec = fn(u16, k)
+        if 0.05 <= bpp(len(data), img.size) <= 4.5:
+            pts.append({**measure(ref, ref_int, dom, dec / 65535.0, len(data)), "knob": float(k)})
+    return pareto(pts)
+
+
+def evaluate_images(model, images: list[tuple[str, np.ndarray]]) -> list[dict]:
+    """One model on (name, linear intensity) images: every metric of :func:`measure` from a real
+    encode/decode (bpp from bytes), plus JPEG 2000's PSNR at the same bpp (``j2k_psnr``) and the
+    gain over it (``dpsnr``; None where JPEG 2000's sweep does not reach that rate)."""
+    from ..api import decode, encode
+
+    rows = []
+    for name, img in images:
+        dom = BenchmarkDomain(img)
+        ref = dom(img)
+        ref_int = _domain_to_intensity(dom, ref)
+        data = encode(img, model)
+        m = measure(ref, ref_int, dom, dom(decode(data, model)), len(data))
+        j = at_rate(sweep(REFERENCE, img, dom, ref, ref_int), m["bpp"])
+        rows.append({"image": name, **m, "j2k_psnr": j, "dpsnr": None if j is None else m["psnr"] - j})
+    return rows
+
+
 def at_rate(points: list[dict], rate: float, key: str = "psnr") -> float | None:
     """Linear interpolation in log-rate; None outside the measured range."""
     if not points:
@@ -150,14 +180,7 @@ class Benchmark:
             ref_int = _domain_to_intensity(dom, ref)
             t0 = time.perf_counter()
             if key in TRADITIONAL:
-                fn, knobs, _ = TRADITIONAL[key]
-                u16 = dom.to_uint16(img)
-                pts = []
-                for k in knobs:
-                    data, dec = fn(u16, k)
-                    if 0.05 <= bpp(len(data), img.size) <= 4.5:
-                        pts.append({**measure(ref, ref_int, dom, dec / 65535.0, len(data)), "knob": float(k)})
-                pts = pareto(pts)
+                pts = sweep(key, img, dom, ref, ref_int)
                 speed = None
             else:
                 pts, enc_s, dec_s = self._learned(models[key], img, dom, ref, ref_int)

@@ -59,3 +59,23 @@ class Report:
         atomic_write(out_dir / "report.md", self.markdown().encode(), force=True)
         atomic_write(out_dir / "report.html", self.html().encode(), force=True)
         return out_dir / "report.md"
+
+
+def text_table(rows: list[dict], columns: list[tuple[str, str]], key: str = "name", reference: str | None = None,
+               deltas: tuple[str, ...] = ()) -> str:
+    """A plain-text table with aligned columns (numbers right-aligned) for notebooks and logs.
+    ``columns`` are (field, format) pairs; with ``reference`` (a row's ``key`` value), each field
+    in ``deltas`` gets a signed-difference column ("Δfield") against that row."""
+    head = [key] + [c for c, _ in columns] + [f"Δ{d}" for d in deltas]
+    ref = next((r for r in rows if r[key] == reference), None)
+    body = []
+    for r in rows:
+        cells = [str(r[key])] + ["-" if r.get(c) is None else format(r[c], f) for c, f in columns]
+        for d in deltas:
+            f = dict(columns).get(d, ".3f").lstrip("+")
+            v = None if ref is None or r.get(d) is None or ref.get(d) is None else r[d] - ref[d]
+            cells.append("-" if v is None else ("0 (ref)" if r is ref else format(v, "+" + f)))
+        body.append(cells)
+    widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
+    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(b) for b in body])

@@ -8,7 +8,8 @@ from ..data.sampling import RandomSampler
 from .distributed import rank_seed
 from .trainer import TrainConfig, Trainer, lr_at, rd_loss
 
-__all__ = ["TrainConfig", "Trainer", "lr_at", "rd_loss", "train_on_directory", "load_config", "run_config"]
+__all__ = ["TrainConfig", "Trainer", "lr_at", "rd_loss", "train_on_directory", "load_config", "run_config",
+           "validation_images"]
 
 
 def train_on_directory(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path,
@@ -146,3 +147,21 @@ def run_config(cfg: TrainConfig, data: dict[str, Any], out_dir: str | Path, devi
         raise InputError("no training data: set data.root (or SARCODEC_DATA), or use data.source=synthetic")
     return train_on_directory(cfg, root, out_dir, tuple(data.get("val_locations", ["mexico-b"])), device, resume,
                               progress)
+
+
+def validation_images(data: dict[str, Any], count: int = 2, size: int = 256) -> list[tuple[str, Any]]:
+    """The held-out images of a config's data section as (name, linear intensity): the whole
+    validation-location scenes of ``train/`` (``source: shared``), or ``count`` synthetic scenes
+    of ``size``^2 with seeds no training run draws (``source: synthetic``). For evaluating with
+    real bytes (:func:`sarcodec.evaluation.benchmark.evaluate_images`)."""
+    from ..data.scenes import default_data_dir, read_intensity, scan_scenes
+    from ..data.synthetic import synthetic_sar
+    from ..errors import InputError
+
+    if data.get("source", "shared") == "synthetic":
+        return [(f"synthetic-{i}", synthetic_sar((size, size), seed=20_000 + i)) for i in range(count)]
+    root = data.get("root") or default_data_dir()
+    if root is None:
+        raise InputError("no data: set data.root (or SARCODEC_DATA), or use data.source=synthetic")
+    locs = tuple(data.get("val_locations", ["mexico-b"]))
+    return [(s.path.stem, read_intensity(s.path)) for s in scan_scenes(root, ("train",)) if s.location in locs]
