@@ -128,6 +128,7 @@ def compress(
     kind: Optional[str] = typer.Option(None, help="Input values: intensity, amplitude, dn, db (default: dn for integers, intensity for floats)"),
     tile: int = typer.Option(1024, help="Tile size in pixels (multiple of 64)"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 (default: cuda if available)"),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Tiles per analysis-transform call (default: 4 on a GPU, 1 on a CPU)"),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),
 ) -> None:
     """Compress rasters to .sarc (streamed tile by tile; memory does not grow with the scene)."""
@@ -142,7 +143,8 @@ def compress(
         for f, o in zip(files, outs):
             task = prog.add_task(f.name, total=None)
             t0 = time.perf_counter()
-            r = compress_file(f, o, m, kind=kind, tile_size=tile, force=force, progress=lambda n, t=task: prog.advance(t, n))
+            r = compress_file(f, o, m, kind=kind, tile_size=tile, force=force, batch=batch,
+                              progress=lambda n, t=task: prog.advance(t, n))
             console.print(f"{f} -> {o}: {r['bytes']} bytes, {r['bpp']:.3f} bpp, {r['ratio']:.1f}x "
                           f"({r['pixels'] / 1e6 / (time.perf_counter() - t0):.2f} MP/s)")
 

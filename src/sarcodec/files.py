@@ -123,7 +123,7 @@ def default_kind(dtype: np.dtype) -> str:
 
 def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, model: SarCodec | str = "default", *,
                   kind: str | None = None, tile_size: int = DEFAULT_TILE, force: bool = False,
-                  progress: Progress | None = None) -> dict[str, Any]:
+                  progress: Progress | None = None, batch: int | None = None) -> dict[str, Any]:
     """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio)."""
     check_tile_size(tile_size)
     if isinstance(model, str):
@@ -142,7 +142,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                             {"geo": geo, "source": Path(src_path).name, **halo_metadata(model)})
         with atomic_write(dst_path, force=force) as fh:
             writer = ContainerWriter(fh)
-            header.tiles, invalid = encode_tiles(src, model, rads, writer, tile_size, progress)
+            header.tiles, invalid = encode_tiles(src, model, rads, writer, tile_size, progress, batch=batch)
             for b, n in enumerate(invalid):
                 header.bands[b]["invalid"] = n
             size = writer.finish(header)

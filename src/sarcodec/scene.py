@@ -89,36 +89,64 @@ def tile_grid(rows: int, cols: int, tile: int) -> list[tuple[int, int, int, int]
 # ----------------------------------------------------------------------------------------------
 # encoding
 # ----------------------------------------------------------------------------------------------
+def default_batch(model: SarCodec) -> int:
+    """Tiles per analysis-transform call: 4 on a GPU (one tile leaves it idle), 1 on a CPU (one
+    1024 px tile already keeps every core busy; a batch would only cost memory)."""
+    return 4 if next(model.parameters()).device.type == "cuda" else 1
+
+
 def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, tile: int,
-                 progress: Callable[[int], None] | None = None) -> tuple[list[TileEntry], list[int]]:
-    """Encode every tile of every band into ``writer``. Returns (tile entries, invalid count per band)."""
+                 progress: Callable[[int], None] | None = None, batch: int | None = None
+                 ) -> tuple[list[TileEntry], list[int]]:
+    """Encode every tile of every band into ``writer``. Returns (tile entries, invalid count per band).
+    Up to ``batch`` consecutive tiles of one shape go through the analysis transform together
+    (memory: ``batch`` haloed tiles); entropy coding stays per tile, so every tile still decodes
+    on its own. A batch changes no more than float rounding in the latents before quantisation:
+    the stream decodes the same way on every machine whatever the batch."""
     check_tile_size(tile)
+    batch = max(1, batch or default_batch(model))
     dev = next(model.parameters()).device
     hl = model.halo_latents
     halo = hl * LATENT_STRIDE
     entries: list[TileEntry] = []
     invalid = [0] * src.bands
-    was = model.training
-    model.eval()
-    model._ensure_tables()
-    try:
+
+    def tiles():
         for b in range(src.bands):
             for (r, c, h, w) in tile_grid(src.rows, src.cols, tile):
                 th, tw = model.padded_size(h, w)
                 raw = read_padded(src, b, r - halo, r + th + halo, c - halo, c + tw + halo)
                 v, mask = rads[b].forward(raw)
-                core_mask = mask[halo:halo + h, halo:halo + w]
-                with torch.no_grad():
-                    y_ctx = model.g_a(torch.from_numpy(np.ascontiguousarray(v))[None, None].to(dev) - 0.5)
-                y = y_ctx[..., hl:hl + th // LATENT_STRIDE, hl:hl + tw // LATENT_STRIDE]
-                payload = model.latent_codec.compress(y, y_ctx, margin=hl)
-                e = TileEntry(b, r, c, h, w)
-                if core_mask.any():
-                    invalid[b] += int(core_mask.sum())
-                    e.mask_offset, e.mask_length, e.mask_crc = writer.add_blob(pack_mask(core_mask))
-                entries.append(writer.add_tile(e, payload))
-                if progress:
-                    progress(h * w)
+                yield (b, r, c, h, w, th, tw), np.ascontiguousarray(v), mask[halo:halo + h, halo:halo + w]
+
+    def code(group) -> None:
+        x = torch.from_numpy(np.stack([v for _, v, _ in group]))[:, None].to(dev)
+        with torch.no_grad():
+            y_all = model.g_a(x - 0.5)
+        for i, ((b, r, c, h, w, th, tw), _, core_mask) in enumerate(group):
+            y_ctx = y_all[i:i + 1]
+            y = y_ctx[..., hl:hl + th // LATENT_STRIDE, hl:hl + tw // LATENT_STRIDE]
+            payload = model.latent_codec.compress(y, y_ctx, margin=hl)
+            e = TileEntry(b, r, c, h, w)
+            if core_mask.any():
+                invalid[b] += int(core_mask.sum())
+                e.mask_offset, e.mask_length, e.mask_crc = writer.add_blob(pack_mask(core_mask))
+            entries.append(writer.add_tile(e, payload))
+            if progress:
+                progress(h * w)
+
+    was = model.training
+    model.eval()
+    model._ensure_tables()
+    try:
+        group: list = []
+        for item in tiles():
+            if group and (len(group) == batch or item[1].shape != group[0][1].shape):
+                code(group)
+                group = []
+            group.append(item)
+        if group:
+            code(group)
     finally:
         model.train(was)
     return entries, invalid
