@@ -252,7 +252,9 @@ def test_tensorboard_scalars_images_histograms(tmp_path):
     t.fit()
     ea = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "histograms": 0}).Reload()
     tags = ea.Tags()
-    assert {"train/loss", "train/bpp", "train/lr", "val/psnr", "val/bpp"} <= set(tags["scalars"])
+    assert {"train/loss", "train/bpp", "train/lr", "val/psnr", "val/bpp", "val/bpp_real", "val/ssim"} <= set(tags["scalars"])
+    v = t.history[-1]
+    assert 0 < v["ssim"] <= 1 and v["bpp_real"] > 0  # SSIM, and bpp from real entropy-coded bytes
     assert [e.step for e in ea.Scalars("val/loss")] == [3, 6]
     assert tags["images"] == ["val/original_vs_reconstruction"]
     assert "latent/y" in tags["histograms"] and any(k.startswith("weights/g_a") for k in tags["histograms"])

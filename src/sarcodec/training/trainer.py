@@ -300,19 +300,25 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         if self.val is None:
             return {}
+        from pytorch_msssim import ssim
+
         self.model.eval()
-        tot = {"bpp": 0.0, "mse": 0.0, "loss": 0.0}
-        n = 0
+        tot = {"bpp": 0.0, "mse": 0.0, "loss": 0.0, "ssim": 0.0}
+        n, nbytes = 0, 0
         for i in range(0, len(self.val), 16):
             x = self.val[i:i + 16].to(self.device)
             loss, st = rd_loss(self.model, x, self.cfg)
+            x_hat = self.model(x)["x_hat"].clamp(0, 1)
             k = x.shape[0]
             tot["bpp"] += st["bpp"] * k
             tot["mse"] += st["mse"] * k
             tot["loss"] += loss.item() * k
+            tot["ssim"] += ssim(x_hat, x, data_range=1.0, size_average=True).item() * k
+            nbytes += sum(len(b) for b in self.model.compress(x))  # the real bitstream, entropy-coded
             n += k
         res = {k: v / n for k, v in tot.items()}
         res["psnr"] = 10 * math.log10(1 / max(res["mse"], 1e-12))
+        res["bpp_real"] = 8 * nbytes / (n * self.val.shape[-2] * self.val.shape[-1])
         return self.dist.from_main(res)  # every rank acts on the same numbers
 
     def fit(self, until: int | None = None) -> dict[str, Any]:
@@ -375,7 +381,8 @@ class Trainer:
         if v:
             v["step"] = self.step
             self.history.append(v)
-            self.log(f"  val step {self.step}: loss {v['loss']:.4f} bpp {v['bpp']:.3f} psnr {v['psnr']:.2f}")
+            self.log(f"  val step {self.step}: loss {v['loss']:.4f} bpp {v['bpp']:.3f} "
+                     f"(real bytes {v.get('bpp_real', math.nan):.3f}) psnr {v['psnr']:.2f} ssim {v.get('ssim', math.nan):.4f}")
             if cfg.scheduler == "plateau" and self.step >= cfg.warmup_steps and self.plateau.update(v["loss"]):
                 self.log(f"  validation loss on a plateau: lr x{self.plateau.scale:g}")
             if v["loss"] < self.best:
