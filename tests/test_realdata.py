@@ -41,3 +41,11 @@ def test_real_test_image_round_trip():
     data = sarcodec.encode(img, m)
     out = sarcodec.decode(data, m)
     assert out.shape == img.shape and np.isfinite(out).all() and (out > 0).all()
+
+
+def test_validation_images_are_the_held_out_location():
+    from sarcodec.training import validation_images
+
+    ims = validation_images({"source": "shared", "root": str(SHARED_SAR), "val_locations": ["mexico-b"]})
+    assert ims and all("mexico-b" in name for name, _ in ims)
+    assert all(im.ndim == 2 and im.dtype == np.float32 for _, im in ims)

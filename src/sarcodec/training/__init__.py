@@ -154,9 +154,10 @@ def validation_images(data: dict[str, Any], count: int = 2, size: int = 256) -> 
     validation-location scenes of ``train/`` (``source: shared``), or ``count`` synthetic scenes
     of ``size``^2 with seeds no training run draws (``source: synthetic``). For evaluating with
     real bytes (:func:`sarcodec.evaluation.benchmark.evaluate_images`)."""
-    from ..data.scenes import default_data_dir, read_intensity, scan_scenes
+    from ..data.scenes import default_data_dir, read_intensity
     from ..data.synthetic import synthetic_sar
     from ..errors import InputError
+    from ..evaluation.benchmark import benchmark_scenes
 
     if data.get("source", "shared") == "synthetic":
         return [(f"synthetic-{i}", synthetic_sar((size, size), seed=20_000 + i)) for i in range(count)]
@@ -164,4 +165,4 @@ def validation_images(data: dict[str, Any], count: int = 2, size: int = 256) -> 
     if root is None:
         raise InputError("no data: set data.root (or SARCODEC_DATA), or use data.source=synthetic")
     locs = tuple(data.get("val_locations", ["mexico-b"]))
-    return [(s.path.stem, read_intensity(s.path)) for s in scan_scenes(root, ("train",)) if s.location in locs]
+    return [(s.path.stem, read_intensity(s.path)) for s in benchmark_scenes(root, "val", locs)]

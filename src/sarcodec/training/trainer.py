@@ -109,6 +109,11 @@ def rd_loss(model: SarCodec, x: torch.Tensor, cfg: TrainConfig, amp: str | None 
     distortion are always computed in float32."""
     with torch.autocast(x.device.type, dtype=AMP_DTYPES.get(amp or "bf16"), enabled=amp is not None):
         out = model(x)  # x_hat and the likelihoods come back float32 (SarCodec.forward)
+    return rd_terms(out, x, cfg)
+
+
+def rd_terms(out: dict[str, Any], x: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss and its parts from a forward pass's output, in float32."""
     with torch.autocast(x.device.type, enabled=False):
         bpp = bits_from_likelihoods(out["likelihoods"]) / (x.shape[0] * x.shape[-2] * x.shape[-1])
         d = distortion(out["x_hat"], x, cfg.distortion)
@@ -307,8 +312,9 @@ class Trainer:
         n, nbytes = 0, 0
         for i in range(0, len(self.val), 16):
             x = self.val[i:i + 16].to(self.device)
-            loss, st = rd_loss(self.model, x, self.cfg)
-            x_hat = self.model(x)["x_hat"].clamp(0, 1)
+            out = self.model(x)
+            loss, st = rd_terms(out, x, self.cfg)
+            x_hat = out["x_hat"].clamp(0, 1)
             k = x.shape[0]
             tot["bpp"] += st["bpp"] * k
             tot["mse"] += st["mse"] * k
