@@ -20,7 +20,7 @@ from .scene import (
     ArraySource,
     SceneDecoder,
     check_tile_size,
-    encode_tiles,
+    encode_container,
     fit_radiometry,
     halo_metadata,
     new_header,
@@ -72,10 +72,7 @@ def encode(
     header = new_header(model_info(model), src, rads, tile_size, descs, dict(metadata or {}))
     header.metadata.setdefault("ndim", arr.ndim)
     header.metadata.update(halo_metadata(model))
-    header.tiles, invalid = encode_tiles(src, model, rads, writer, tile_size, batch=batch)
-    for b, n in enumerate(invalid):
-        header.bands[b]["invalid"] = n
-    writer.finish(header)
+    encode_container(src, model, rads, writer, header, batch=batch)
     return buf.getvalue()
 
 

@@ -32,7 +32,7 @@ from .scene import (
     DEFAULT_TILE,
     SceneDecoder,
     check_tile_size,
-    encode_tiles,
+    encode_container,
     fit_radiometry,
     halo_metadata,
     new_header,
@@ -142,10 +142,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                             {"geo": geo, "source": Path(src_path).name, **halo_metadata(model)})
         with atomic_write(dst_path, force=force) as fh:
             writer = ContainerWriter(fh)
-            header.tiles, invalid = encode_tiles(src, model, rads, writer, tile_size, progress, batch=batch)
-            for b, n in enumerate(invalid):
-                header.bands[b]["invalid"] = n
-            size = writer.finish(header)
+            size = encode_container(src, model, rads, writer, header, progress, batch)
     pixels = src.bands * src.rows * src.cols
     native = src.dtype.itemsize * 8
     return {"bytes": size, "pixels": pixels, "bpp": 8 * size / pixels, "ratio": native * pixels / 8 / size}

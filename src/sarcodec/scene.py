@@ -152,6 +152,16 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
     return entries, invalid
 
 
+def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, header: Header,
+                     progress: Callable[[int], None] | None = None, batch: int | None = None) -> int:
+    """Encode every tile into ``writer``, record the tile index and each band's invalid-pixel count
+    in ``header``, and finish the container. Returns its size in bytes."""
+    header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch)
+    for b, n in enumerate(invalid):
+        header.bands[b]["invalid"] = n
+    return writer.finish(header)
+
+
 def fit_radiometry(src: Source, kind: str, nodata: float | None, defaults: dict[str, Any],
                    max_samples: int = 2_000_000, read_decimated: Callable[[int, int], np.ndarray] | None = None
                    ) -> list[Radiometry]:
