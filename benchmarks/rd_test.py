@@ -22,21 +22,10 @@ import numpy as np  # noqa: E402
 
 import sarcodec  # noqa: E402
 from sarcodec.data.scenes import default_data_dir, read_intensity  # noqa: E402
-from sarcodec.evaluation.benchmark import TRADITIONAL, at_rate, benchmark_scenes  # noqa: E402
-from sarcodec.evaluation.codecs import pareto  # noqa: E402
+from sarcodec.evaluation.benchmark import TRADITIONAL, at_rate, benchmark_scenes, sweep  # noqa: E402
 from sarcodec.evaluation.metrics import BenchmarkDomain, bd_rate, bpp, enl_ratio, epi, psnr  # noqa: E402
 
 RATES = (0.5, 0.75, 1.0, 2.0)
-
-
-def curve(codec, u16, knobs, ref, dom_inv) -> list[dict]:
-    pts = []
-    for k in knobs:
-        data, dec = codec(u16, k)
-        b = bpp(len(data), u16.size)
-        if 0.05 <= b <= 4.5:
-            pts.append({"bpp": b, "psnr": psnr(ref, dec / 65535.0)})
-    return pareto(pts)
 
 
 def main() -> None:
@@ -60,10 +49,9 @@ def main() -> None:
     for s in scenes:
         img = read_intensity(s.path)
         dom = BenchmarkDomain(img)
-        ref, u16 = dom(img), dom.to_uint16(img)
+        ref = dom(img)
         # the same codecs and quality sweeps as `sarcodec benchmark` (JPEG 2000 first: the reference)
-        entry = {c: curve(fn, u16, knobs, ref, None) for c, (fn, knobs, _) in TRADITIONAL.items()
-                 if not (c == "jpegxl" and a.no_jxl)}
+        entry = {c: sweep(c, img, dom, ref) for c in TRADITIONAL if not (c == "jpegxl" and a.no_jxl)}
         pts = []
         for label, m in zip(labels, models):
             data = sarcodec.encode(img, m)

@@ -81,9 +81,13 @@ def measure(ref: np.ndarray, ref_int: np.ndarray, dom: BenchmarkDomain, rec: np.
             "enl_ratio": enl_ratio(ref_int, _domain_to_intensity(dom, rec)), "epi": epi(ref, rec)}
 
 
-def sweep(codec: str, img: np.ndarray, dom: BenchmarkDomain, ref: np.ndarray, ref_int: np.ndarray) -> list[dict]:
-    """A traditional codec's R-D curve on one image: its quality sweep, 0.05-4.5 bpp, Pareto points."""
+def sweep(codec: str, img: np.ndarray, dom: BenchmarkDomain, ref: np.ndarray, ref_int: np.ndarray | None = None
+          ) -> list[dict]:
+    """A traditional codec's R-D curve on one image: its quality sweep, 0.05-4.5 bpp, Pareto points.
+    ``ref_int``: the reference in linear intensity (for the ENL ratio), derived when not given."""
     fn, knobs, _ = TRADITIONAL[codec]
+    if ref_int is None:
+        ref_int = _domain_to_intensity(dom, ref)
     u16 = dom.to_uint16(img)
     pts = []
     for k in knobs:
