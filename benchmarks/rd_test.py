@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -37,6 +38,8 @@ def main() -> None:
     ap.add_argument("--split", choices=("test", "val"), default="test",
                     help="test: report on test/; val: the held-out training locations (for choosing models)")
     ap.add_argument("--val-locations", default="mexico-b", help="comma-separated, with --split val")
+    ap.add_argument("--refine", type=int, default=0,
+                    help="also code with N steps of encoder-side latent refinement (a second sarcodec curve)")
     a = ap.parse_args()
     root = Path(a.data) if a.data else default_data_dir()
     if root is None:
@@ -46,24 +49,29 @@ def main() -> None:
     # label each rate point by what was asked for (checkpoint files may share an internal name)
     labels = [Path(m).stem if m.endswith(".pt") else m for m in a.model]
     res: dict[str, dict] = {}
+    families = {"sarcodec": 0, **({f"sarcodec-refine{a.refine}": a.refine} if a.refine else {})}
     for s in scenes:
         img = read_intensity(s.path)
         dom = BenchmarkDomain(img)
         ref = dom(img)
         # the same codecs and quality sweeps as `sarcodec benchmark` (JPEG 2000 first: the reference)
         entry = {c: sweep(c, img, dom, ref) for c in TRADITIONAL if not (c == "jpegxl" and a.no_jxl)}
-        pts = []
-        for label, m in zip(labels, models):
-            data = sarcodec.encode(img, m)
-            rec = sarcodec.decode(data, m)
-            v = dom(rec)
-            pts.append({"model": label, "bpp": bpp(len(data), img.size), "psnr": psnr(ref, v),
-                        "enl_ratio": enl_ratio(img, rec), "epi": epi(ref, v)})
-        entry["sarcodec"] = sorted(pts, key=lambda p: p["bpp"])
+        for fam, steps in families.items():
+            pts = []
+            for label, m in zip(labels, models):
+                t0 = time.perf_counter()
+                data = sarcodec.encode(img, m, refine=steps)
+                t_enc = time.perf_counter() - t0
+                rec = sarcodec.decode(data, m)
+                v = dom(rec)
+                pts.append({"model": label, "bpp": bpp(len(data), img.size), "psnr": psnr(ref, v),
+                            "enl_ratio": enl_ratio(img, rec), "epi": epi(ref, v), "encode_s": t_enc})
+            entry[fam] = sorted(pts, key=lambda p: p["bpp"])
+            print(f"{s.path.name} {fam}: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for p in entry[fam]),
+                  flush=True)
         res[s.path.name] = entry
-        print(f"{s.path.name}: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for p in entry["sarcodec"]), flush=True)
 
-    codecs = ["sarcodec"] + [c for c in next(iter(res.values())) if c != "sarcodec"]  # jpeg2000 first
+    codecs = list(families) + [c for c in next(iter(res.values())) if c not in families]  # jpeg2000 next
     print("\n| codec | " + " | ".join(f"PSNR @{r} bpp" for r in RATES) + " | BD-rate vs JPEG 2000 |")
     print("|---|" + "---|" * (len(RATES) + 1))
     summary = {}
@@ -87,7 +95,7 @@ def main() -> None:
     print("\nPSNR gain over JPEG 2000 at the same bpp (dB, mean over the images both codecs reach):")
     print("| codec | " + " | ".join(f"@{r} bpp" for r in RATES) + " |")
     print("|---|" + "---|" * len(RATES))
-    for c in codecs[:1] + codecs[2:]:
+    for c in [c for c in codecs if c != "jpeg2000"]:
         row = []
         for r in RATES:
             d = [at_rate(e[c], r) - at_rate(e["jpeg2000"], r) for e in res.values()
@@ -96,9 +104,9 @@ def main() -> None:
             summary[c][f"dpsnr@{r}"] = float(np.mean(d)) if d else None
         print(f"| {c} | " + " | ".join(row) + " |")
     print("\nsarcodec SAR statistics (per rate point, mean over images):")
-    for label in labels:
-        pts = [next(p for p in e["sarcodec"] if p["model"] == label) for e in res.values()]
-        print(f"  {label}: bpp {np.mean([p['bpp'] for p in pts]):.3f}  PSNR {np.mean([p['psnr'] for p in pts]):.2f}  "
+    for fam, label in [(f, lb) for f in families for lb in labels]:
+        pts = [next(p for p in e[fam] if p["model"] == label) for e in res.values()]
+        print(f"  {fam} {label}: encode {np.median([p['encode_s'] for p in pts]):.1f} s  bpp {np.mean([p['bpp'] for p in pts]):.3f}  PSNR {np.mean([p['psnr'] for p in pts]):.2f}  "
               f"ENL ratio {np.mean([p['enl_ratio'] for p in pts]):.3f}  EPI {np.mean([p['epi'] for p in pts]):.3f}")
     if a.json:
         Path(a.json).write_text(json.dumps({"images": res, "summary": summary}, indent=1))

@@ -68,3 +68,15 @@ def test_evaluate_and_bad_codec(data_root, trained_tiny, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["benchmark", "--data", str(data_root), "--out", str(tmp_path / "b"), "--codecs", "webp"])
     assert e.value.code == 3 and "unknown codec" in capsys.readouterr().err
+
+
+def test_family_spec_with_refinement(trained_tiny):
+    from sarcodec.errors import InputError
+
+    fam = Family.parse(f"{trained_tiny}:refine=7")
+    assert fam.refine == 7 and fam.name == "tiny-refine7" and fam.models == [str(trained_tiny)]
+    named = Family.parse(f"mine={trained_tiny},{trained_tiny}:refine=3")
+    assert (named.name, named.refine, len(named.models)) == ("mine", 3, 2)
+    assert Family.parse(str(trained_tiny)).refine == 0
+    with pytest.raises(InputError):
+        Family.parse(f"{trained_tiny}:refine=x")

@@ -14,6 +14,7 @@ from .checkpoint import DEFAULT_RADIOMETRY, load_model
 from .container import ContainerReader, ContainerWriter, Header
 from .errors import InputError, ModelError, ModelMismatchError
 from .models import SarCodec
+from .models.refine import check_refine
 from .radiometry import Radiometry, check_array, check_kind
 from .scene import (
     DEFAULT_TILE,
@@ -44,19 +45,23 @@ def encode(
     band_descriptions: Sequence[str | None] | None = None,
     metadata: dict[str, Any] | None = None,
     batch: int | None = None,
+    refine: int = 0,
 ) -> bytes:
     """Compress a (rows, cols) or (bands, rows, cols) SAR raster to .sarc bytes.
 
     ``kind`` says what the values are (intensity, amplitude, dn, db); each band gets its own clip
     bounds (percentiles fitted on its valid pixels) unless ``radiometry`` is given. Invalid pixels
     (NaN, inf, <= 0 for linear kinds, ``nodata``) are stored as a lossless mask. ``batch`` tiles
-    go through the analysis transform together (default: 4 on a GPU, 1 on a CPU).
+    go through the analysis transform together (default: 4 on a GPU, 1 on a CPU). ``refine`` > 0
+    runs that many steps of encoder-side latent refinement per tile (slower encoding, smaller
+    files at the same quality; decoding unchanged, see :mod:`sarcodec.models.refine`).
     """
     check_kind(kind)
     arr = check_array(array)
     check_tile_size(tile_size)
     if isinstance(model, str):
         model = load_model(model)
+    check_refine(model, refine)
     src = ArraySource(arr[None] if arr.ndim == 2 else arr)
     if radiometry is None:
         rads = fit_radiometry(src, kind, nodata, getattr(model, "radiometry_defaults", DEFAULT_RADIOMETRY))
@@ -72,7 +77,7 @@ def encode(
     header = new_header(model_info(model), src, rads, tile_size, descs, dict(metadata or {}))
     header.metadata.setdefault("ndim", arr.ndim)
     header.metadata.update(halo_metadata(model))
-    encode_container(src, model, rads, writer, header, batch=batch)
+    encode_container(src, model, rads, writer, header, batch=batch, refine=refine)
     return buf.getvalue()
 
 

@@ -27,6 +27,7 @@ from .container import (
 )
 from .errors import InputError
 from .models import SarCodec
+from .models.refine import check_refine
 from .radiometry import check_kind
 from .scene import (
     DEFAULT_TILE,
@@ -123,11 +124,13 @@ def default_kind(dtype: np.dtype) -> str:
 
 def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, model: SarCodec | str = "default", *,
                   kind: str | None = None, tile_size: int = DEFAULT_TILE, force: bool = False,
-                  progress: Progress | None = None, batch: int | None = None) -> dict[str, Any]:
-    """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio)."""
+                  progress: Progress | None = None, batch: int | None = None, refine: int = 0) -> dict[str, Any]:
+    """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio).
+    ``refine`` > 0: steps of encoder-side latent refinement per tile (see :func:`sarcodec.encode`)."""
     check_tile_size(tile_size)
     if isinstance(model, str):
         model = load_model(model)
+    check_refine(model, refine)
     with _gdal_env(), _open_raster(src_path) as ds:
         src = RasterioSource(ds)
         if src.dtype.kind not in "uif":
@@ -142,7 +145,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                             {"geo": geo, "source": Path(src_path).name, **halo_metadata(model)})
         with atomic_write(dst_path, force=force) as fh:
             writer = ContainerWriter(fh)
-            size = encode_container(src, model, rads, writer, header, progress, batch)
+            size = encode_container(src, model, rads, writer, header, progress, batch, refine)
     pixels = src.bands * src.rows * src.cols
     native = src.dtype.itemsize * 8
     return {"bytes": size, "pixels": pixels, "bpp": 8 * size / pixels, "ratio": native * pixels / 8 / size}

@@ -96,14 +96,22 @@ def default_batch(model: SarCodec) -> int:
 
 
 def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, tile: int,
-                 progress: Callable[[int], None] | None = None, batch: int | None = None
-                 ) -> tuple[list[TileEntry], list[int]]:
+                 progress: Callable[[int], None] | None = None, batch: int | None = None,
+                 refine: int = 0, lmbda: float | None = None) -> tuple[list[TileEntry], list[int]]:
     """Encode every tile of every band into ``writer``. Returns (tile entries, invalid count per band).
     Up to ``batch`` consecutive tiles of one shape go through the analysis transform together
     (memory: ``batch`` haloed tiles); entropy coding stays per tile, so every tile still decodes
     on its own. A batch changes no more than float rounding in the latents before quantisation:
-    the stream decodes the same way on every machine whatever the batch."""
+    the stream decodes the same way on every machine whatever the batch.
+
+    ``refine`` > 0: that many steps of encoder-side latent refinement per tile
+    (:mod:`sarcodec.models.refine`; ``lmbda`` defaults to the model's training lambda). The
+    stream format and the decoder are unchanged."""
     check_tile_size(tile)
+    if refine:
+        from .models.refine import model_lambda
+
+        lmbda = model_lambda(model) if lmbda is None else float(lmbda)
     batch = max(1, batch or default_batch(model))
     dev = next(model.parameters()).device
     hl = model.halo_latents
@@ -126,7 +134,15 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
         for i, ((b, r, c, h, w, th, tw), _, core_mask) in enumerate(group):
             y_ctx = y_all[i:i + 1]
             y = y_ctx[..., hl:hl + th // LATENT_STRIDE, hl:hl + tw // LATENT_STRIDE]
-            payload = model.latent_codec.compress(y, y_ctx, margin=hl)
+            if refine:
+                from .models.refine import refine_tile
+
+                z0 = model.latent_codec.hyper_analysis(y, y_ctx, margin=hl)
+                with torch.enable_grad():
+                    ref = refine_tile(model, x[i:i + 1], y_ctx, z0, hl, (h, w), lmbda, refine)
+                payload = model.latent_codec.compress(ref.y, z=ref.z)
+            else:
+                payload = model.latent_codec.compress(y, y_ctx, margin=hl)
             e = TileEntry(b, r, c, h, w)
             if core_mask.any():
                 invalid[b] += int(core_mask.sum())
@@ -153,10 +169,13 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
 
 
 def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, header: Header,
-                     progress: Callable[[int], None] | None = None, batch: int | None = None) -> int:
+                     progress: Callable[[int], None] | None = None, batch: int | None = None,
+                     refine: int = 0) -> int:
     """Encode every tile into ``writer``, record the tile index and each band's invalid-pixel count
     in ``header``, and finish the container. Returns its size in bytes."""
-    header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch)
+    header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch, refine)
+    if refine:
+        header.metadata["refine_steps"] = int(refine)
     for b, n in enumerate(invalid):
         header.bands[b]["invalid"] = n
     return writer.finish(header)

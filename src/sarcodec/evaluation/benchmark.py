@@ -43,12 +43,20 @@ class Family:
 
     name: str
     models: list[str]
+    refine: int = 0  # steps of encoder-side latent refinement (models/refine.py)
 
     @classmethod
     def parse(cls, spec: str) -> "Family":
-        """``default`` (every bundled quality of an alias), ``a.pt,b.pt`` or ``name=a.pt,b.pt``."""
+        """``default`` (every bundled quality of an alias), ``a.pt,b.pt`` or ``name=a.pt,b.pt``;
+        a ``:refine=N`` suffix codes with N steps of latent refinement (named ``<name>-refineN``)."""
         from ..checkpoint import list_pretrained
 
+        refine = 0
+        if ":refine=" in spec:
+            spec, _, n = spec.rpartition(":refine=")
+            if not n.isdigit():
+                raise InputError(f"--models ...:refine=N: N must be a step count, got {n!r}")
+            refine = int(n)
         name, _, rest = spec.rpartition("=")
         items = [s for s in rest.split(",") if s]
         if not items:
@@ -57,7 +65,8 @@ class Family:
             qs = sorted(n for n in list_pretrained() if n.startswith(items[0] + "-q"))
             if qs:
                 items = qs
-        return cls(name or Path(items[0]).stem.split("-q")[0], items)
+        name = name or Path(items[0]).stem.split("-q")[0] + (f"-refine{refine}" if refine else "")
+        return cls(name, items, refine)
 
 
 def _domain_to_intensity(dom: BenchmarkDomain, v: np.ndarray) -> np.ndarray:
@@ -168,7 +177,7 @@ class Benchmark:
             ms = models[f.name]
             self.results["families"][f.name] = {
                 "models": [{"name": m.name, "arch": m.arch, "hash": m.weights_hash(), "config": m.config,
-                            "params": int(sum(p.numel() for p in m.parameters()))} for m in ms]}
+                            "params": int(sum(p.numel() for p in m.parameters()))} for m in ms], "refine": f.refine}
         todo = [(s, c) for s in self.scenes for c in self.codecs + [f.name for f in self.families]]
         done_before = 0
         for i, (s, key) in enumerate(todo):
@@ -187,7 +196,8 @@ class Benchmark:
                 pts = sweep(key, img, dom, ref, ref_int)
                 speed = None
             else:
-                pts, enc_s, dec_s = self._learned(models[key], img, dom, ref, ref_int)
+                fam = next(f for f in self.families if f.name == key)
+                pts, enc_s, dec_s = self._learned(models[key], img, dom, ref, ref_int, fam.refine)
                 speed = {"encode_mp_s": img.size / 1e6 / enc_s, "decode_mp_s": img.size / 1e6 / dec_s}
             entry[key] = {"signature": sig, "points": pts, "seconds": round(time.perf_counter() - t0, 2), "speed": speed}
             self._save()
@@ -201,16 +211,17 @@ class Benchmark:
         if key in TRADITIONAL:
             fn, knobs, _ = TRADITIONAL[key]
             return f"{key}:{[round(float(k), 6) for k in knobs]}"
-        return "+".join(m["hash"] for m in self.results["families"][key]["models"])
+        fam = self.results["families"][key]
+        return "+".join(m["hash"] for m in fam["models"]) + (f"|refine{fam['refine']}" if fam.get("refine") else "")
 
     @staticmethod
-    def _learned(models, img, dom, ref, ref_int):
+    def _learned(models, img, dom, ref, ref_int, refine: int = 0):
         from ..api import decode, encode
 
         pts, enc, dec = [], 0.0, 0.0
         for m in models:
             t = time.perf_counter()
-            data = encode(img, m)
+            data = encode(img, m, refine=refine)
             t1 = time.perf_counter()
             rec = decode(data, m)
             t2 = time.perf_counter()
@@ -365,7 +376,7 @@ class Benchmark:
             img = read_intensity(s.path)
             dom = BenchmarkDomain(img)
             ref = dom(img)
-            data = encode(img, m)
+            data = encode(img, m, refine=fam.refine)
             ours = np.clip(dom(decode(data, m)), 0, 1)
             j_data, j_dec, _ = match_bytes(jpeg2000, dom.to_uint16(img), len(data), 10.0, 90.0)
             j2k = np.clip(j_dec / 65535.0, 0, 1)

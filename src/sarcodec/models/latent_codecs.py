@@ -115,18 +115,25 @@ class HyperpriorLatentCodec(nn.Module):
         mu = mu_fx / 2.0**ACT_BITS if mu_fx is not None else None  # exact dyadic rationals
         return mu, scale_index_from_fixed(ls_fx)
 
-    def compress(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0) -> bytes:
-        """One element: y of shape (1, C, h, w) -> bytes (z stream then y stream).
-
-        ``y_ctx`` (optional) is y with ``margin`` extra latents on every side (a multiple of 4):
-        h_a then sees the neighbourhood, so z at tile borders is what a whole-image h_a gives.
-        """
+    @torch.no_grad()
+    def hyper_analysis(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0) -> torch.Tensor:
+        """z of one element. ``y_ctx`` (optional) is y with ``margin`` extra latents on every side
+        (a multiple of 4): h_a then sees the neighbourhood, so z at tile borders is what a
+        whole-image h_a gives."""
         src = y if y_ctx is None else y_ctx
-        with torch.no_grad():
-            z = self.h_a(src if self.means else torch.abs(src))
+        z = self.h_a(src if self.means else torch.abs(src))
         if y_ctx is not None and margin:
             m = margin // self.stride
             z = z[..., m:z.shape[-2] - m, m:z.shape[-1] - m]
+        return z
+
+    def compress(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0,
+                 z: torch.Tensor | None = None) -> bytes:
+        """One element: y of shape (1, C, h, w) -> bytes (z stream then y stream). ``z``: the
+        hyper-latent to send (default: h_a's, see :meth:`hyper_analysis`; latent refinement
+        passes its own)."""
+        if z is None:
+            z = self.hyper_analysis(y, y_ctx, margin)
         z_int = torch.round(z.double().cpu()).long().numpy()
         z_bytes = self.entropy_bottleneck.compress(z_int)
         mu, idx = self._exact_params(z_int)
