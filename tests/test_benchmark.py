@@ -80,3 +80,19 @@ def test_family_spec_with_refinement(trained_tiny):
     assert Family.parse(str(trained_tiny)).refine == 0
     with pytest.raises(InputError):
         Family.parse(f"{trained_tiny}:refine=x")
+
+
+def test_benchmark_measures_a_refined_family(data_root, trained_tiny, tmp_path):
+    """A ':refine=N' family is coded with refinement (its own results, its own resume signature)."""
+    import sarcodec
+
+    ckpt = tmp_path / "tiny-l.pt"
+    sarcodec.save_checkpoint(sarcodec.load_model(trained_tiny), ckpt, name="tiny-l",
+                             training={"config": {"lmbda": 0.01, "distortion": "mse"}})
+    plain, refined = Family.parse(f"plain={ckpt}"), Family.parse(f"{ckpt}:refine=2")
+    b = Benchmark(data_root, tmp_path / "bench", [plain, refined], [], log=lambda s: None, gallery=False)
+    res = b.run()
+    assert b._signature(refined.name).endswith("|refine2") and not b._signature("plain").endswith("refine2")
+    for e in res["images"].values():
+        p, r = e["plain"]["points"][0], e["tiny-l-refine2"]["points"][0]
+        assert r["bpp"] != p["bpp"] or r["psnr"] != p["psnr"]  # really refined, not a copy

@@ -22,7 +22,7 @@ BD-rate against JPEG 2000 by 3.5 and 5.0 points (+3.1% -> -0.4%, +4.8% -> -0.2%)
 The decoder and the bitstream format are unchanged: the result is coded
 exactly like g_a's latents (integer symbols, fixed-point hyper-synthesis), so a refined stream
 decodes with any sarcodec decoder of the same model, on any machine, identically. Only the
-encoder gets slower (one synthesis forward + backward per step: about 0.7 s per step for a
+encoder gets slower (one synthesis forward + backward per step: about 0.8 s per step for a
 512 x 512 image on 2 CPU cores).
 
 The optimisation starts from g_a's latents, and the result is kept only if its loss (hard rounding,
