@@ -105,3 +105,23 @@ def test_cli_refine_without_lambda_exits_with_the_model_code(trained_tiny, tmp_p
     assert e.value.code == ModelError.exit_code == 4
     assert "lambda" in capsys.readouterr().err
     assert not (tmp_path / "s.sarc").exists()
+
+
+@needs_bundled
+def test_cli_compress_refine_and_info(tmp_path, capsys):
+    import rasterio
+
+    from sarcodec.cli import main
+
+    src = tmp_path / "s.tif"
+    img = synthetic_sar((96, 128), seed=4)
+    with rasterio.open(src, "w", driver="GTiff", width=128, height=96, count=1, dtype="float32") as ds:
+        ds.write(img[None])
+    for args in (["compress", str(src), "-o", str(tmp_path / "s.sarc"), "-q", "1", "--refine", "3"],
+                 ["info", str(tmp_path / "s.sarc")]):
+        try:
+            main(args)
+        except SystemExit as e:  # pragma: no cover - shows the message on failure
+            pytest.fail(f"{args[0]} exited {e.code}: {capsys.readouterr()}")
+    assert "latent refinement, 3 steps per tile" in capsys.readouterr().out
+    assert ContainerReader((tmp_path / "s.sarc").read_bytes()).header.metadata["refine_steps"] == 3
