@@ -7,7 +7,8 @@ import sarcodec
 from sarcodec.container import ContainerReader
 from sarcodec.data import synthetic_sar
 from sarcodec.errors import InputError, ModelError
-from sarcodec.models.refine import MSE_SCALE, check_refine, model_lambda, refine_tile
+from sarcodec.models import MSE_SCALE
+from sarcodec.models.refine import check_refine, model_lambda, refine_tile
 
 from conftest import small_model
 

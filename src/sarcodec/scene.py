@@ -27,6 +27,7 @@ import torch
 from .container import ContainerReader, ContainerWriter, Header, TileEntry, pack_mask
 from .errors import CorruptedFileError, InputError
 from .models import SarCodec
+from .models.refine import model_lambda, refine_tile
 from .radiometry import Radiometry
 
 LATENT_STRIDE = 16
@@ -109,8 +110,6 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
     stream format and the decoder are unchanged."""
     check_tile_size(tile)
     if refine:
-        from .models.refine import model_lambda
-
         lmbda = model_lambda(model) if lmbda is None else float(lmbda)
     batch = max(1, batch or default_batch(model))
     dev = next(model.parameters()).device
@@ -135,8 +134,6 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
             y_ctx = y_all[i:i + 1]
             y = y_ctx[..., hl:hl + th // LATENT_STRIDE, hl:hl + tw // LATENT_STRIDE]
             if refine:
-                from .models.refine import refine_tile
-
                 z0 = model.latent_codec.hyper_analysis(y, y_ctx, margin=hl)
                 with torch.enable_grad():
                     ref = refine_tile(model, x[i:i + 1], y_ctx, z0, hl, (h, w), lmbda, refine)

@@ -1,5 +1,5 @@
 """Model registry and codec models."""
-from .codec import SarCodec, bits_from_likelihoods
+from .codec import MSE_SCALE, SarCodec, bits_from_likelihoods
 from .registry import create_model, list_models, model_defaults
 
-__all__ = ["SarCodec", "bits_from_likelihoods", "create_model", "list_models", "model_defaults"]
+__all__ = ["MSE_SCALE", "SarCodec", "bits_from_likelihoods", "create_model", "list_models", "model_defaults"]

@@ -179,6 +179,9 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
+MSE_SCALE = 255.0**2  # loss = lambda * MSE_SCALE * MSE + bpp: lambda values comparable to CompressAI's
+
+
 def bits_from_likelihoods(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
     """Estimated total bits (differentiable)."""
     return sum(-torch.log2(l).sum() for l in likelihoods.values())

@@ -44,8 +44,9 @@ import torch.nn.functional as F
 
 from ..entropy import gaussian_likelihood
 from ..errors import ModelError
+from .codec import MSE_SCALE
+from .transforms import STRIDE
 
-MSE_SCALE = 255.0**2  # as in training: lambda values are CompressAI's
 
 
 @dataclass
@@ -76,10 +77,9 @@ def refine_tile(model, x_ctx: torch.Tensor, y_ctx: torch.Tensor, z0: torch.Tenso
     """
     _require_hyperprior(model)
     lc = model.latent_codec
-    stride = 16
     H, W = y_ctx.shape[-2] - 2 * hl, y_ctx.shape[-1] - 2 * hl
     h, w = core
-    p0 = hl * stride
+    p0 = hl * STRIDE
     target = x_ctx[..., p0:p0 + h, p0:p0 + w].detach()
     npx = h * w
     ring = y_ctx.detach()

@@ -29,10 +29,9 @@ import torch
 
 from ..checkpoint import save_checkpoint
 from ..errors import InputError, SarcodecError
-from ..models import SarCodec, bits_from_likelihoods, create_model
+from ..models import MSE_SCALE, SarCodec, bits_from_likelihoods, create_model
 from .distributed import DistEnv, from_env
 
-MSE_SCALE = 255.0**2  # lambda values comparable to CompressAI's (MSE of 8-bit-range images)
 
 
 @dataclass
