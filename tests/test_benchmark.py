@@ -68,6 +68,9 @@ def test_evaluate_and_bad_codec(data_root, trained_tiny, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["benchmark", "--data", str(data_root), "--out", str(tmp_path / "b"), "--codecs", "webp"])
     assert e.value.code == 3 and "unknown codec" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a device this machine lacks: resource error, before any work
+        main(["benchmark", "--data", str(data_root), "--out", str(tmp_path / "c"), "--device", "cuda:7"])
+    assert e.value.code == 6 and "cuda:7" in capsys.readouterr().err and not (tmp_path / "c").exists()
 
 
 def test_family_spec_with_refinement(trained_tiny):
@@ -92,6 +95,7 @@ def test_benchmark_measures_a_refined_family(data_root, trained_tiny, tmp_path):
     plain, refined = Family.parse(f"plain={ckpt}"), Family.parse(f"{ckpt}:refine=2")
     b = Benchmark(data_root, tmp_path / "bench", [plain, refined], [], log=lambda s: None, gallery=False)
     res = b.run()
+    assert res["families"]["plain"]["device"] == "cpu"
     assert b._signature(refined.name).endswith("|refine2") and not b._signature("plain").endswith("refine2")
     for e in res["images"].values():
         p, r = e["plain"]["points"][0], e["tiny-l-refine2"]["points"][0]

@@ -270,7 +270,7 @@ def models_cmd() -> None:
 
 
 def _run_benchmark(data: Optional[Path], out: Path, specs: list[str], codecs: list[str], split: str,
-                   gallery: bool) -> dict:
+                   gallery: bool, device: str = "cpu") -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .data.scenes import default_data_dir
@@ -287,7 +287,8 @@ def _run_benchmark(data: Optional[Path], out: Path, specs: list[str], codecs: li
         def step(i: int, n: int, desc: str) -> None:
             prog.update(task, completed=i, total=n, description=desc)
 
-        b = Benchmark(root, out, fams, codecs, split=split, log=console.print, progress=step, gallery=gallery)
+        b = Benchmark(root, out, fams, codecs, split=split, log=console.print, progress=step, gallery=gallery,
+                      device=device)
         res = b.run()
         prog.update(task, description="report (figures, gallery)")
         report = b.report()
@@ -305,11 +306,13 @@ def benchmark(
     codecs: str = typer.Option("jpeg2000,htj2k,jpegxl,jpeg,avif", "--codecs", help="Traditional codecs (JPEG 2000 always runs)"),
     split: str = typer.Option("test", "--split", help="test, or val (held-out training locations, for model choice)"),
     gallery: bool = typer.Option(True, "--gallery/--no-gallery", help="Write the visual comparison PNGs"),
+    device: str = typer.Option("cpu", "--device", help="Where the learned codecs run and are timed (cpu, cuda, cuda:1)"),
 ) -> None:
     """Rate-distortion benchmark of learned codecs against JPEG 2000 and co: report.md/html, results.json."""
     if split not in ("test", "val"):
         raise _input_error("--split must be test or val")
-    res = _run_benchmark(data, out, models or ["default"], [c for c in codecs.split(",") if c], split, gallery)
+    res = _run_benchmark(data, out, models or ["default"], [c for c in codecs.split(",") if c], split, gallery,
+                         _device(device))
     t = Table(title="Against JPEG 2000 (mean over images; BD-rate negative = fewer bits, BD-PSNR positive = better)")
     for col in ("codec", "BD-rate", "BD-PSNR", "PSNR @0.5", "@1", "@2 bpp (n images)"):
         t.add_column(col, justify="left" if col == "codec" else "right")

@@ -137,12 +137,14 @@ def at_rate(points: list[dict], rate: float, key: str = "psnr") -> float | None:
 class Benchmark:
     def __init__(self, data: str | Path, out: str | Path, families: list[Family], codecs: list[str],
                  split: str = "test", val_locations: tuple[str, ...] = ("mexico-b",), log: Callable[[str], None] = print,
-                 progress: Callable[[int, int, str], None] | None = None, gallery: bool = True):
+                 progress: Callable[[int, int, str], None] | None = None, gallery: bool = True,
+                 device: str = "cpu"):
         unknown = [c for c in codecs if c not in TRADITIONAL]
         if unknown:
             raise InputError(f"unknown codec(s) {', '.join(unknown)}: choose from {', '.join(TRADITIONAL)}")
         self.codecs = [REFERENCE] + [c for c in codecs if c != REFERENCE]  # the reference is always measured
         self.families, self.out, self.log, self.gallery = families, Path(out), log, gallery
+        self.device = device  # where the learned codecs run (and are timed); decoding stays exact anywhere
         self.progress = progress or (lambda i, n, s: None)
         self.scenes = benchmark_scenes(data, split, val_locations)
         self._models: dict[str, list] | None = None
@@ -166,7 +168,7 @@ class Benchmark:
         from ..checkpoint import load_model
 
         if self._models is None:
-            self._models = {f.name: [load_model(m) for m in f.models] for f in self.families}
+            self._models = {f.name: [load_model(m, device=self.device) for m in f.models] for f in self.families}
         return self._models
 
     def run(self) -> dict:
@@ -177,7 +179,8 @@ class Benchmark:
             ms = models[f.name]
             self.results["families"][f.name] = {
                 "models": [{"name": m.name, "arch": m.arch, "hash": m.weights_hash(), "config": m.config,
-                            "params": int(sum(p.numel() for p in m.parameters()))} for m in ms], "refine": f.refine}
+                            "params": int(sum(p.numel() for p in m.parameters()))} for m in ms], "refine": f.refine,
+                "device": self.device}
         todo = [(s, c) for s in self.scenes for c in self.codecs + [f.name for f in self.families]]
         done_before = 0
         for i, (s, key) in enumerate(todo):
@@ -340,7 +343,8 @@ class Benchmark:
                              f"{_macs(fm[0]) / 1e3:.1f}", f"{np.median([s['encode_mp_s'] for s in sp]):.2f}",
                              f"{np.median([s['decode_mp_s'] for s in sp]):.2f}", _pct(summ[f.name]["bd_rate"]),
                              _db(summ[f.name]["bd_psnr"])])
-            rep.table("Architecture comparison (this machine's CPU; speed = median over images; BD-rate needs the "
+            devices = sorted({self.results["families"][f.name].get("device", "cpu") for f in self.families})
+            rep.table(f"Architecture comparison (speed on this machine's {'/'.join(devices)}, median over images; BD-rate needs the "
                       "curves to overlap in PSNR, BD-PSNR only in rate)",
                       ["family", "architecture", "parameters", "kMAC/pixel (g_a + g_s)", "encode MP/s", "decode MP/s",
                        "BD-rate vs JPEG 2000", "BD-PSNR vs JPEG 2000"], rows)
