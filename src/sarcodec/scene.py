@@ -28,9 +28,10 @@ from .container import ContainerReader, ContainerWriter, Header, TileEntry, pack
 from .errors import CorruptedFileError, InputError
 from .models import SarCodec
 from .models.refine import model_lambda, refine_tile
+from .models.transforms import STRIDE
 from .radiometry import Radiometry
 
-LATENT_STRIDE = 16
+LATENT_STRIDE = STRIDE  # pixels per latent, the transforms' total stride
 DEFAULT_TILE = 1024
 
 
@@ -98,7 +99,7 @@ def default_batch(model: SarCodec) -> int:
 
 def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, tile: int,
                  progress: Callable[[int], None] | None = None, batch: int | None = None,
-                 refine: int = 0, lmbda: float | None = None) -> tuple[list[TileEntry], list[int]]:
+                 refine: int = 0) -> tuple[list[TileEntry], list[int]]:
     """Encode every tile of every band into ``writer``. Returns (tile entries, invalid count per band).
     Up to ``batch`` consecutive tiles of one shape go through the analysis transform together
     (memory: ``batch`` haloed tiles); entropy coding stays per tile, so every tile still decodes
@@ -106,11 +107,10 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
     the stream decodes the same way on every machine whatever the batch.
 
     ``refine`` > 0: that many steps of encoder-side latent refinement per tile
-    (:mod:`sarcodec.models.refine`; ``lmbda`` defaults to the model's training lambda). The
-    stream format and the decoder are unchanged."""
+    (:mod:`sarcodec.models.refine`, at the model's training lambda). The stream format and the
+    decoder are unchanged."""
     check_tile_size(tile)
-    if refine:
-        lmbda = model_lambda(model) if lmbda is None else float(lmbda)
+    lmbda = model_lambda(model) if refine else None
     batch = max(1, batch or default_batch(model))
     dev = next(model.parameters()).device
     hl = model.halo_latents

@@ -48,14 +48,12 @@ from .codec import MSE_SCALE
 from .transforms import STRIDE
 
 
-
 @dataclass
 class RefineResult:
     y: torch.Tensor  # refined latents of the tile core, (1, C, h, w)
     z: torch.Tensor  # refined hyper-latents (rounded at coding time), (1, N, h/4, w/4)
     loss_start: float
     loss_end: float
-    steps: int
 
 
 def model_lambda(model) -> float:
@@ -63,8 +61,8 @@ def model_lambda(model) -> float:
     cfg = (getattr(model, "training_info", None) or {}).get("config", {})
     if "lmbda" in cfg and cfg.get("distortion", "mse") == "mse":
         return float(cfg["lmbda"])
-    raise ModelError("latent refinement needs the model's lambda (no MSE training record in the checkpoint): "
-                     "pass lmbda explicitly")
+    raise ModelError("latent refinement needs the lambda the model was trained with, and its checkpoint has no "
+                     "MSE training record (save it with training={'config': {'lmbda': ...}})")
 
 
 def refine_tile(model, x_ctx: torch.Tensor, y_ctx: torch.Tensor, z0: torch.Tensor, hl: int, core: tuple[int, int],
@@ -93,7 +91,9 @@ def refine_tile(model, x_ctx: torch.Tensor, y_ctx: torch.Tensor, z0: torch.Tenso
     def loss_of(y: torch.Tensor, z: torch.Tensor, hard: bool) -> torch.Tensor:
         # hard: the coded result (rounding); else the training proxy, additive uniform noise
         # (straight-through rounding in its place makes Adam's loss rise: measured, see module doc)
-        noisy = (lambda v: v + torch.empty_like(v).uniform_(-0.5, 0.5, generator=gen)) if not hard else None
+        def noisy(v: torch.Tensor) -> torch.Tensor:
+            return v + torch.empty_like(v).uniform_(-0.5, 0.5, generator=gen)
+
         z_hat = torch.round(z) if hard else noisy(z)
         bits_z = -torch.log2(lc.entropy_bottleneck.likelihood(z_hat)).sum()
         mu, ls = lc._params(lc.h_s(z_hat))
@@ -132,8 +132,8 @@ def refine_tile(model, x_ctx: torch.Tensor, y_ctx: torch.Tensor, z0: torch.Tenso
             p.requires_grad_(f)
         model.train(was)
     if not math.isfinite(end) or end >= start:
-        return RefineResult(ring[..., hl:hl + H, hl:hl + W].clone(), z0.detach().clone(), start, start, steps)
-    return RefineResult(y.detach(), z.detach(), start, end, steps)
+        return RefineResult(ring[..., hl:hl + H, hl:hl + W].clone(), z0.detach().clone(), start, start)
+    return RefineResult(y.detach(), z.detach(), start, end)
 
 
 def check_refine(model, refine: int) -> None:

@@ -33,7 +33,6 @@ from ..models import MSE_SCALE, SarCodec, bits_from_likelihoods, create_model
 from .distributed import DistEnv, from_env
 
 
-
 @dataclass
 class TrainConfig:
     arch: str = "residual"
