@@ -1,6 +1,7 @@
 """Array-level codec speed on a GPU (or CPU) for the bundled default model: encode / decode of a
 synthetic Sentinel-1-like scene through the public API, plus the analysis transform alone in
-float32 and bf16. Entropy coding (range coder, hyper-synthesis in fixed point) runs on the CPU.
+float32 and bf16. Entropy coding (range coder, hyper-synthesis in fixed point) runs on the CPU,
+in worker processes (``sarcodec.parallel``: automatic count, compared here with none).
 
     python benchmarks/gpu_speed.py [--size 4096] [--model default] [--device cuda]
 """
@@ -50,6 +51,11 @@ def main() -> None:
     te, data = timed(lambda: sarcodec.encode(img, m), a.repeat, sync)
     batches = {b: timed(lambda b=b: sarcodec.encode(img, m, batch=b), a.repeat, sync)[0] for b in (1, 4)}
     td, rec = timed(lambda: sarcodec.decode(data, m), a.repeat, sync)
+    te0, data0 = timed(lambda: sarcodec.encode(img, m, workers=0), 1, sync)
+    td0, _ = timed(lambda: sarcodec.decode(data, m, workers=0), 1, sync)
+    from sarcodec.parallel import auto_workers
+
+    nw = auto_workers(-(-a.size // 1024) ** 2, torch.device(a.device).type)
     x = torch.rand(4, 1, 1024, 1024, device=a.device)
     with torch.no_grad():
         ta32, _ = timed(lambda: m.g_a(x), 5, sync)
@@ -59,6 +65,8 @@ def main() -> None:
     print(f"{name}, model {m.name}, {a.size}^2 scene ({mp:.1f} MP), median of {a.repeat}:")
     print(f"  encode {mp / te:.1f} MP/s ({te:.2f} s), decode {mp / td:.1f} MP/s ({td:.2f} s), "
           f"{8 * len(data) / img.size:.3f} bpp, finite {bool(np.isfinite(rec).all())}")
+    print(f"  entropy coding in {nw} worker processes (automatic) vs none: encode {mp / te:.1f} vs {mp / te0:.1f} MP/s, "
+          f"decode {mp / td:.1f} vs {mp / td0:.1f} MP/s, same bytes {data0 == data}")
     print("  encode by tiles per analysis call: " + ", ".join(f"batch {b} {mp / t:.1f} MP/s" for b, t in batches.items()))
     print(f"  analysis transform alone: fp32 {4 * 1.048576 / ta32:.0f} MP/s, bf16 {4 * 1.048576 / ta16:.0f} MP/s")
     full = 25000 * 17000 / 1e6

@@ -91,7 +91,7 @@ def test_latent_decode_is_exactly_the_encoder_latent():
     with torch.no_grad():
         y = m.g_a(m._pad(x) - 0.5)
         z_int = torch.round(lc.h_a(y).double()).long().numpy()
-    mu, _ = lc._exact_params(z_int)
+    mu, _ = lc.coder()._params(z_int)
     expect = (torch.round(y.double() - mu) + mu).float()
     assert torch.equal(y_hat, expect)
 

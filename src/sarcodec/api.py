@@ -15,17 +15,18 @@ from .container import ContainerReader, ContainerWriter, Header
 from .errors import InputError, ModelError, ModelMismatchError
 from .models import SarCodec
 from .models.refine import check_refine
+from .parallel import check_workers
 from .radiometry import Radiometry, check_array, check_kind
 from .scene import (
     DEFAULT_TILE,
     ArraySource,
-    SceneDecoder,
     check_tile_size,
     encode_container,
     fit_radiometry,
     halo_metadata,
     new_header,
     resolve_window,
+    window_decoder,
 )
 
 
@@ -46,6 +47,7 @@ def encode(
     metadata: dict[str, Any] | None = None,
     batch: int | None = None,
     refine: int = 0,
+    workers: int | None = None,
 ) -> bytes:
     """Compress a (rows, cols) or (bands, rows, cols) SAR raster to .sarc bytes.
 
@@ -55,8 +57,11 @@ def encode(
     go through the analysis transform together (default: 4 on a GPU, 1 on a CPU). ``refine`` > 0
     runs that many steps of encoder-side latent refinement per tile (slower encoding, smaller
     files at the same quality; decoding unchanged, see :mod:`sarcodec.models.refine`).
+    ``workers`` processes entropy-code tiles in parallel (default: automatic, see
+    :func:`sarcodec.parallel.auto_workers`; 0: none); the bytes are the same whatever the number.
     """
     check_kind(kind)
+    check_workers(workers)
     arr = check_array(array)
     check_tile_size(tile_size)
     if isinstance(model, str):
@@ -77,22 +82,23 @@ def encode(
     header = new_header(model_info(model), src, rads, tile_size, descs, dict(metadata or {}))
     header.metadata.setdefault("ndim", arr.ndim)
     header.metadata.update(halo_metadata(model))
-    encode_container(src, model, rads, writer, header, batch=batch, refine=refine)
+    encode_container(src, model, rads, writer, header, batch=batch, refine=refine, workers=workers)
     return buf.getvalue()
 
 
-def resolve_decoder(header: Header, model: SarCodec | str | None) -> SarCodec:
-    """The model named by the header, checked against its weights hash."""
+def resolve_decoder(header: Header, model: SarCodec | str | None, device: str | None = None) -> SarCodec:
+    """The model named by the header (loaded on ``device``, default cpu, when not given as a
+    loaded model), checked against its weights hash."""
     want = header.model
     if model is None:
         try:
-            model = load_model(want.get("id", ""))
+            model = load_model(want.get("id", ""), device)
         except ModelError as e:
             raise ModelError(
                 f"this file was encoded with model {want.get('id')!r} (hash {want.get('hash')}), which is not "
                 f"bundled here: pass model=<checkpoint> ({e})") from e
     elif isinstance(model, str):
-        model = load_model(model)
+        model = load_model(model, device)
     if model.weights_hash() != want.get("hash"):
         raise ModelMismatchError(
             f"file was encoded with model {want.get('id')!r} (hash {want.get('hash')}); "
@@ -102,21 +108,23 @@ def resolve_decoder(header: Header, model: SarCodec | str | None) -> SarCodec:
 
 def decode(data: bytes | str, model: SarCodec | str | None = None, *, kind: str | None = None,
            dtype: np.dtype | str | None = None, normalized: bool = False,
-           window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+           window: tuple[int, int, int, int] | None = None, workers: int | None = None) -> np.ndarray:
     """Decompress .sarc bytes (or a path). The model is found from the header unless given.
 
     Returns the raster in the input's kind and dtype (override with ``kind``/``dtype``), invalid
     pixels set to nodata (NaN for floats without nodata). ``normalized=True`` returns the codec's
     [0, 1] reconstruction. ``window=(col_off, row_off, width, height)`` decodes only the tiles it
     touches (and their neighbours' latents); it equals the same window of a full decode.
+    ``workers``: processes that entropy-decode tiles ahead (as in :func:`encode`).
     """
     if kind is not None:
         check_kind(kind)
+    check_workers(workers)
     with ContainerReader(data) as reader:
         hdr = reader.header
-        dec = SceneDecoder(reader, resolve_decoder(hdr, model))
         nb, rows, cols = hdr.shape
         c0, r0, w, h = resolve_window(window, rows, cols)
-        out = np.stack([dec.read_band(b, r0, r0 + h, c0, c0 + w, normalized=normalized, kind=kind, dtype=dtype)
-                        for b in range(nb)])
+        with window_decoder(reader, resolve_decoder(hdr, model), r0, r0 + h, c0, c0 + w, workers) as dec:
+            out = np.stack([dec.read_band(b, r0, r0 + h, c0, c0 + w, normalized=normalized, kind=kind, dtype=dtype)
+                            for b in range(nb)])
         return out[0] if hdr.metadata.get("ndim", 3) == 2 else out

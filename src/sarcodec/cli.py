@@ -132,6 +132,9 @@ def compress(
     refine: int = typer.Option(0, "--refine", min=0,
                                help="Steps of encoder-side latent refinement per tile: smaller files at the same quality, "
                                     "slower encoding (about 50 is worth it); decoding is unchanged"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0,
+                                          help="Processes entropy-coding tiles in parallel (default: CPU cores - 1 "
+                                               "with a GPU, 0 on a CPU); the output does not change"),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),
 ) -> None:
     """Compress rasters to .sarc (streamed tile by tile; memory does not grow with the scene)."""
@@ -147,7 +150,7 @@ def compress(
             task = prog.add_task(f.name, total=None)
             t0 = time.perf_counter()
             r = compress_file(f, o, m, kind=kind, tile_size=tile, force=force, batch=batch, refine=refine,
-                              progress=lambda n, t=task: prog.advance(t, n))
+                              workers=workers, progress=lambda n, t=task: prog.advance(t, n))
             console.print(f"{f} -> {o}: {r['bytes']} bytes, {r['bpp']:.3f} bpp, {r['ratio']:.1f}x "
                           f"({r['pixels'] / 1e6 / (time.perf_counter() - t0):.2f} MP/s)")
 
@@ -161,6 +164,11 @@ def decompress(
     kind: Optional[str] = typer.Option(None, help="Output values: intensity, amplitude, dn, db (default: like the input)"),
     cog: bool = typer.Option(False, "--cog", help="Write a Cloud-Optimized GeoTIFF"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint, if the file's model is not bundled"),
+    device: Optional[str] = typer.Option(None, help="Where the synthesis transform runs: cpu, cuda, cuda:1 "
+                                                    "(default: cuda if available); the latents are identical everywhere"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0,
+                                          help="Processes entropy-decoding tiles in parallel (default: CPU cores - 1 "
+                                               "with a GPU, 0 on a CPU); the output does not change"),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),
 ) -> None:
     """Decompress .sarc files to GeoTIFF with the original georeferencing, tags and nodata."""
@@ -169,6 +177,7 @@ def decompress(
     files = _expand_inputs(inputs, (".sarc",))
     outs = _outputs(files, out, ".tif")
     win = parse_window(window) if window else None
+    dev = _device(device)
     if dtype is not None:
         import numpy as np
 
@@ -181,7 +190,7 @@ def decompress(
             task = prog.add_task(f.name, total=None)
             t0 = time.perf_counter()
             r = decompress_file(f, o, model=model, window=win, kind=kind, dtype=dtype, cog=cog, force=force,
-                                progress=lambda n, t=task: prog.advance(t, n))
+                                device=dev, workers=workers, progress=lambda n, t=task: prog.advance(t, n))
             mp = r["bands"] * r["rows"] * r["cols"] / 1e6
             console.print(f"{f} -> {o}: {r['bands']} x {r['rows']} x {r['cols']} {r['dtype']} "
                           f"({mp / (time.perf_counter() - t0):.2f} MP/s)")

@@ -70,6 +70,9 @@ class TableSet:
     def __len__(self) -> int:
         return len(self.freqs)
 
+    def __getstate__(self) -> dict:  # constriction models are rebuilt on demand, not pickled
+        return {**self.__dict__, "_models": None}
+
     @property
     def sizes(self) -> np.ndarray:
         return np.array([len(f) - 1 for f in self.freqs], dtype=np.int64)  # without escape
@@ -94,6 +97,12 @@ class TableSet:
         flat = t["flat"].numpy()
         pos = np.cumsum([0] + lengths)
         return cls([flat[pos[i]:pos[i + 1]] for i in range(len(lengths))], t["offsets"].numpy())
+
+
+def channel_index(shape: tuple[int, ...]) -> np.ndarray:
+    """Table index per element of a (B, C, H, W) array: its channel (one table per channel)."""
+    b, c, h, w = shape
+    return np.broadcast_to(np.arange(c).reshape(1, c, 1, 1), shape)
 
 
 def encode_symbols(values: np.ndarray, table_idx: np.ndarray, tables: TableSet) -> bytes:
@@ -266,15 +275,11 @@ class EntropyBottleneck(nn.Module):
             offsets.append(a)
         self.tables = TableSet(freqs, offsets)
 
-    def channel_index(self, shape: tuple[int, ...]) -> np.ndarray:
-        b, c, h, w = shape
-        return np.broadcast_to(np.arange(c).reshape(1, c, 1, 1), shape)
-
     def compress(self, z_int: np.ndarray) -> bytes:
-        return encode_symbols(z_int, self.channel_index(z_int.shape), self._tables())
+        return encode_symbols(z_int, channel_index(z_int.shape), self._tables())
 
     def decompress(self, data: bytes, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
-        vals, used = decode_symbols(data, self.channel_index(shape), self._tables())
+        vals, used = decode_symbols(data, channel_index(shape), self._tables())
         return vals.reshape(shape), used
 
     def _tables(self) -> TableSet:

@@ -28,16 +28,17 @@ from .container import (
 from .errors import InputError
 from .models import SarCodec
 from .models.refine import check_refine
+from .parallel import check_workers
 from .radiometry import check_kind
 from .scene import (
     DEFAULT_TILE,
-    SceneDecoder,
     check_tile_size,
     encode_container,
     fit_radiometry,
     halo_metadata,
     new_header,
     resolve_window,
+    window_decoder,
 )
 
 Progress = Callable[[int], None]
@@ -124,10 +125,13 @@ def default_kind(dtype: np.dtype) -> str:
 
 def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, model: SarCodec | str = "default", *,
                   kind: str | None = None, tile_size: int = DEFAULT_TILE, force: bool = False,
-                  progress: Progress | None = None, batch: int | None = None, refine: int = 0) -> dict[str, Any]:
+                  progress: Progress | None = None, batch: int | None = None, refine: int = 0,
+                  workers: int | None = None) -> dict[str, Any]:
     """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio).
-    ``refine`` > 0: steps of encoder-side latent refinement per tile (see :func:`sarcodec.encode`)."""
+    ``refine`` > 0: steps of encoder-side latent refinement per tile; ``workers``: entropy-coding
+    processes (see :func:`sarcodec.encode`)."""
     check_tile_size(tile_size)
+    check_workers(workers)
     if isinstance(model, str):
         model = load_model(model)
     check_refine(model, refine)
@@ -145,7 +149,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                             {"geo": geo, "source": Path(src_path).name, **halo_metadata(model)})
         with atomic_write(dst_path, force=force) as fh:
             writer = ContainerWriter(fh)
-            size = encode_container(src, model, rads, writer, header, progress, batch, refine)
+            size = encode_container(src, model, rads, writer, header, progress, batch, refine, workers)
     pixels = src.bands * src.rows * src.cols
     native = src.dtype.itemsize * 8
     return {"bytes": size, "pixels": pixels, "bpp": 8 * size / pixels, "ratio": native * pixels / 8 / size}
@@ -177,8 +181,11 @@ def read_window(path: str | os.PathLike, window: tuple[int, int, int, int] | Non
 
 def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *, model: SarCodec | str | None = None,
                     window: tuple[int, int, int, int] | None = None, kind: str | None = None, dtype: Any = None,
-                    cog: bool = False, force: bool = False, progress: Progress | None = None) -> dict[str, Any]:
-    """Decode a .sarc file to a GeoTIFF (or COG) with the original georeferencing and tags."""
+                    cog: bool = False, force: bool = False, progress: Progress | None = None,
+                    device: str | None = None, workers: int | None = None) -> dict[str, Any]:
+    """Decode a .sarc file to a GeoTIFF (or COG) with the original georeferencing and tags.
+    ``device``: where the file's model is loaded when ``model`` is not a loaded model (default
+    cpu); ``workers``: processes that entropy-decode tiles ahead (see :func:`sarcodec.decode`)."""
     import rasterio
     from rasterio.control import GroundControlPoint
     from rasterio.crs import CRS
@@ -186,6 +193,7 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
     from rasterio.windows import Window
     from rasterio.windows import transform as window_transform
 
+    check_workers(workers)
     p = Path(src_path)
     if not p.is_file():
         raise InputError(f"{p}: file not found")
@@ -195,7 +203,7 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
     check_output_path(dst, force)  # before loading a model; atomic_path checks again at write time
     with _gdal_env(), ContainerReader(p) as reader:
         hdr = reader.header
-        dec = SceneDecoder(reader, resolve_decoder(hdr, model))
+        model = resolve_decoder(hdr, model, device)
         nb, rows, cols = hdr.shape
         c0, r0, w, h = resolve_window(window, rows, cols)
         geo = hdr.metadata.get("geo", {})
@@ -217,7 +225,8 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
         import warnings
 
         with atomic_path(dst, force=force, suffix=".part.tif") as final, \
-                tempfile.TemporaryDirectory(prefix=f".{dst.name}.", dir=dst.parent) as scratch:
+                tempfile.TemporaryDirectory(prefix=f".{dst.name}.", dir=dst.parent) as scratch, \
+                window_decoder(reader, model, r0, r0 + h, c0, c0 + w, workers) as dec:
             # a COG is a copy of a finished GeoTIFF: write that to scratch space first
             target = Path(scratch) / "plain.tif" if cog else final
             with warnings.catch_warnings():  # GCP-only rasters have no geotransform, by design

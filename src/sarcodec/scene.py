@@ -17,9 +17,11 @@ Memory is bounded by a tile (+ halo) and the decoded latents of three tile rows,
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from contextlib import contextmanager
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -27,8 +29,10 @@ import torch
 from .container import ContainerReader, ContainerWriter, Header, TileEntry, pack_mask
 from .errors import CorruptedFileError, InputError
 from .models import SarCodec
+from .models.latent_codecs import decode_tile
 from .models.refine import model_lambda, refine_tile
 from .models.transforms import STRIDE
+from .parallel import CoderPool, coder_pool
 from .radiometry import Radiometry
 
 LATENT_STRIDE = STRIDE  # pixels per latent, the transforms' total stride
@@ -99,7 +103,7 @@ def default_batch(model: SarCodec) -> int:
 
 def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, tile: int,
                  progress: Callable[[int], None] | None = None, batch: int | None = None,
-                 refine: int = 0) -> tuple[list[TileEntry], list[int]]:
+                 refine: int = 0, workers: int | None = None) -> tuple[list[TileEntry], list[int]]:
     """Encode every tile of every band into ``writer``. Returns (tile entries, invalid count per band).
     Up to ``batch`` consecutive tiles of one shape go through the analysis transform together
     (memory: ``batch`` haloed tiles); entropy coding stays per tile, so every tile still decodes
@@ -108,7 +112,11 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
 
     ``refine`` > 0: that many steps of encoder-side latent refinement per tile
     (:mod:`sarcodec.models.refine`, at the model's training lambda). The stream format and the
-    decoder are unchanged."""
+    decoder are unchanged.
+
+    ``workers``: processes that entropy-code tiles while this one runs the transforms (default:
+    :func:`sarcodec.parallel.auto_workers`; 0 = none). Tiles are written in order, at most
+    ``2 * workers`` in flight; the file is byte-identical whatever the number."""
     check_tile_size(tile)
     lmbda = model_lambda(model) if refine else None
     batch = max(1, batch or default_batch(model))
@@ -126,7 +134,22 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
                 v, mask = rads[b].forward(raw)
                 yield (b, r, c, h, w, th, tw), np.ascontiguousarray(v), mask[halo:halo + h, halo:halo + w]
 
-    def code(group) -> None:
+    def write(e: TileEntry, core_mask: np.ndarray, payload: bytes) -> None:
+        if core_mask.any():
+            invalid[e.band] += int(core_mask.sum())
+            e.mask_offset, e.mask_length, e.mask_crc = writer.add_blob(pack_mask(core_mask))
+        entries.append(writer.add_tile(e, payload))
+        if progress:
+            progress(e.height * e.width)
+
+    in_flight: deque[tuple[TileEntry, np.ndarray, Future]] = deque()
+
+    def drain(keep: int) -> None:
+        while len(in_flight) > keep:
+            e, core_mask, fut = in_flight.popleft()
+            write(e, core_mask, fut.result())
+
+    def code(group, pool: CoderPool | None) -> None:
         x = torch.from_numpy(np.stack([v for _, v, _ in group]))[:, None].to(dev)
         with torch.no_grad():
             y_all = model.g_a(x - 0.5)
@@ -137,29 +160,31 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
                 z0 = model.latent_codec.hyper_analysis(y, y_ctx, margin=hl)
                 with torch.enable_grad():
                     ref = refine_tile(model, x[i:i + 1], y_ctx, z0, hl, (h, w), lmbda, refine)
-                payload = model.latent_codec.compress(ref.y, z=ref.z)
+                symbols = model.latent_codec.prepare(ref.y, z=ref.z)
             else:
-                payload = model.latent_codec.compress(y, y_ctx, margin=hl)
+                symbols = model.latent_codec.prepare(y, y_ctx, margin=hl)
             e = TileEntry(b, r, c, h, w)
-            if core_mask.any():
-                invalid[b] += int(core_mask.sum())
-                e.mask_offset, e.mask_length, e.mask_crc = writer.add_blob(pack_mask(core_mask))
-            entries.append(writer.add_tile(e, payload))
-            if progress:
-                progress(h * w)
+            if pool is None:
+                write(e, core_mask, coder.encode(*symbols))
+            else:
+                in_flight.append((e, core_mask, pool.encode(*symbols)))
+                drain(2 * pool.workers)
 
+    coder = model.coder()
     was = model.training
     model.eval()
-    model._ensure_tables()
+    n_tiles = src.bands * len(tile_grid(src.rows, src.cols, tile))
     try:
-        group: list = []
-        for item in tiles():
-            if group and (len(group) == batch or item[1].shape != group[0][1].shape):
-                code(group)
-                group = []
-            group.append(item)
-        if group:
-            code(group)
+        with coder_pool(coder, n_tiles, dev.type, workers) as pool:
+            group: list = []
+            for item in tiles():
+                if group and (len(group) == batch or item[1].shape != group[0][1].shape):
+                    code(group, pool)
+                    group = []
+                group.append(item)
+            if group:
+                code(group, pool)
+            drain(0)
     finally:
         model.train(was)
     return entries, invalid
@@ -167,10 +192,11 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
 
 def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, header: Header,
                      progress: Callable[[int], None] | None = None, batch: int | None = None,
-                     refine: int = 0) -> int:
+                     refine: int = 0, workers: int | None = None) -> int:
     """Encode every tile into ``writer``, record the tile index and each band's invalid-pixel count
     in ``header``, and finish the container. Returns its size in bytes."""
-    header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch, refine)
+    header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch, refine,
+                                          workers)
     if refine:
         header.metadata["refine_steps"] = int(refine)
     for b, n in enumerate(invalid):
@@ -195,10 +221,18 @@ def fit_radiometry(src: Source, kind: str, nodata: float | None, defaults: dict[
 # decoding
 # ----------------------------------------------------------------------------------------------
 class SceneDecoder:
-    """Decodes tiles of one container; caches decoded latents (bounded LRU)."""
+    """Decodes tiles of one container; caches decoded latents (bounded LRU).
 
-    def __init__(self, reader: ContainerReader, model: SarCodec, cache_tiles: int | None = None):
-        self.reader, self.model = reader, model
+    With a :class:`~sarcodec.parallel.CoderPool`, the latents that :meth:`plan` says will be
+    needed are entropy-decoded ahead in the pool's processes (at most ``2 * workers`` waiting)
+    while this process synthesises pixels; the latents are the same either way."""
+
+    def __init__(self, reader: ContainerReader, model: SarCodec, cache_tiles: int | None = None,
+                 pool: CoderPool | None = None):
+        self.reader, self.model, self.pool = reader, model, pool
+        self._coder = model.coder()
+        self._ahead: deque[tuple[int, int, int]] = deque()  # keys to decode ahead, in order of need
+        self._pending: dict[tuple[int, int, int], Future] = {}
         self.hdr = reader.header
         self.halo_latents = int(self.hdr.metadata.get("halo_latents", model.halo_latents))
         self.tile = self.hdr.tile_size
@@ -215,12 +249,48 @@ class SceneDecoder:
         self.cache: OrderedDict[tuple[int, int, int], torch.Tensor] = OrderedDict()
         self.cache_tiles = cache_tiles or 3 * per_row + 3
 
+    def _neighbourhood(self, e: TileEntry) -> Iterator[tuple[int, int, int]]:
+        """Keys of the latents tile ``e`` is synthesised from, in the order :meth:`_canvas` asks."""
+        t = self.tile
+        for dr in (-t, 0, t):
+            for dc in (-t, 0, t):
+                key = (e.band, e.row + dr, e.col + dc)
+                if key in self.by_pos:
+                    yield key
+
+    def plan(self, bands: Iterable[int], r0: int, r1: int, c0: int, c1: int) -> None:
+        """Announce that the window rows r0:r1, cols c0:c1 of ``bands`` will be read next, band by
+        band, tile by tile: with a pool, their latents are decoded ahead. Without one, a no-op."""
+        if self.pool is None:
+            return
+        seen = set(self._ahead)
+        for b in bands:
+            for e in self.tiles_in(b, r0, r1, c0, c1):
+                for key in self._neighbourhood(e):
+                    if key not in seen:
+                        seen.add(key)
+                        self._ahead.append(key)
+
+    def _top_up(self) -> None:
+        while self.pool is not None and self._ahead and len(self._pending) < 2 * self.pool.workers:
+            key = self._ahead.popleft()
+            if key not in self.cache and key not in self._pending:
+                e = self.by_pos[key]
+                self._pending[key] = self.pool.decode(self.reader.tile_bytes(e),
+                                                      self.model.latent_shape(e.height, e.width))
+
     def latent(self, key: tuple[int, int, int]) -> torch.Tensor:
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
-        e = self.by_pos[key]
-        y = self.model.decode_latent(self.reader.tile_bytes(e), e.height, e.width)[0]
+        fut = self._pending.pop(key, None)
+        self._top_up()
+        if fut is not None:
+            y = torch.from_numpy(fut.result())[0]
+        else:
+            e = self.by_pos[key]
+            y = torch.from_numpy(decode_tile(self._coder, self.reader.tile_bytes(e),
+                                             self.model.latent_shape(e.height, e.width)))[0]
         self.cache[key] = y
         while len(self.cache) > self.cache_tiles:
             self.cache.popitem(last=False)
@@ -285,6 +355,21 @@ class SceneDecoder:
         if kind and kind != rad.kind and dtype is None:
             out_dtype = np.float32  # a new kind in integer DN would make no sense
         return rad.inverse(v, m, kind=kind, dtype=out_dtype)
+
+
+@contextmanager
+def window_decoder(reader: ContainerReader, model: SarCodec, r0: int, r1: int, c0: int, c1: int,
+                   workers: int | None = None) -> Iterator[SceneDecoder]:
+    """A :class:`SceneDecoder` planned for reading rows r0:r1, cols c0:c1 of every band, band by
+    band and tile by tile, with ``workers`` processes decoding latents ahead (None: automatic,
+    see :func:`sarcodec.parallel.auto_workers`; 0: none)."""
+    dec = SceneDecoder(reader, model)
+    nb = reader.header.shape[0]
+    n_tiles = sum(1 for b in range(nb) for _ in dec.tiles_in(b, r0, r1, c0, c1))
+    with coder_pool(dec._coder, n_tiles, next(model.parameters()).device.type, workers) as pool:
+        dec.pool = pool
+        dec.plan(range(nb), r0, r1, c0, c1)
+        yield dec
 
 
 def new_header(model_info: dict[str, Any], src: Source, rads: list[Radiometry], tile: int,

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ModelError
+from .latent_codecs import decode_tile
 from .transforms import STRIDE
 
 
@@ -104,16 +105,15 @@ class SarCodec(nn.Module):
         finally:
             self.train(was)
 
+    def coder(self):
+        """The exact, picklable entropy coder of this model (see ``latent_codecs``)."""
+        self._ensure_tables()
+        return self.latent_codec.coder()
+
     @torch.no_grad()
     def decode_latent(self, data: bytes, h: int, w: int) -> torch.Tensor:
         """Entropy-decode one stream -> ŷ (CPU, exact: identical on every machine)."""
-        self._ensure_tables()
-        y_hat, used = self.latent_codec.decompress(data, self.latent_shape(h, w))
-        if used != len(data):
-            from ..errors import CorruptedFileError
-
-            raise CorruptedFileError(f"tile stream has {len(data) - used} unexpected trailing bytes")
-        return y_hat
+        return torch.from_numpy(decode_tile(self.coder(), data, self.latent_shape(h, w)))
 
     @torch.no_grad()
     def synthesize(self, y_hat: torch.Tensor, h: int, w: int) -> torch.Tensor:

@@ -25,6 +25,7 @@ from ..entropy import (
     EntropyBottleneck,
     FixedPointNet,
     TableSet,
+    channel_index,
     decode_symbols,
     encode_symbols,
     gaussian_likelihood,
@@ -32,8 +33,24 @@ from ..entropy import (
     quantize,
     scale_index_from_fixed,
 )
-from ..errors import ModelError
+from ..errors import CorruptedFileError, ModelError
 from .blocks import conv, deconv
+
+
+class FactorizedCoder:
+    """The exact half of the factorized latent codec: integer tables + range coding. A plain,
+    picklable object (no nn.Module), so worker processes can hold a copy (:mod:`sarcodec.parallel`)."""
+
+    def __init__(self, tables: TableSet):
+        self.tables = tables
+
+    def encode(self, y: np.ndarray, z_int: np.ndarray | None = None) -> bytes:
+        y_int = np.round(np.asarray(y, dtype=np.float64)).astype(np.int64)
+        return encode_symbols(y_int, channel_index(y_int.shape), self.tables)
+
+    def decode(self, data: bytes, y_shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
+        vals, used = decode_symbols(data, channel_index(y_shape), self.tables)
+        return vals.reshape(y_shape).astype(np.float32), used
 
 
 class FactorizedLatentCodec(nn.Module):
@@ -50,13 +67,20 @@ class FactorizedLatentCodec(nn.Module):
     def update(self) -> None:
         self.entropy_bottleneck.update()
 
+    def coder(self) -> FactorizedCoder:
+        return FactorizedCoder(self.entropy_bottleneck._tables())
+
+    def prepare(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0
+                ) -> tuple[np.ndarray, None]:
+        """What the coder needs for one element: y as float32 on the CPU."""
+        return y.detach().float().cpu().numpy(), None
+
     def compress(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0) -> bytes:
-        y_int = torch.round(y.detach().double().cpu()).long().numpy()
-        return self.entropy_bottleneck.compress(y_int)
+        return self.coder().encode(*self.prepare(y, y_ctx, margin))
 
     def decompress(self, data: bytes, y_shape: tuple[int, ...]) -> tuple[torch.Tensor, int]:
-        vals, used = self.entropy_bottleneck.decompress(data, y_shape)
-        return torch.from_numpy(vals).float(), used
+        y_hat, used = self.coder().decode(data, y_shape)
+        return torch.from_numpy(y_hat), used
 
     def tables_state(self) -> dict:
         return {"eb": self.entropy_bottleneck.tables.to_tensors()} if self.entropy_bottleneck.tables else {}
@@ -107,13 +131,10 @@ class HyperpriorLatentCodec(nn.Module):
         self._fx = FixedPointNet(self.h_s)
         self._gtables = gaussian_tables()
 
-    def _exact_params(self, z_int: np.ndarray) -> tuple[torch.Tensor | None, np.ndarray]:
+    def coder(self) -> "HyperpriorCoder":
         if self._fx is None or self._gtables is None:
             raise ModelError("entropy tables not built: call model.update() (or load a checkpoint) first")
-        out = self._fx(torch.from_numpy(z_int))
-        mu_fx, ls_fx = self._params(out)
-        mu = mu_fx / 2.0**ACT_BITS if mu_fx is not None else None  # exact dyadic rationals
-        return mu, scale_index_from_fixed(ls_fx)
+        return HyperpriorCoder(self.entropy_bottleneck._tables(), self._fx, self._gtables, self.means)
 
     @torch.no_grad()
     def hyper_analysis(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0) -> torch.Tensor:
@@ -127,32 +148,24 @@ class HyperpriorLatentCodec(nn.Module):
             z = z[..., m:z.shape[-2] - m, m:z.shape[-1] - m]
         return z
 
-    def compress(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0,
-                 z: torch.Tensor | None = None) -> bytes:
-        """One element: y of shape (1, C, h, w) -> bytes (z stream then y stream). ``z``: the
-        hyper-latent to send (default: h_a's, see :meth:`hyper_analysis`; latent refinement
-        passes its own)."""
+    def prepare(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0,
+                z: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """What the coder needs for one element: (y as float32, ẑ as int64), both on the CPU.
+        ``z``: the hyper-latent to send (default: h_a's, see :meth:`hyper_analysis`; latent
+        refinement passes its own)."""
         if z is None:
             z = self.hyper_analysis(y, y_ctx, margin)
-        z_int = torch.round(z.double().cpu()).long().numpy()
-        z_bytes = self.entropy_bottleneck.compress(z_int)
-        mu, idx = self._exact_params(z_int)
-        y64 = y.detach().double().cpu()
-        q = torch.round(y64 - mu) if mu is not None else torch.round(y64)
-        return z_bytes + encode_symbols(q.long().numpy(), idx, self._gtables)
+        z_int = torch.round(z.detach().double().cpu()).long().numpy()
+        return y.detach().float().cpu().numpy(), z_int
+
+    def compress(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0,
+                 z: torch.Tensor | None = None) -> bytes:
+        """One element: y of shape (1, C, h, w) -> bytes (z stream then y stream)."""
+        return self.coder().encode(*self.prepare(y, y_ctx, margin, z))
 
     def decompress(self, data: bytes, y_shape: tuple[int, ...]) -> tuple[torch.Tensor, int]:
-        b, c, h, w = y_shape
-        z_shape = (b, self.entropy_bottleneck.channels, -(-h // 4), -(-w // 4))
-        z_int, used_z = self.entropy_bottleneck.decompress(data, z_shape)
-        mu, idx = self._exact_params(z_int)
-        if idx.shape != tuple(y_shape):
-            raise ModelError(f"hyper-synthesis produced {idx.shape}, expected {tuple(y_shape)}")
-        q, used_y = decode_symbols(memoryview(data)[used_z:], idx, self._gtables)
-        y_hat = torch.from_numpy(q.reshape(y_shape)).double()
-        if mu is not None:
-            y_hat = y_hat + mu
-        return y_hat.float(), used_z + used_y
+        y_hat, used = self.coder().decode(data, y_shape)
+        return torch.from_numpy(y_hat), used
 
     def tables_state(self) -> dict:
         if self.entropy_bottleneck.tables is None:
@@ -163,6 +176,51 @@ class HyperpriorLatentCodec(nn.Module):
         self.entropy_bottleneck.tables = TableSet.from_tensors(state["eb"])
         self._gtables = TableSet.from_tensors(state["gaussian"])
         self._fx = FixedPointNet(self.h_s)
+
+
+class HyperpriorCoder:
+    """The exact half of a hyperprior latent codec: ẑ -> (μ, table index) through the fixed-point
+    h_s, and range coding of ẑ and of q = round(y - μ). Integer arithmetic only, so any process
+    on any machine produces the same bytes and latents. A plain, picklable object (no
+    nn.Module), so worker processes can hold a copy (:mod:`sarcodec.parallel`)."""
+
+    def __init__(self, z_tables: TableSet, fx: FixedPointNet, y_tables: TableSet, means: bool):
+        self.z_tables, self.fx, self.y_tables, self.means = z_tables, fx, y_tables, means
+
+    def _params(self, z_int: np.ndarray) -> tuple[torch.Tensor | None, np.ndarray]:
+        out = self.fx(torch.from_numpy(z_int))
+        if self.means:
+            mu_fx, ls_fx = out.chunk(2, dim=1)
+            return mu_fx / 2.0**ACT_BITS, scale_index_from_fixed(ls_fx)  # exact dyadic rationals
+        return None, scale_index_from_fixed(out)
+
+    def encode(self, y: np.ndarray, z_int: np.ndarray) -> bytes:
+        z_bytes = encode_symbols(z_int, channel_index(z_int.shape), self.z_tables)
+        mu, idx = self._params(z_int)
+        y64 = torch.from_numpy(np.asarray(y, dtype=np.float64))
+        q = torch.round(y64 - mu) if mu is not None else torch.round(y64)
+        return z_bytes + encode_symbols(q.long().numpy(), idx, self.y_tables)
+
+    def decode(self, data: bytes, y_shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
+        b, c, h, w = y_shape
+        z_shape = (b, len(self.z_tables), -(-h // HyperpriorLatentCodec.stride), -(-w // HyperpriorLatentCodec.stride))
+        z_int, used_z = decode_symbols(data, channel_index(z_shape), self.z_tables)
+        mu, idx = self._params(z_int.reshape(z_shape))
+        if idx.shape != tuple(y_shape):
+            raise ModelError(f"hyper-synthesis produced {idx.shape}, expected {tuple(y_shape)}")
+        q, used_y = decode_symbols(memoryview(data)[used_z:], idx, self.y_tables)
+        y_hat = torch.from_numpy(q.reshape(y_shape)).double()
+        if mu is not None:
+            y_hat = y_hat + mu
+        return y_hat.float().numpy(), used_z + used_y
+
+
+def decode_tile(coder: FactorizedCoder | HyperpriorCoder, data: bytes, y_shape: tuple[int, ...]) -> np.ndarray:
+    """Entropy-decode one tile's whole stream -> ŷ (float32); trailing bytes mean corruption."""
+    y_hat, used = coder.decode(data, y_shape)
+    if used != len(data):
+        raise CorruptedFileError(f"tile stream has {len(data) - used} unexpected trailing bytes")
+    return y_hat
 
 
 LATENT_CODECS = {

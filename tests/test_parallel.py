@@ -1,0 +1,117 @@
+"""Entropy coding across tiles in worker processes: same bytes, same pixels, clear errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+import sarcodec
+from conftest import small_model
+from sarcodec.cli import main
+from sarcodec.data import synthetic_sar
+from sarcodec.files import compress_file, decompress_file
+from sarcodec.parallel import MIN_TILES, CoderPool, auto_workers
+
+
+@pytest.fixture(scope="module")
+def model(trained_tiny):
+    return sarcodec.load_model(trained_tiny)
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.stack([synthetic_sar((260, 330), seed=5), synthetic_sar((260, 330), seed=6) * 0.2])
+
+
+def test_workers_change_no_byte_and_no_pixel(model, image):
+    """12 tiles per band coded in 2 processes: the same file, the same decode (full and window)."""
+    ref = sarcodec.encode(image, model, tile_size=64 * 2, workers=0)
+    par = sarcodec.encode(image, model, tile_size=64 * 2, workers=2)
+    assert par == ref
+    full = sarcodec.decode(ref, model, normalized=True, workers=0)
+    np.testing.assert_array_equal(sarcodec.decode(ref, model, normalized=True, workers=2), full)
+    win = (70, 40, 190, 150)
+    part = sarcodec.decode(ref, model, normalized=True, window=win, workers=2)
+    np.testing.assert_array_equal(part, full[:, 40:190, 70:260])
+
+
+@pytest.mark.parametrize("arch", ["baseline", "hyperprior"])
+def test_every_latent_codec_codes_in_workers(arch):
+    """The factorized and the scale-hyperprior coders work in a pool too (the default model
+    family is mean-scale, covered above)."""
+    m = small_model(arch)
+    img = synthetic_sar((200, 200), seed=2)
+    ref = sarcodec.encode(img, m, tile_size=64, workers=0)
+    assert sarcodec.encode(img, m, tile_size=64, workers=2) == ref
+    np.testing.assert_array_equal(sarcodec.decode(ref, m, normalized=True, workers=2),
+                                  sarcodec.decode(ref, m, normalized=True, workers=0))
+
+
+def test_files_and_cli_take_workers(model, image, tmp_path, trained_tiny):
+    src = tmp_path / "s.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=330, height=260, count=2, dtype="float32") as ds:
+        ds.write(image.astype("float32"))
+    compress_file(src, tmp_path / "a.sarc", model, tile_size=128, workers=0)
+    main(["compress", str(src), "-o", str(tmp_path / "b.sarc"), "-m", str(trained_tiny), "--tile", "128",
+          "--workers", "2", "--device", "cpu"])
+    assert (tmp_path / "a.sarc").read_bytes() == (tmp_path / "b.sarc").read_bytes()
+    decompress_file(tmp_path / "a.sarc", tmp_path / "a.tif", model=model, workers=0)
+    main(["decompress", str(tmp_path / "b.sarc"), "-o", str(tmp_path / "b.tif"), "-m", str(trained_tiny),
+          "--workers", "2", "--device", "cpu"])
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_worker_errors_reach_the_caller(model):
+    """A stream that fails in a worker raises the same error class in the caller."""
+    img = synthetic_sar((64, 64), seed=1)
+    data = sarcodec.encode(img, model, tile_size=64, workers=0)
+    from sarcodec.container import ContainerReader
+
+    with ContainerReader(data) as r:
+        e = r.header.tiles[0]
+        payload = r.tile_bytes(e)
+    shape = model.latent_shape(e.height, e.width)
+    with CoderPool(model.coder(), 1) as pool:
+        assert np.array_equal(pool.decode(payload, shape).result(),
+                              model.decode_latent(payload, e.height, e.width).numpy())
+        with pytest.raises(sarcodec.FormatError, match="trailing bytes"):
+            pool.decode(payload + b"\0\0\0\0", shape).result()
+        with pytest.raises(sarcodec.FormatError):
+            pool.decode(payload[:3], shape).result()
+
+
+def test_bad_worker_counts_are_refused(model, tmp_path, capsys):
+    img = synthetic_sar((64, 64), seed=1)
+    for bad in (-1, 1.5, "2"):
+        with pytest.raises(sarcodec.InputError, match="workers"):
+            sarcodec.encode(img, model, workers=bad)
+    with pytest.raises(sarcodec.InputError, match="workers"):
+        decompress_file(tmp_path / "x.sarc", tmp_path / "x.tif", workers=-2)
+    with pytest.raises(SystemExit) as e:
+        main(["compress", "x.tif", "-o", str(tmp_path / "x.sarc"), "--workers", "-1"])
+    assert e.value.code == 2 and not (tmp_path / "x.sarc").exists()
+
+
+def test_automatic_worker_count(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert auto_workers(MIN_TILES - 1, "cuda") == 0  # a pool costs more than it saves
+    assert auto_workers(100, "cuda") == 15  # the GPU leaves coding to the CPU: every core but one
+    assert auto_workers(100, "cpu") == 0  # the transforms already use the cores
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert auto_workers(100, "cuda") == 1
+
+
+def test_spawned_workers_get_a_pickled_coder(model, monkeypatch):
+    """Off Linux the workers are spawned and receive the coder pickled: it must survive that."""
+    import pickle
+
+    coder = model.coder()
+    with torch.no_grad():
+        symbols = model.latent_codec.prepare(model.g_a(torch.rand(1, 1, 64, 64) - 0.5))
+    copy = pickle.loads(pickle.dumps(coder))
+    assert copy.encode(*symbols) == coder.encode(*symbols)
+    monkeypatch.setattr("sys.platform", "darwin")
+    with CoderPool(coder, 1) as pool:
+        assert pool.encode(*symbols).result() == coder.encode(*symbols)
