@@ -1,9 +1,10 @@
 """Whole-scene speed and memory: compress/decompress synthetic GeoTIFF scenes in child processes,
 reporting MP/s and peak RSS of each, side by side with OpenJPEG (JPEG 2000) in the same run.
 
-    python benchmarks/scene_speed.py --sizes 4096 16384 --model default [--tile 1024] [--no-j2k]
+    python benchmarks/scene_speed.py --sizes 4096 16384 --model default [--tile 1024] [--workers N] [--no-j2k]
 
-Peak RSS is the child's ru_maxrss, so each figure is one job's own footprint. Scenes are written
+Peak RSS is the child's ru_maxrss, so each figure is one job's own footprint (with --workers, the
+largest entropy-coding worker's peak is reported beside it). Scenes are written
 block by block (never held whole), uint16 GRD-like DN.
 """
 from __future__ import annotations
@@ -22,14 +23,15 @@ sys.path.insert(0, str(ROOT / "src"))
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-job, a, b, model, tile = sys.argv[2:7]
+job, a, b, model, tile, workers = sys.argv[2:8]
+workers = None if workers == "auto" else int(workers)
 t = time.perf_counter()
 if job == "compress":
     from sarcodec.files import compress_file
-    compress_file(a, b, model, tile_size=int(tile))
+    compress_file(a, b, model, tile_size=int(tile), workers=workers)
 elif job == "decompress":
     from sarcodec.files import decompress_file
-    decompress_file(a, b, model=model if model.endswith(".pt") else None)
+    decompress_file(a, b, model=model if model.endswith(".pt") else None, workers=workers)
 elif job == "j2k":
     import imagecodecs, numpy as np, rasterio
     from sarcodec.evaluation.metrics import BenchmarkDomain
@@ -44,7 +46,8 @@ elif job == "j2k":
     print(json.dumps({"enc": enc, "dec": time.perf_counter() - t, "bytes": len(data),
                       "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
     sys.exit(0)
-print(json.dumps({"s": time.perf_counter() - t, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({"s": time.perf_counter() - t, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "rss_workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """
 
 
@@ -67,8 +70,8 @@ def make_scene(path: Path, size: int, block: int = 1024) -> None:
                 ds.write(np.sqrt(x).round().clip(1, 65535).astype("uint16")[None], window=Window(c, r, w, h))
 
 
-def run(job: str, a: str, b: str, model: str, tile: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "src"), job, a, b, model, str(tile)],
+def run(job: str, a: str, b: str, model: str, tile: int, workers: str = "auto") -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "src"), job, a, b, model, str(tile), workers],
                          capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(out.stderr)
@@ -80,6 +83,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192])
     ap.add_argument("--model", default="default")
     ap.add_argument("--tile", type=int, default=1024)
+    ap.add_argument("--workers", default="auto", help="entropy-coding processes (default: automatic)")
     ap.add_argument("--no-j2k", action="store_true")
     a = ap.parse_args()
     rows = []
@@ -88,10 +92,12 @@ def main() -> None:
             tif, sarc, out = Path(d, f"s{size}.tif"), Path(d, f"s{size}.sarc"), Path(d, f"o{size}.tif")
             make_scene(tif, size)
             mp = size * size / 1e6
-            c = run("compress", str(tif), str(sarc), a.model, a.tile)
-            dd = run("decompress", str(sarc), str(out), a.model, a.tile)
+            c = run("compress", str(tif), str(sarc), a.model, a.tile, a.workers)
+            dd = run("decompress", str(sarc), str(out), a.model, a.tile, a.workers)
             row = {"size": size, "enc_mps": mp / c["s"], "dec_mps": mp / dd["s"], "enc_rss_mb": c["rss"] / 1024,
                    "dec_rss_mb": dd["rss"] / 1024, "bpp": 8 * os.path.getsize(sarc) / (size * size)}
+            if c["rss_workers"] or dd["rss_workers"]:
+                row.update(enc_worker_rss_mb=c["rss_workers"] / 1024, dec_worker_rss_mb=dd["rss_workers"] / 1024)
             if not a.no_j2k:
                 j = run("j2k", str(tif), "-", a.model, a.tile)
                 row.update(j2k_enc_mps=mp / j["enc"], j2k_dec_mps=mp / j["dec"], j2k_rss_mb=j["rss"] / 1024,
