@@ -52,8 +52,10 @@ def main() -> None:
     batches = {b: timed(lambda b=b: sarcodec.encode(img, m, batch=b), a.repeat, sync)[0] for b in (1, 4)}
     td, rec = timed(lambda: sarcodec.decode(data, m), a.repeat, sync)
     te0, data0 = timed(lambda: sarcodec.encode(img, m, workers=0), 1, sync)
+    tp = {p: timed(lambda p=p: sarcodec.encode(img, m, precision=p), 1, sync)[0] for p in ("fp32", "bf16")}
     td0, _ = timed(lambda: sarcodec.decode(data, m, workers=0), 1, sync)
     from sarcodec.parallel import auto_workers
+    from sarcodec.scene import encoder_precision
 
     nw = auto_workers(-(-a.size // 1024) ** 2, torch.device(a.device).type)
     x = torch.rand(4, 1, 1024, 1024, device=a.device)
@@ -67,6 +69,8 @@ def main() -> None:
           f"{8 * len(data) / img.size:.3f} bpp, finite {bool(np.isfinite(rec).all())}")
     print(f"  entropy coding in {nw} worker processes (automatic) vs none: encode {mp / te:.1f} vs {mp / te0:.1f} MP/s, "
           f"decode {mp / td:.1f} vs {mp / td0:.1f} MP/s, same bytes {data0 == data}")
+    print("  encode by analysis precision: " + ", ".join(f"{p} {mp / t:.1f} MP/s" for p, t in tp.items())
+          + f" (default here: {encoder_precision(None, torch.device(a.device))})")
     print("  encode by tiles per analysis call: " + ", ".join(f"batch {b} {mp / t:.1f} MP/s" for b, t in batches.items()))
     print(f"  analysis transform alone: fp32 {4 * 1.048576 / ta32:.0f} MP/s, bf16 {4 * 1.048576 / ta16:.0f} MP/s")
     full = 25000 * 17000 / 1e6

