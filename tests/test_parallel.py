@@ -115,3 +115,15 @@ def test_spawned_workers_get_a_pickled_coder(model, monkeypatch):
     monkeypatch.setattr("sys.platform", "darwin")
     with CoderPool(coder, 1) as pool:
         assert pool.encode(*symbols).result() == coder.encode(*symbols)
+
+
+def test_a_dead_worker_is_a_resource_error(model):
+    import os
+
+    from sarcodec.parallel import result
+
+    with CoderPool(model.coder(), 1) as pool:
+        fut = pool._ex.submit(os._exit, 9)  # what the out-of-memory killer does to a worker
+        with pytest.raises(sarcodec.ResourceError, match="worker process died") as e:
+            result(fut)
+    assert e.value.exit_code == 6

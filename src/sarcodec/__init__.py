@@ -11,6 +11,8 @@ from .errors import (
     FormatError,
     InputError,
     ModelError,
+    OutputError,
+    ResourceError,
     SarcodecError,
 )
 from .models import create_model, list_models
@@ -20,7 +22,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Radiometry", "create_model", "decode", "encode", "list_models", "list_pretrained", "load_checkpoint",
-    "load_model", "save_checkpoint", "SarcodecError", "InputError", "ModelError", "FormatError", "__version__",
+    "load_model", "save_checkpoint", "SarcodecError", "InputError", "ModelError", "FormatError",
+    "ResourceError", "OutputError", "__version__",
 ]
 
 from .files import compress_file, decompress_file, read_window  # noqa: E402

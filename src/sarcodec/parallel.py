@@ -22,12 +22,13 @@ import os
 import sys
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, ResourceError
 
 MIN_TILES = 8  # fewer tiles than this: a pool's start-up (0.3 s for 2 forked workers) costs more than it saves
 MAX_AUTO_WORKERS = 16
@@ -51,6 +52,16 @@ def _decode(data: bytes, y_shape: tuple[int, ...]) -> np.ndarray:
     from .models.latent_codecs import decode_tile
 
     return decode_tile(_CODER, data, y_shape)
+
+
+def result(fut: Future) -> Any:
+    """A pool task's result; a worker that died (the kernel's out-of-memory killer, most often)
+    is a ResourceError (exit 6) that says what to do, not a bare BrokenProcessPool."""
+    try:
+        return fut.result()
+    except BrokenProcessPool as e:
+        raise ResourceError("an entropy-coding worker process died (out of memory?): "
+                            "retry with fewer --workers, or 0") from e
 
 
 def check_workers(workers: int | None) -> int | None:

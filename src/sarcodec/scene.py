@@ -35,6 +35,7 @@ from .models.latent_codecs import decode_tile
 from .models.refine import model_lambda, refine_tile
 from .models.transforms import STRIDE
 from .parallel import CoderPool, coder_pool
+from .parallel import result as pool_result
 from .radiometry import Radiometry
 
 LATENT_STRIDE = STRIDE  # pixels per latent, the transforms' total stride
@@ -187,7 +188,7 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
     def drain(keep: int) -> None:
         while len(in_flight) > keep:
             e, core_mask, fut = in_flight.popleft()
-            write(e, core_mask, fut.result())
+            write(e, core_mask, pool_result(fut))
 
     def code(group, pool: CoderPool | None) -> None:
         x = torch.from_numpy(np.stack([v for _, v, _ in group]))[:, None].to(dev)
@@ -327,7 +328,7 @@ class SceneDecoder:
         fut = self._pending.pop(key, None)
         self._top_up()
         if fut is not None:
-            y = torch.from_numpy(fut.result())[0]
+            y = torch.from_numpy(pool_result(fut))[0]
         else:
             e = self.by_pos[key]
             y = torch.from_numpy(decode_tile(self._coder, self.reader.tile_bytes(e),
