@@ -40,3 +40,19 @@ def test_precision_choice_and_refusals(model, tmp_path, trained_tiny):
         main(["compress", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "o.sarc"), "-m", str(trained_tiny),
               "--precision", "int8"])
     assert e.value.code == 3 and not (tmp_path / "o.sarc").exists()
+
+
+def test_the_container_records_the_precision(model, tmp_path, trained_tiny, capsys):
+    import rasterio
+
+    from sarcodec.container import ContainerReader
+
+    data = sarcodec.encode(synthetic_sar((64, 64), seed=1), model, precision="bf16")
+    assert ContainerReader(data).header.metadata["analysis_precision"] == "bf16"
+    with rasterio.open(tmp_path / "s.tif", "w", driver="GTiff", width=64, height=64, count=1, dtype="float32") as ds:
+        ds.write(synthetic_sar((64, 64), seed=2)[None].astype("float32"))
+    main(["compress", str(tmp_path / "s.tif"), "-o", str(tmp_path / "s.sarc"), "-m", str(trained_tiny),
+          "--precision", "fp32", "--device", "cpu"])
+    capsys.readouterr()
+    main(["info", str(tmp_path / "s.sarc")])
+    assert "analysis in fp32" in capsys.readouterr().out

@@ -246,8 +246,11 @@ def info(path: Path = typer.Argument(..., help=".sarc file")) -> None:
         console.print(f"  raster    {nb} band(s) x {rows} x {cols} {h.dtype}, tiles {len(h.tiles)} of <= {h.tile_size}px")
         console.print(f"  model     {h.model['id']} ({h.model['arch']}, hash {h.model['hash']})")
         console.print(f"  size      {size} bytes, {8 * size / h.pixels:.4f} bpp, {native * h.pixels / 8 / size:.1f}x smaller than {h.dtype}")
+        how = [f"analysis in {h.metadata['analysis_precision']}"] if h.metadata.get("analysis_precision") else []
         if h.metadata.get("refine_steps"):
-            console.print(f"  encoder   latent refinement, {h.metadata['refine_steps']} steps per tile")
+            how.append(f"latent refinement, {h.metadata['refine_steps']} steps per tile")
+        if how:
+            console.print(f"  encoder   {', '.join(how)}")
         for i, b in enumerate(h.bands):
             rad = b["radiometry"]
             console.print(f"  band {i + 1}    {b.get('description') or '-'}: {rad['kind']}, clip {rad['lo_db']:.2f}..{rad['hi_db']:.2f} dB, "

@@ -236,9 +236,11 @@ def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], write
                      progress: Callable[[int], None] | None = None, batch: int | None = None,
                      refine: int = 0, workers: int | None = None, precision: str | None = None) -> int:
     """Encode every tile into ``writer``, record the tile index and each band's invalid-pixel count
-    in ``header``, and finish the container. Returns its size in bytes."""
+    in ``header`` with how it was encoded, and finish the container. Returns its size in bytes."""
+    precision = encoder_precision(precision, next(model.parameters()).device)
     header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch, refine,
                                           workers, precision)
+    header.metadata["analysis_precision"] = precision
     if refine:
         header.metadata["refine_steps"] = int(refine)
     for b, n in enumerate(invalid):
