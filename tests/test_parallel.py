@@ -25,9 +25,10 @@ def image():
 
 
 def test_workers_change_no_byte_and_no_pixel(model, image):
-    """12 tiles per band coded in 2 processes: the same file, the same decode (full and window)."""
-    ref = sarcodec.encode(image, model, tile_size=64 * 2, workers=0)
-    par = sarcodec.encode(image, model, tile_size=64 * 2, workers=2)
+    """30 tiles per band (the latent cache of 21 evicts) coded in 2 processes: the same file, the
+    same decode (full and window)."""
+    ref = sarcodec.encode(image, model, tile_size=64, workers=0)
+    par = sarcodec.encode(image, model, tile_size=64, workers=2)
     assert par == ref
     full = sarcodec.decode(ref, model, normalized=True, workers=0)
     np.testing.assert_array_equal(sarcodec.decode(ref, model, normalized=True, workers=2), full)
@@ -127,3 +128,18 @@ def test_a_dead_worker_is_a_resource_error(model):
         with pytest.raises(sarcodec.ResourceError, match="worker process died") as e:
             result(fut)
     assert e.value.exit_code == 6
+
+
+def test_planned_decoding_leaves_no_latent_to_the_main_process(model, image, monkeypatch):
+    """With a pool, every latent a read needs was decoded ahead in a worker (none falls back to
+    the main process), also for a window; without one, all are decoded in the main process."""
+    import sarcodec.scene as scene
+
+    data = sarcodec.encode(image, model, tile_size=64, workers=0)
+    local = []
+    real = scene.decode_tile
+    monkeypatch.setattr(scene, "decode_tile", lambda *a: local.append(1) or real(*a))
+    sarcodec.decode(data, model, workers=2, window=(70, 40, 190, 150))
+    assert not local
+    sarcodec.decode(data, model, workers=0, window=(0, 0, 64, 64))
+    assert len(local) == 2 * 4  # two bands, the tile and its 3 neighbours

@@ -327,6 +327,7 @@ class SceneDecoder:
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
+        self._top_up()  # the first call submits the first keys, this one included
         fut = self._pending.pop(key, None)
         self._top_up()
         if fut is not None:
