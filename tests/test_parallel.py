@@ -133,12 +133,12 @@ def test_a_dead_worker_is_a_resource_error(model):
 def test_planned_decoding_leaves_no_latent_to_the_main_process(model, image, monkeypatch):
     """With a pool, every latent a read needs was decoded ahead in a worker (none falls back to
     the main process), also for a window; without one, all are decoded in the main process."""
-    import sarcodec.scene as scene
+    import sarcodec.models.codec as codec
 
     data = sarcodec.encode(image, model, tile_size=64, workers=0)
     local = []
-    real = scene.decode_tile
-    monkeypatch.setattr(scene, "decode_tile", lambda *a: local.append(1) or real(*a))
+    real = codec.decode_tile
+    monkeypatch.setattr(codec, "decode_tile", lambda *a: local.append(1) or real(*a))
     sarcodec.decode(data, model, workers=2, window=(70, 40, 190, 150))
     assert not local
     sarcodec.decode(data, model, workers=0, window=(0, 0, 64, 64))

@@ -31,7 +31,6 @@ import torch
 from .container import ContainerReader, ContainerWriter, Header, TileEntry, pack_mask
 from .errors import CorruptedFileError, InputError
 from .models import SarCodec
-from .models.latent_codecs import decode_tile
 from .models.refine import model_lambda, refine_tile
 from .models.transforms import STRIDE
 from .parallel import CoderPool, coder_pool
@@ -274,7 +273,6 @@ class SceneDecoder:
     def __init__(self, reader: ContainerReader, model: SarCodec, cache_tiles: int | None = None,
                  pool: CoderPool | None = None):
         self.reader, self.model, self.pool = reader, model, pool
-        self._coder = model.coder()
         self._ahead: deque[tuple[int, int, int]] = deque()  # keys to decode ahead, in order of need
         self._pending: dict[tuple[int, int, int], Future] = {}
         self.hdr = reader.header
@@ -334,8 +332,7 @@ class SceneDecoder:
             y = torch.from_numpy(pool_result(fut))[0]
         else:
             e = self.by_pos[key]
-            y = torch.from_numpy(decode_tile(self._coder, self.reader.tile_bytes(e),
-                                             self.model.latent_shape(e.height, e.width)))[0]
+            y = self.model.decode_latent(self.reader.tile_bytes(e), e.height, e.width)[0]
         self.cache[key] = y
         while len(self.cache) > self.cache_tiles:
             self.cache.popitem(last=False)
@@ -344,13 +341,9 @@ class SceneDecoder:
     def _canvas(self, e: TileEntry) -> torch.Tensor:
         """ŷ of the tile with a ring of neighbouring latents (edge-replicated at the raster border)."""
         t, hl, s = self.tile, self.halo_latents, LATENT_STRIDE
-        rows_lat: list[torch.Tensor] = []
-        row_keys = [e.row + d * t for d in (-1, 0, 1)]
-        col_keys = [e.col + d * t for d in (-1, 0, 1)]
-        for rk in row_keys:
-            parts = [self.latent((e.band, rk, ck)) for ck in col_keys if (e.band, rk, ck) in self.by_pos]
-            if parts:
-                rows_lat.append(torch.cat(parts, dim=-1))
+        keys = list(self._neighbourhood(e))
+        rows_lat = [torch.cat([self.latent(k) for k in keys if k[1] == rk], dim=-1)
+                    for rk in sorted({k[1] for k in keys})]
         big = torch.cat(rows_lat, dim=-2)  # (C, H, W) of the available 3x3 neighbourhood
         top = t // s if (e.band, e.row - t, e.col) in self.by_pos else 0  # offset of the tile's latents
         left = t // s if (e.band, e.row, e.col - t) in self.by_pos else 0
@@ -411,7 +404,7 @@ def window_decoder(reader: ContainerReader, model: SarCodec, r0: int, r1: int, c
     dec = SceneDecoder(reader, model)
     nb = reader.header.shape[0]
     n_tiles = sum(1 for b in range(nb) for _ in dec.tiles_in(b, r0, r1, c0, c1))
-    with coder_pool(dec._coder, n_tiles, next(model.parameters()).device.type, workers) as pool:
+    with coder_pool(model.coder(), n_tiles, next(model.parameters()).device.type, workers) as pool:
         dec.pool = pool
         dec.plan(range(nb), r0, r1, c0, c1)
         yield dec
