@@ -105,6 +105,17 @@ def channel_index(shape: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to(np.arange(c).reshape(1, c, 1, 1), shape)
 
 
+def encode_per_channel(values: np.ndarray, tables: "TableSet") -> bytes:
+    """Range-code a (B, C, H, W) integer array with one table per channel (factorized prior)."""
+    return encode_symbols(values, channel_index(values.shape), tables)
+
+
+def decode_per_channel(data: bytes, shape: tuple[int, ...], tables: "TableSet") -> tuple[np.ndarray, int]:
+    """Inverse of :func:`encode_per_channel`: (values of ``shape``, bytes consumed)."""
+    vals, used = decode_symbols(data, channel_index(shape), tables)
+    return vals.reshape(shape), used
+
+
 def encode_symbols(values: np.ndarray, table_idx: np.ndarray, tables: TableSet) -> bytes:
     """Range-code integer ``values``, each with the table ``table_idx`` selects.
 
@@ -276,11 +287,10 @@ class EntropyBottleneck(nn.Module):
         self.tables = TableSet(freqs, offsets)
 
     def compress(self, z_int: np.ndarray) -> bytes:
-        return encode_symbols(z_int, channel_index(z_int.shape), self._tables())
+        return encode_per_channel(z_int, self._tables())
 
     def decompress(self, data: bytes, shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
-        vals, used = decode_symbols(data, channel_index(shape), self._tables())
-        return vals.reshape(shape), used
+        return decode_per_channel(data, shape, self._tables())
 
     def _tables(self) -> TableSet:
         if self.tables is None:

@@ -25,8 +25,9 @@ from ..entropy import (
     EntropyBottleneck,
     FixedPointNet,
     TableSet,
-    channel_index,
+    decode_per_channel,
     decode_symbols,
+    encode_per_channel,
     encode_symbols,
     gaussian_likelihood,
     gaussian_tables,
@@ -37,6 +38,14 @@ from ..errors import CorruptedFileError, ModelError
 from .blocks import conv, deconv
 
 
+def split_params(out: torch.Tensor, means: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """h_s output -> (μ or None, log σ): the float model and the fixed-point coder split alike."""
+    if means:
+        mu, ls = out.chunk(2, dim=1)
+        return mu, ls
+    return None, out
+
+
 class FactorizedCoder:
     """The exact half of the factorized latent codec: integer tables + range coding. A plain,
     picklable object (no nn.Module), so worker processes can hold a copy (:mod:`sarcodec.parallel`)."""
@@ -45,12 +54,11 @@ class FactorizedCoder:
         self.tables = tables
 
     def encode(self, y: np.ndarray, z_int: np.ndarray | None = None) -> bytes:
-        y_int = np.round(np.asarray(y, dtype=np.float64)).astype(np.int64)
-        return encode_symbols(y_int, channel_index(y_int.shape), self.tables)
+        return encode_per_channel(np.round(np.asarray(y, dtype=np.float64)).astype(np.int64), self.tables)
 
     def decode(self, data: bytes, y_shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
-        vals, used = decode_symbols(data, channel_index(y_shape), self.tables)
-        return vals.reshape(y_shape).astype(np.float32), used
+        vals, used = decode_per_channel(data, y_shape, self.tables)
+        return vals.astype(np.float32), used
 
 
 class FactorizedLatentCodec(nn.Module):
@@ -109,10 +117,7 @@ class HyperpriorLatentCodec(nn.Module):
         self._gtables: TableSet | None = None
 
     def _params(self, out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        if self.means:
-            mu, ls = out.chunk(2, dim=1)
-            return mu, ls
-        return None, out
+        return split_params(out, self.means)
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         z = self.h_a(y if self.means else torch.abs(y))
@@ -188,14 +193,12 @@ class HyperpriorCoder:
         self.z_tables, self.fx, self.y_tables, self.means = z_tables, fx, y_tables, means
 
     def _params(self, z_int: np.ndarray) -> tuple[torch.Tensor | None, np.ndarray]:
-        out = self.fx(torch.from_numpy(z_int))
-        if self.means:
-            mu_fx, ls_fx = out.chunk(2, dim=1)
-            return mu_fx / 2.0**ACT_BITS, scale_index_from_fixed(ls_fx)  # exact dyadic rationals
-        return None, scale_index_from_fixed(out)
+        mu_fx, ls_fx = split_params(self.fx(torch.from_numpy(z_int)), self.means)
+        mu = mu_fx / 2.0**ACT_BITS if mu_fx is not None else None  # exact dyadic rationals
+        return mu, scale_index_from_fixed(ls_fx)
 
     def encode(self, y: np.ndarray, z_int: np.ndarray) -> bytes:
-        z_bytes = encode_symbols(z_int, channel_index(z_int.shape), self.z_tables)
+        z_bytes = encode_per_channel(z_int, self.z_tables)
         mu, idx = self._params(z_int)
         y64 = torch.from_numpy(np.asarray(y, dtype=np.float64))
         q = torch.round(y64 - mu) if mu is not None else torch.round(y64)
@@ -204,8 +207,8 @@ class HyperpriorCoder:
     def decode(self, data: bytes, y_shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
         b, c, h, w = y_shape
         z_shape = (b, len(self.z_tables), -(-h // HyperpriorLatentCodec.stride), -(-w // HyperpriorLatentCodec.stride))
-        z_int, used_z = decode_symbols(data, channel_index(z_shape), self.z_tables)
-        mu, idx = self._params(z_int.reshape(z_shape))
+        z_int, used_z = decode_per_channel(data, z_shape, self.z_tables)
+        mu, idx = self._params(z_int)
         if idx.shape != tuple(y_shape):
             raise ModelError(f"hyper-synthesis produced {idx.shape}, expected {tuple(y_shape)}")
         q, used_y = decode_symbols(memoryview(data)[used_z:], idx, self.y_tables)
