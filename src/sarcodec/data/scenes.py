@@ -24,6 +24,24 @@ class Scene:
     pol: str
     split: str
     kind: str = "intensity"
+    family: str = "grd-crop"  # product family, for balanced sampling (see :func:`product_family`)
+
+
+# index.json's free-text ``product`` -> a short family name; scenes without one are the original
+# GRD-type crops (train/, test/) or the OpenSARShip chips (ships/)
+_FAMILIES = (("opera", "opera-rtc"), ("sen1floods11", "grd-sigma0"), ("bigearthnet", "grd-sigma0"),
+             ("gamma", "grd-sigma0"), ("single-look", "slc-single-look"), ("sar2sar", "slc-single-look"))
+
+
+def product_family(product: str | None, folder: str) -> str:
+    """A short product-family name from index.json's ``product`` text (or the folder)."""
+    if product:
+        low = product.lower()
+        for key, fam in _FAMILIES:
+            if key in low:
+                return fam
+        return "other"
+    return "ships" if folder == "ships" else "grd-crop"
 
 
 def default_data_dir() -> Path | None:
@@ -57,12 +75,13 @@ def scan_scenes(root: str | Path, folders: tuple[str, ...] = ("train", "ships", 
             rel = f"{folder}/{p.name}"
             e = idx.get(rel)
             if e:
-                scenes.append(Scene(p, e["location"], e["pol"], e["split"]))
+                scenes.append(Scene(p, e["location"], e["pol"], e["split"],
+                                    family=product_family(e.get("product"), folder)))
             else:
                 stem = p.stem
                 pol = stem.rsplit("_", 1)[-1] if "_" in stem else "unknown"
                 loc = stem.rsplit("_", 1)[0]  # a ship chip: both pols of one chip are one location
-                scenes.append(Scene(p, loc, pol, folder))
+                scenes.append(Scene(p, loc, pol, folder, family=product_family(None, folder)))
     return scenes
 
 
@@ -111,7 +130,7 @@ def prepare_dataset(root: str | Path, out: str | Path, folders: tuple[str, ...] 
         rel = f"{s.split}/{s.path.stem}.npy"
         (out / s.split).mkdir(parents=True, exist_ok=True)
         np.save(out / rel, v)
-        entries.append({"file": rel, "location": s.location, "pol": s.pol, "split": s.split})
+        entries.append({"file": rel, "location": s.location, "pol": s.pol, "split": s.split, "family": s.family})
     (out / PREPARED_INDEX).write_text(json.dumps(entries, indent=1))
     return len(entries)
 
@@ -123,7 +142,8 @@ def load_scenes(root: str | Path, folders: tuple[str, ...] = ("train", "ships"))
         out = []
         for e in json.loads((root / PREPARED_INDEX).read_text()):
             if e["split"] in folders:
-                out.append((Scene(root / e["file"], e["location"], e["pol"], e["split"]),
+                out.append((Scene(root / e["file"], e["location"], e["pol"], e["split"],
+                                  family=e.get("family") or product_family(None, e["split"])),
                             np.load(root / e["file"]).astype(np.float32)))
         return out
     scenes = scan_scenes(root, folders)
@@ -149,6 +169,58 @@ class PatchSampler(RandomSampler):
             r = self.rng.integers(0, im.shape[0] - self.patch + 1)
             c = self.rng.integers(0, im.shape[1] - self.patch + 1)
             out[i, 0] = self._augment(im[r:r + self.patch, c:c + self.patch])
+        return out
+
+
+class FamilySampler(RandomSampler):
+    """Random crops balanced across product families, in several patch sizes, so that small chips
+    (100 px OPERA crops, ship chips, BigEarthNet patches) are used as well as large scenes.
+
+    Each batch has one patch size, drawn in proportion to ``size_weights``; its family is drawn
+    with equal probability among the families that have an image of that size (then images
+    area-weighted within the family). A batch of size ``s`` holds ``n * (sizes[0] / s)^2`` patches,
+    so every batch has about the same number of pixels. Images smaller than the smallest size are
+    skipped."""
+
+    def __init__(self, images: list[np.ndarray], families: list[str], sizes: tuple[int, ...] = (128, 64),
+                 size_weights: tuple[float, ...] | None = None, seed: int = 0, augment: bool = True,
+                 family_weights: dict[str, float] | None = None):
+        super().__init__(seed, augment)
+        if len(images) != len(families):
+            raise InputError("FamilySampler: one family name per image")
+        self.sizes = tuple(int(s) for s in sizes)
+        w = np.asarray(size_weights or [1.0] * len(self.sizes), np.float64)
+        self.size_p = w / w.sum()
+        self.pools = []  # per size: (family names, per-family (images, area probabilities))
+        for s in self.sizes:
+            fams: dict[str, list[np.ndarray]] = {}
+            for im, f in zip(images, families):
+                if min(im.shape) >= s:
+                    fams.setdefault(f, []).append(im)
+            names = sorted(fams)
+            fw = np.array([(family_weights or {}).get(f, 1.0) for f in names], np.float64)
+            self.pools.append((names, fw / max(fw.sum(), 1e-12),
+                               [(fams[f], np.array([i.size for i in fams[f]], np.float64) / sum(i.size for i in fams[f]))
+                                for f in names]))
+        if not self.pools or not self.pools[-1][0]:
+            raise InputError(f"no training image is at least {min(self.sizes)} px on each side")
+        self.images = [im for im in images if min(im.shape) >= min(self.sizes)]
+        self.families = sorted({f for im, f in zip(images, families) if min(im.shape) >= min(self.sizes)})
+
+    def batch(self, n: int) -> np.ndarray:
+        k = int(self.rng.choice(len(self.sizes), p=self.size_p))
+        while not self.pools[k][0]:  # no image this large: fall back to the next smaller size
+            k += 1
+        s = self.sizes[k]
+        names, fp, per = self.pools[k]
+        m = max(1, int(round(n * (self.sizes[0] / s) ** 2)))
+        out = np.empty((m, 1, s, s), np.float32)
+        for i in range(m):
+            ims, p = per[int(self.rng.choice(len(names), p=fp))]
+            im = ims[int(self.rng.choice(len(ims), p=p))]
+            r = self.rng.integers(0, im.shape[0] - s + 1)
+            c = self.rng.integers(0, im.shape[1] - s + 1)
+            out[i, 0] = self._augment(im[r:r + s, c:c + s])
         return out
 
 

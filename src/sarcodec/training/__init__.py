@@ -14,18 +14,34 @@ __all__ = ["TrainConfig", "Trainer", "lr_at", "rd_loss", "train_on_directory", "
 
 def train_on_directory(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path,
                        val_locations: tuple[str, ...] = ("mexico-b",), device: str = "cpu",
-                       resume: bool = False, progress: bool = False) -> dict[str, Any]:
+                       resume: bool = False, progress: bool = False, balance: str | None = None,
+                       patch_sizes: list[int] | None = None) -> dict[str, Any]:
     """Train on ``train/`` + ``ships/`` of a data root (never ``test/``), validating on held-out
-    locations. Under torchrun each process draws its own patches (:func:`rank_seed`)."""
-    from ..data.scenes import PatchSampler, load_scenes, split_by_location, tile_eval_patches
+    locations. Under torchrun each process draws its own patches (:func:`rank_seed`).
+    ``balance="family"`` draws product families equally (:class:`FamilySampler`) in the patch
+    sizes ``patch_sizes`` (default: ``cfg.patch_size`` and 64); otherwise patches of
+    ``cfg.patch_size`` are area-weighted over all images."""
+    from ..data.scenes import FamilySampler, PatchSampler, load_scenes, split_by_location, tile_eval_patches
+    from ..errors import InputError
 
     loaded = load_scenes(data_dir, folders=("train", "ships"))  # GeoTIFFs or a prepared copy
     images = {s.path: im for s, im in loaded}
     train, val = split_by_location([s for s, _ in loaded], val_locations)
-    sampler = PatchSampler([images[s.path] for s in train], cfg.patch_size, seed=rank_seed(cfg.seed))
+    if balance not in (None, "none", "family"):
+        raise InputError(f"data.balance must be 'family' or 'none', got {balance!r}")
+    if balance == "family":
+        sizes = tuple(patch_sizes or sorted({cfg.patch_size, 64}, reverse=True))
+        if any(s < 64 or s % 64 for s in sizes) or sizes[0] != cfg.patch_size:
+            raise InputError("data.patch_sizes: multiples of 64, the first equal to patch_size")
+        sampler = FamilySampler([images[s.path] for s in train], [s.family for s in train], sizes,
+                                seed=rank_seed(cfg.seed))
+    else:
+        sampler = PatchSampler([images[s.path] for s in train], cfg.patch_size, seed=rank_seed(cfg.seed))
     val_patches = tile_eval_patches([images[s.path] for s in val], cfg.patch_size) if val else None
     t = Trainer(cfg, sampler, val_patches, out_dir, device=device, progress=progress)
-    t.log(f"train: {len(train)} scenes ({len(sampler.images)} usable at {cfg.patch_size}px), "
+    usable = f"{len(sampler.images)} usable at {cfg.patch_size}px" if balance != "family" else \
+        f"{len(sampler.images)} usable at {'/'.join(map(str, sampler.sizes))}px, families {', '.join(sampler.families)}"
+    t.log(f"train: {len(train)} scenes ({usable}), "
           f"val: {len(val)} scenes / {0 if val_patches is None else len(val_patches)} patches ({', '.join(val_locations)})")
     if resume:
         t.resume_if_saved()
@@ -145,8 +161,11 @@ def run_config(cfg: TrainConfig, data: dict[str, Any], out_dir: str | Path, devi
     root = data.get("root") or default_data_dir()
     if root is None:
         raise InputError("no training data: set data.root (or SARCODEC_DATA), or use data.source=synthetic")
+    unknown = set(data) - {"source", "root", "val_locations", "balance", "patch_sizes", "val_patches"}
+    if unknown:
+        raise InputError(f"unknown data option(s): {', '.join(sorted(unknown))}")
     return train_on_directory(cfg, root, out_dir, tuple(data.get("val_locations", ["mexico-b"])), device, resume,
-                              progress)
+                              progress, balance=data.get("balance"), patch_sizes=data.get("patch_sizes"))
 
 
 def validation_images(data: dict[str, Any], count: int = 2, size: int = 256) -> list[tuple[str, Any]]:
