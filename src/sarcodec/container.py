@@ -43,7 +43,7 @@ from .errors import (
 
 MAGIC = b"\x89SARC\r\n\x1a"
 END = b"CRAS"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tiles may carry a pixel layer (layers.py); files without one are written as 1
 HEADER = struct.Struct("<8sHHI")
 TRAILER = struct.Struct("<QQI4s")
 
@@ -61,14 +61,18 @@ class TileEntry:
     mask_offset: int = 0  # the tile's lossless invalid-pixel mask (packbits + zlib); 0 = none
     mask_length: int = 0
     mask_crc: int = 0
+    layer_offset: int = 0  # the tile's pixel layer (residual / outliers / bias, layers.py); 0 = none
+    layer_length: int = 0
+    layer_crc: int = 0
 
     def to_list(self) -> list[int]:
-        return [self.band, self.row, self.col, self.height, self.width, self.offset, self.length, self.crc,
-                self.mask_offset, self.mask_length, self.mask_crc]
+        v = [self.band, self.row, self.col, self.height, self.width, self.offset, self.length, self.crc,
+             self.mask_offset, self.mask_length, self.mask_crc]
+        return v + [self.layer_offset, self.layer_length, self.layer_crc] if self.layer_length else v
 
     @classmethod
     def from_list(cls, v: list[int]) -> "TileEntry":
-        if len(v) != 11 or not all(isinstance(i, int) and i >= 0 for i in v):
+        if not isinstance(v, list) or len(v) not in (11, 14) or not all(type(i) is int and i >= 0 for i in v):
             raise CorruptedFileError(f"malformed tile index entry {v!r}")
         return cls(*v)
 
@@ -118,9 +122,10 @@ class Header:
 class ContainerWriter:
     """Streams a container to a binary file object: ``add_tile``/``add_blob`` then ``finish``."""
 
-    def __init__(self, fh: BinaryIO):
+    def __init__(self, fh: BinaryIO, version: int = 1):
         self.fh = fh
-        fh.write(HEADER.pack(MAGIC, FORMAT_VERSION, 0, 0))
+        self.version = version  # 1 unless a tile carries a pixel layer (older readers then refuse cleanly)
+        fh.write(HEADER.pack(MAGIC, version, 0, 0))
         self.pos = HEADER.size
 
     def add_blob(self, data: bytes) -> tuple[int, int, int]:
@@ -136,7 +141,9 @@ class ContainerWriter:
 
     def finish(self, header: Header) -> int:
         footer = zlib.compress(json.dumps(header.to_json(), separators=(",", ":")).encode(), 9)
-        crc = zlib.crc32(HEADER.pack(MAGIC, FORMAT_VERSION, 0, 0) + footer)
+        if self.version < 2 and any(t.layer_length for t in header.tiles):
+            raise ValueError("a container with pixel layers must be written as version 2")
+        crc = zlib.crc32(HEADER.pack(MAGIC, self.version, 0, 0) + footer)
         off = self.pos
         self.fh.write(footer)
         self.fh.write(TRAILER.pack(off, len(footer), crc, END))
@@ -225,7 +232,10 @@ class ContainerReader:
             raise CorruptedFileError(f"{self.name}: header is unreadable ({e})") from e
         header = Header.from_json(meta, version)
         for t in header.tiles:
-            if t.offset < HEADER.size or t.offset + t.length > off or t.mask_offset + t.mask_length > off:
+            if t.layer_length and version < 2:
+                raise CorruptedFileError(f"{self.name}: a version-1 file cannot carry pixel layers")
+            if t.offset < HEADER.size or t.offset + t.length > off or t.mask_offset + t.mask_length > off \
+                    or t.layer_offset + t.layer_length > off:
                 raise CorruptedFileError(f"{self.name}: tile index points outside the body")
         return header
 
@@ -245,6 +255,18 @@ class ContainerReader:
             raise CorruptedFileError(
                 f"{self.name}: nodata mask of tile (band {entry.band}, row {entry.row}, col {entry.col}) checksum mismatch")
         return unpack_mask(blob, (entry.height, entry.width))
+
+    def tile_layer(self, entry: TileEntry):
+        """The tile's pixel layer (:class:`sarcodec.layers.LayerData`), or None when it has none."""
+        if not entry.layer_length:
+            return None
+        from .layers import decode_layer
+
+        blob = self._read(entry.layer_offset, entry.layer_length)
+        where = f"tile (band {entry.band}, row {entry.row}, col {entry.col})"
+        if zlib.crc32(blob) != entry.layer_crc:
+            raise CorruptedFileError(f"{self.name}: pixel layer of {where} checksum mismatch (file corrupted)")
+        return decode_layer(blob, (entry.height, entry.width), f"{self.name}: {where}")
 
 
 def check_output_path(path: Path, force: bool) -> None:

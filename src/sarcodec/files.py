@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .api import model_info, resolve_decoder
+from .api import clip_defaults, model_info, resolve_decoder
 from .checkpoint import DEFAULT_RADIOMETRY, load_model
 from .container import (
     ContainerReader,
@@ -26,6 +26,7 @@ from .container import (
     check_output_path,
 )
 from .errors import InputError
+from .layers import LayerSpec
 from .models import SarCodec
 from .models.refine import check_refine
 from .parallel import check_workers
@@ -127,10 +128,14 @@ def default_kind(dtype: np.dtype) -> str:
 def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, model: SarCodec | str = "default", *,
                   kind: str | None = None, tile_size: int = DEFAULT_TILE, force: bool = False,
                   progress: Progress | None = None, batch: int | None = None, refine: int = 0,
-                  workers: int | None = None, precision: str | None = None) -> dict[str, Any]:
+                  workers: int | None = None, precision: str | None = None, max_error: float | None = None,
+                  outliers: str = "high", bias: bool = True, clip: tuple[float, float] | None = None
+                  ) -> dict[str, Any]:
     """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio).
     ``refine`` > 0: steps of encoder-side latent refinement per tile; ``workers``: entropy-coding
-    processes; ``precision``: of the analysis transform (see :func:`sarcodec.encode`)."""
+    processes; ``precision``: of the analysis transform; ``max_error``, ``outliers``, ``bias``,
+    ``clip``: SAR fidelity (see :func:`sarcodec.encode`)."""
+    spec = LayerSpec(max_error, outliers, bias=bias)
     check_tile_size(tile_size)
     check_workers(workers)
     check_precision(precision)
@@ -145,14 +150,15 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             raise InputError(f"{src_path}: bands of mixed data types are not supported")
         kind = check_kind(kind or default_kind(src.dtype))
         geo = geo_metadata(ds)
-        rads = fit_radiometry(src, kind, ds.nodata, getattr(model, "radiometry_defaults", DEFAULT_RADIOMETRY),
-                              read_decimated=src.read_decimated)
+        rads = fit_radiometry(src, kind, ds.nodata, clip_defaults(model, clip), read_decimated=src.read_decimated)
         header = new_header(model_info(model), src, rads, tile_size, list(ds.descriptions),
                             {"geo": geo, "source": Path(src_path).name, **halo_metadata(model)})
+        if clip is not None:
+            header.metadata["clip_percentiles"] = list(clip)
         with atomic_write(dst_path, force=force) as fh:
-            writer = ContainerWriter(fh)
+            writer = ContainerWriter(fh, version=2 if spec.active else 1)
             size = encode_container(src, model, rads, writer, header, progress, batch, refine, workers,
-                                        precision)
+                                    precision, spec)
     pixels = src.bands * src.rows * src.cols
     native = src.dtype.itemsize * 8
     return {"bytes": size, "pixels": pixels, "bpp": 8 * size / pixels, "ratio": native * pixels / 8 / size}

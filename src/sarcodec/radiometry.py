@@ -185,9 +185,21 @@ class Radiometry:
         v = np.where(bad, self.fill, v)
         return v.astype(np.float32), bad
 
-    def to_db(self, v: np.ndarray) -> np.ndarray:
-        """[0, 1] -> dB (float64)."""
-        return self.lo_db + np.clip(np.asarray(v, dtype=np.float64), 0.0, 1.0) * (self.hi_db - self.lo_db)
+    def forward_unclipped(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stored values -> (t = (dB - lo) / (hi - lo) *without* the clip, float64; invalid mask).
+        What the pixel layer (:mod:`sarcodec.layers`) codes against: values beyond the clip range
+        (bright targets) keep their distance from it."""
+        x = check_array(x)
+        bad = invalid_mask(x, self.kind, self.nodata)
+        xv = np.where(bad, 1.0, np.asarray(x, dtype=np.float64)) if self.kind in LINEAR_KINDS else np.where(bad, 0.0, x)
+        db = _to_db(xv, self.kind, self.noise_floor_db)
+        return np.where(bad, self.fill, (db - self.lo_db) / (self.hi_db - self.lo_db)), bad
+
+    def to_db(self, v: np.ndarray, clip: bool = True) -> np.ndarray:
+        """[0, 1] -> dB (float64). ``clip=False`` lets values beyond [0, 1] (restored by a pixel
+        layer) map beyond [lo, hi]."""
+        v = np.asarray(v, dtype=np.float64)
+        return self.lo_db + (np.clip(v, 0.0, 1.0) if clip else v) * (self.hi_db - self.lo_db)
 
     def inverse(
         self,
@@ -196,15 +208,18 @@ class Radiometry:
         *,
         kind: str | None = None,
         dtype: np.dtype | str | None = None,
+        clip: bool = True,
     ) -> np.ndarray:
         """[0, 1] -> values of ``kind`` (default: the input kind) as ``dtype`` (default float32).
+        ``clip=False``: values beyond [0, 1] (a pixel layer's) map beyond the clip range.
 
         Invalid pixels become ``nodata`` (or NaN for float outputs without nodata, 0 for integers).
         Integer dtypes are rounded and saturated to the dtype's range.
         """
         kind = check_kind(kind or self.kind)
-        db = self.to_db(v)
-        out = db if kind == "db" else from_intensity(np.power(10.0, db / 10.0), kind)
+        db = self.to_db(v, clip)
+        with np.errstate(over="ignore"):
+            out = db if kind == "db" else from_intensity(np.power(10.0, db / 10.0), kind)
         dtype = np.dtype(dtype or np.float32)
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .container import ContainerReader, ContainerWriter, Header, TileEntry, pack_mask
+from .layers import LayerSpec, make_layer
 from .errors import CorruptedFileError, InputError
 from .models import SarCodec
 from .models.refine import model_lambda, refine_tile
@@ -138,7 +139,7 @@ def default_batch(model: SarCodec) -> int:
 def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, tile: int,
                  progress: Callable[[int], None] | None = None, batch: int | None = None,
                  refine: int = 0, workers: int | None = None,
-                 precision: str | None = None) -> tuple[list[TileEntry], list[int]]:
+                 precision: str | None = None, layer: LayerSpec | None = None) -> tuple[list[TileEntry], list[int]]:
     """Encode every tile of every band into ``writer``. Returns (tile entries, invalid count per band).
     Up to ``batch`` consecutive tiles of one shape go through the analysis transform together
     (memory: ``batch`` haloed tiles); entropy coding stays per tile, so every tile still decodes
@@ -161,24 +162,34 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
     batch = max(1, batch or default_batch(model))
     dev = next(model.parameters()).device
     precision = encoder_precision(precision, dev)
-    hl = model.halo_latents
-    halo = hl * LATENT_STRIDE
+    halo = model.halo_latents * LATENT_STRIDE
     entries: list[TileEntry] = []
     invalid = [0] * src.bands
+
+    ext_rows, ext_cols = model.padded_size(src.rows, src.cols)  # the raster as the model pads it
 
     def tiles():
         for b in range(src.bands):
             for (r, c, h, w) in tile_grid(src.rows, src.cols, tile):
                 th, tw = model.padded_size(h, w)
-                raw = read_padded(src, b, r - halo, r + th + halo, c - halo, c + tw + halo)
+                # the halo stops at the raster's border: there the model sees the image edge it was
+                # trained on (zero-padded convolutions), not replicated pixels (see border_margins)
+                r_lo, r_hi = max(0, r - halo), min(ext_rows, r + th + halo)
+                c_lo, c_hi = max(0, c - halo), min(ext_cols, c + tw + halo)
+                raw = read_padded(src, b, r_lo, r_hi, c_lo, c_hi)
                 v, mask = rads[b].forward(raw)
-                yield (b, r, c, h, w, th, tw), np.ascontiguousarray(v), mask[halo:halo + h, halo:halo + w]
+                mg = ((r - r_lo) // LATENT_STRIDE, (r_hi - r - th) // LATENT_STRIDE,
+                      (c - c_lo) // LATENT_STRIDE, (c_hi - c - tw) // LATENT_STRIDE)
+                yield (b, r, c, h, w, th, tw, mg), np.ascontiguousarray(v), \
+                    mask[r - r_lo:r - r_lo + h, c - c_lo:c - c_lo + w]
 
     def write(e: TileEntry, core_mask: np.ndarray, payload: bytes) -> None:
         if core_mask.any():
             invalid[e.band] += int(core_mask.sum())
             e.mask_offset, e.mask_length, e.mask_crc = writer.add_blob(pack_mask(core_mask))
         entries.append(writer.add_tile(e, payload))
+        if keep is not None:
+            keep[(e.band, e.row, e.col)] = payload
         if progress:
             progress(e.height * e.width)
 
@@ -194,16 +205,16 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             y_all = model.g_a(x - 0.5)
         y_all = y_all.float()
-        for i, ((b, r, c, h, w, th, tw), _, core_mask) in enumerate(group):
+        for i, ((b, r, c, h, w, th, tw, mg), _, core_mask) in enumerate(group):
             y_ctx = y_all[i:i + 1]
-            y = y_ctx[..., hl:hl + th // LATENT_STRIDE, hl:hl + tw // LATENT_STRIDE]
+            y = y_ctx[..., mg[0]:mg[0] + th // LATENT_STRIDE, mg[2]:mg[2] + tw // LATENT_STRIDE]
             if refine:
-                z0 = model.latent_codec.hyper_analysis(y, y_ctx, margin=hl)
+                z0 = model.latent_codec.hyper_analysis(y, y_ctx, margin=mg)
                 with torch.enable_grad():
-                    ref = refine_tile(model, x[i:i + 1], y_ctx, z0, hl, (h, w), lmbda, refine)
+                    ref = refine_tile(model, x[i:i + 1], y_ctx, z0, mg, (h, w), lmbda, refine)
                 symbols = model.latent_codec.prepare(ref.y, z=ref.z)
             else:
-                symbols = model.latent_codec.prepare(y, y_ctx, margin=hl)
+                symbols = model.latent_codec.prepare(y, y_ctx, margin=mg)
             e = TileEntry(b, r, c, h, w)
             if pool is None:
                 write(e, core_mask, coder.encode(*symbols))
@@ -211,6 +222,7 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
                 in_flight.append((e, core_mask, pool.encode(*symbols)))
                 drain(2 * pool.workers)
 
+    keep: dict[tuple[int, int, int], bytes] | None = {} if layer is not None and layer.active else None
     coder = model.coder()
     was = model.training
     model.eval()
@@ -226,20 +238,54 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
             if group:
                 code(group, pool)
             drain(0)
+        if keep is not None:
+            encode_layers(src, model, rads, writer, entries, keep, tile, layer)
     finally:
         model.train(was)
     return entries, invalid
 
 
+class _MemoryReader:
+    """The base layer just written, as a reader for :class:`SceneDecoder` (payloads in memory)."""
+
+    def __init__(self, shape: tuple[int, int, int], tile: int, entries: list[TileEntry], halo_latents: int,
+                 payloads: dict[tuple[int, int, int], bytes]):
+        self.name = "<encoder>"
+        self.header = Header(model={}, shape=shape, dtype="float32", bands=[{}] * shape[0], tile_size=tile,
+                             tiles=entries, metadata={"halo_latents": halo_latents, "border": "crop"})
+        self.payloads = payloads
+
+    def tile_bytes(self, e: TileEntry) -> bytes:
+        return self.payloads[(e.band, e.row, e.col)]
+
+
+def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter,
+                  entries: list[TileEntry], payloads: dict[tuple[int, int, int], bytes], tile: int,
+                  spec: LayerSpec) -> None:
+    """Second pass of :func:`encode_tiles`: each tile's pixel layer against the base reconstruction
+    a decoder will synthesise (same code path), written beside the tile."""
+    dec = SceneDecoder(_MemoryReader((src.bands, src.rows, src.cols), tile, entries, model.halo_latents, payloads),
+                       model)
+    for e in entries:
+        rad = rads[e.band]
+        t, mask = rad.forward_unclipped(src.read(e.band, e.row, e.row + e.height, e.col, e.col + e.width))
+        blob = make_layer(t, dec.tile_pixels(e), mask, spec, rad.lo_db, rad.hi_db)
+        if blob:
+            e.layer_offset, e.layer_length, e.layer_crc = writer.add_blob(blob)
+
+
 def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, header: Header,
                      progress: Callable[[int], None] | None = None, batch: int | None = None,
-                     refine: int = 0, workers: int | None = None, precision: str | None = None) -> int:
+                     refine: int = 0, workers: int | None = None, precision: str | None = None,
+                     layer: LayerSpec | None = None) -> int:
     """Encode every tile into ``writer``, record the tile index and each band's invalid-pixel count
     in ``header`` with how it was encoded, and finish the container. Returns its size in bytes."""
     precision = encoder_precision(precision, next(model.parameters()).device)
     header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch, refine,
-                                          workers, precision)
+                                          workers, precision, layer)
     header.metadata["analysis_precision"] = precision
+    if layer is not None and layer.active:
+        header.metadata["layer"] = layer.to_dict()
     if refine:
         header.metadata["refine_steps"] = int(refine)
     for b, n in enumerate(invalid):
@@ -277,6 +323,9 @@ class SceneDecoder:
         self._pending: dict[tuple[int, int, int], Future] = {}
         self.hdr = reader.header
         self.halo_latents = int(self.hdr.metadata.get("halo_latents", model.halo_latents))
+        # "crop": at the raster's border the synthesis sees the image edge (files since format 2);
+        # "replicate": the ring is edge-replicated latents (earlier files, decoded as they were)
+        self.border = self.hdr.metadata.get("border", "replicate")
         self.tile = self.hdr.tile_size
         nb, rows, cols = self.hdr.shape
         self.by_pos: dict[tuple[int, int, int], TileEntry] = {}
@@ -338,8 +387,10 @@ class SceneDecoder:
             self.cache.popitem(last=False)
         return y
 
-    def _canvas(self, e: TileEntry) -> torch.Tensor:
-        """ŷ of the tile with a ring of neighbouring latents (edge-replicated at the raster border)."""
+    def _canvas(self, e: TileEntry) -> tuple[torch.Tensor, int, int]:
+        """ŷ of the tile with a ring of neighbouring latents, and the tile's (row, col) offset in it
+        (latents). At the raster's border the ring stops (``border: crop``) or is edge-replicated
+        (earlier files)."""
         t, hl, s = self.tile, self.halo_latents, LATENT_STRIDE
         keys = list(self._neighbourhood(e))
         rows_lat = [torch.cat([self.latent(k) for k in keys if k[1] == rk], dim=-1)
@@ -350,18 +401,22 @@ class SceneDecoder:
         th, tw = self.model.padded_size(e.height, e.width)
         r0, r1 = top - hl, top + th // s + hl
         c0, c1 = left - hl, left + tw // s + hl
+        if self.border == "crop":
+            r0, r1, c0, c1 = max(r0, 0), min(r1, big.shape[-2]), max(c0, 0), min(c1, big.shape[-1])
+            return big[:, r0:r1, c0:c1], top - r0, left - c0
         pad = (max(0, -c0), max(0, c1 - big.shape[-1]), max(0, -r0), max(0, r1 - big.shape[-2]))
         if any(pad):
             big = torch.nn.functional.pad(big[None], pad, mode="replicate")[0]
             r0, r1, c0, c1 = r0 + pad[2], r1 + pad[2], c0 + pad[0], c1 + pad[0]
-        return big[:, r0:r1, c0:c1]
+        return big[:, r0:r1, c0:c1], hl, hl
 
     def tile_pixels(self, e: TileEntry) -> np.ndarray:
         """The tile's [0, 1] reconstruction (float32, height x width)."""
-        canvas = self._canvas(e)[None]
+        canvas, dr, dc = self._canvas(e)
+        canvas = canvas[None]
         full = self.model.synthesize(canvas, canvas.shape[-2] * LATENT_STRIDE, canvas.shape[-1] * LATENT_STRIDE)
-        halo = self.halo_latents * LATENT_STRIDE
-        return full[0, 0, halo:halo + e.height, halo:halo + e.width].cpu().numpy()
+        r, c = dr * LATENT_STRIDE, dc * LATENT_STRIDE
+        return full[0, 0, r:r + e.height, c:c + e.width].cpu().numpy()
 
     def tiles_in(self, band: int, r0: int, r1: int, c0: int, c1: int) -> Iterator[TileEntry]:
         t = self.tile
@@ -378,6 +433,10 @@ class SceneDecoder:
         m = np.zeros((r1 - r0, c1 - c0), bool)
         for e in self.tiles_in(band, r0, r1, c0, c1):
             pix = self.tile_pixels(e)
+            lay = self.reader.tile_layer(e)
+            if lay is not None:
+                rad_b = Radiometry.from_dict(self.hdr.bands[band]["radiometry"])
+                pix = lay.apply(pix, rad_b.lo_db, rad_b.hi_db)
             mk = self.reader.tile_mask(e)
             rr0, rr1 = max(r0, e.row), min(r1, e.row + e.height)
             cc0, cc1 = max(c0, e.col), min(c1, e.col + e.width)
@@ -392,7 +451,7 @@ class SceneDecoder:
         out_dtype = dtype or self.hdr.dtype
         if kind and kind != rad.kind and dtype is None:
             out_dtype = np.float32  # a new kind in integer DN would make no sense
-        return rad.inverse(v, m, kind=kind, dtype=out_dtype)
+        return rad.inverse(v, m, kind=kind, dtype=out_dtype, clip=False)  # a pixel layer may leave [0, 1]
 
 
 @contextmanager
@@ -417,5 +476,6 @@ def new_header(model_info: dict[str, Any], src: Source, rads: list[Radiometry], 
                   bands=bands, tile_size=tile, metadata=metadata)
 
 
-def halo_metadata(model: SarCodec) -> dict[str, int]:
-    return {"halo_latents": model.halo_latents}
+def halo_metadata(model: SarCodec) -> dict[str, Any]:
+    """How tiles meet: the latent ring width, and that the ring stops at the raster's border."""
+    return {"halo_latents": model.halo_latents, "border": "crop"}

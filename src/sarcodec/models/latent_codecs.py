@@ -38,6 +38,11 @@ from ..errors import CorruptedFileError, ModelError
 from .blocks import conv, deconv
 
 
+def margins(margin: int | tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) latents of context around a tile from an int or a 4-tuple."""
+    return (margin,) * 4 if isinstance(margin, int) else tuple(margin)
+
+
 def split_params(out: torch.Tensor, means: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
     """h_s output -> (μ or None, log σ): the float model and the fixed-point coder split alike."""
     if means:
@@ -142,18 +147,20 @@ class HyperpriorLatentCodec(nn.Module):
         return HyperpriorCoder(self.entropy_bottleneck._tables(), self._fx, self._gtables, self.means)
 
     @torch.no_grad()
-    def hyper_analysis(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0) -> torch.Tensor:
-        """z of one element. ``y_ctx`` (optional) is y with ``margin`` extra latents on every side
-        (a multiple of 4): h_a then sees the neighbourhood, so z at tile borders is what a
-        whole-image h_a gives."""
+    def hyper_analysis(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None,
+                       margin: int | tuple[int, int, int, int] = 0) -> torch.Tensor:
+        """z of one element. ``y_ctx`` (optional) is y with ``margin`` extra latents on every side,
+        or (top, bottom, left, right) (multiples of 4): h_a then sees the neighbourhood, so z at
+        tile borders is what a whole-image h_a gives."""
         src = y if y_ctx is None else y_ctx
         z = self.h_a(src if self.means else torch.abs(src))
         if y_ctx is not None and margin:
-            m = margin // self.stride
-            z = z[..., m:z.shape[-2] - m, m:z.shape[-1] - m]
+            t, b, l, r = (m // self.stride for m in margins(margin))
+            z = z[..., t:z.shape[-2] - b, l:z.shape[-1] - r]
         return z
 
-    def prepare(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0,
+    def prepare(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None,
+                margin: int | tuple[int, int, int, int] = 0,
                 z: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
         """What the coder needs for one element: (y as float32, ẑ as int64), both on the CPU.
         ``z``: the hyper-latent to send (default: h_a's, see :meth:`hyper_analysis`; latent
@@ -163,8 +170,8 @@ class HyperpriorLatentCodec(nn.Module):
         z_int = torch.round(z.detach().double().cpu()).long().numpy()
         return y.detach().float().cpu().numpy(), z_int
 
-    def compress(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0,
-                 z: torch.Tensor | None = None) -> bytes:
+    def compress(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None,
+                 margin: int | tuple[int, int, int, int] = 0, z: torch.Tensor | None = None) -> bytes:
         """One element: y of shape (1, C, h, w) -> bytes (z stream then y stream)."""
         return self.coder().encode(*self.prepare(y, y_ctx, margin, z))
 

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from ..entropy import gaussian_likelihood
 from ..errors import ModelError
 from .codec import MSE_SCALE
+from .latent_codecs import margins
 from .transforms import STRIDE
 
 
@@ -65,26 +66,29 @@ def model_lambda(model) -> float:
                      "MSE training record (save it with training={'config': {'lmbda': ...}})")
 
 
-def refine_tile(model, x_ctx: torch.Tensor, y_ctx: torch.Tensor, z0: torch.Tensor, hl: int, core: tuple[int, int],
+def refine_tile(model, x_ctx: torch.Tensor, y_ctx: torch.Tensor, z0: torch.Tensor,
+                hl: int | tuple[int, int, int, int], core: tuple[int, int],
                 lmbda: float, steps: int, lr: float = 0.05, seed: int = 0) -> RefineResult:
     """Refine one tile's latents.
 
-    x_ctx: the tile's pixels with a halo of ``16 * hl`` px on every side, (1, 1, H, W), in [0, 1];
-    y_ctx: g_a's latents of x_ctx (the ring of width ``hl`` stays fixed); z0: the tile's hyper-latent
+    x_ctx: the tile's pixels with a halo of ``16 * hl`` px on every side (or (top, bottom, left,
+    right) latents' worth: none at the raster's border), (1, 1, H, W), in [0, 1];
+    y_ctx: g_a's latents of x_ctx (the ring stays fixed); z0: the tile's hyper-latent
     start (h_a's); core: (height, width) in pixels of the tile's real (unpadded) pixels.
     """
     _require_hyperprior(model)
     lc = model.latent_codec
-    H, W = y_ctx.shape[-2] - 2 * hl, y_ctx.shape[-1] - 2 * hl
+    mt, mb, ml, mr = margins(hl)
+    H, W = y_ctx.shape[-2] - mt - mb, y_ctx.shape[-1] - ml - mr
     h, w = core
-    p0 = hl * STRIDE
-    target = x_ctx[..., p0:p0 + h, p0:p0 + w].detach()
+    p0, q0 = mt * STRIDE, ml * STRIDE
+    target = x_ctx[..., p0:p0 + h, q0:q0 + w].detach()
     npx = h * w
     ring = y_ctx.detach()
-    y = ring[..., hl:hl + H, hl:hl + W].clone().requires_grad_(True)
+    y = ring[..., mt:mt + H, ml:ml + W].clone().requires_grad_(True)
     z = z0.detach().clone().requires_grad_(True)
     inner = torch.zeros_like(ring, dtype=torch.bool)
-    inner[..., hl:hl + H, hl:hl + W] = True
+    inner[..., mt:mt + H, ml:ml + W] = True
     gen = torch.Generator(device=y.device)
     gen.manual_seed(seed)  # the same input gives the same stream
 
@@ -102,9 +106,9 @@ def refine_tile(model, x_ctx: torch.Tensor, y_ctx: torch.Tensor, z0: torch.Tenso
         else:
             y_hat = noisy(y)
         bits_y = -torch.log2(gaussian_likelihood(y_hat, mu, ls)).sum()
-        full = F.pad(y_hat, (hl, hl, hl, hl))
+        full = F.pad(y_hat, (ml, mr, mt, mb))
         full = torch.where(inner, full, ring)  # neighbours' latents: fixed
-        x_hat = model.g_s(full)[..., p0:p0 + h, p0:p0 + w]
+        x_hat = model.g_s(full)[..., p0:p0 + h, q0:q0 + w]
         mse = torch.mean((x_hat - target) ** 2)
         return lmbda * MSE_SCALE * mse + (bits_y + bits_z) / npx
 
@@ -132,7 +136,7 @@ def refine_tile(model, x_ctx: torch.Tensor, y_ctx: torch.Tensor, z0: torch.Tenso
             p.requires_grad_(f)
         model.train(was)
     if not math.isfinite(end) or end >= start:
-        return RefineResult(ring[..., hl:hl + H, hl:hl + W].clone(), z0.detach().clone(), start, start)
+        return RefineResult(ring[..., mt:mt + H, ml:ml + W].clone(), z0.detach().clone(), start, start)
     return RefineResult(y.detach(), z.detach(), start, end)
 
 
