@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .checkpoint import DEFAULT_RADIOMETRY, load_model
-from .container import ContainerReader, ContainerWriter, Header
+from .container import ContainerReader, ContainerWriter, Header, with_header
 from .errors import InputError, ModelError, ModelMismatchError
 from .layers import LayerSpec
 from .models import SarCodec
@@ -55,20 +55,10 @@ def encode(
     array: np.ndarray,
     model: SarCodec | str,
     *,
-    kind: str = "intensity",
-    nodata: float | None = None,
-    radiometry: Radiometry | Sequence[Radiometry] | None = None,
-    tile_size: int = DEFAULT_TILE,
-    band_descriptions: Sequence[str | None] | None = None,
-    metadata: dict[str, Any] | None = None,
-    batch: int | None = None,
-    refine: int = 0,
-    workers: int | None = None,
-    precision: str | None = None,
     max_error: float | None = None,
-    outliers: str = "high",
-    bias: bool = True,
-    clip: tuple[float, float] | None = None,
+    psnr: float | None = None,
+    bpp: float | None = None,
+    **kwargs: Any,
 ) -> bytes:
     """Compress a (rows, cols) or (bands, rows, cols) SAR raster to .sarc bytes.
 
@@ -90,7 +80,142 @@ def encode(
     restores pixels beyond the clip range (bright targets) within 0.25 dB; ``bias`` makes every
     tile's mean linear intensity equal the original's; ``clip=(low_pct, high_pct)`` sets the
     percentiles of the coded range (default 0.1, 99.9).
+
+    Targets (the encoder searches; bands share one model, the target is over all of them):
+    ``psnr`` (dB, in the codec's clipped dB domain, the benchmark's) gives the smallest file that
+    reaches it, ``bpp`` the highest PSNR within that many bits per pixel. Given a family name
+    (``"default"``), the search runs over its rate points and, beyond them, over ``max_error``
+    pixel layers on each; ``max_error`` alone with a family name codes on the rate point that
+    gives the smallest file. The container records the target and the PSNR reached.
+
+    Other keyword arguments: ``kind``, ``nodata``, ``radiometry``, ``tile_size``,
+    ``band_descriptions``, ``metadata``, ``batch``, ``refine``, ``workers``, ``precision``,
+    ``outliers``, ``bias``, ``clip`` as described above.
     """
+    if psnr is not None and bpp is not None:
+        raise InputError("give a psnr target or a bpp target, not both")
+    if (psnr is not None or bpp is not None) and max_error is not None:
+        raise InputError("max_error is the search's own knob: give it or a psnr/bpp target, not both")
+    for name, v, lo, hi in (("psnr", psnr, 5.0, 120.0), ("bpp", bpp, 0.005, 64.0)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
+            raise InputError(f"{name} target must be a number in [{lo}, {hi}], got {v!r}")
+    bases = family_members(model)
+    if psnr is None and bpp is None:
+        if max_error is None or len(bases) == 1:
+            return _encode_one(array, bases[0], max_error=max_error, **kwargs)
+        return min((_encode_one(array, m, max_error=max_error, **kwargs) for m in bases), key=len)
+    return search_target(lambda m, e, st: _encode_one(array, m, max_error=e, stats=st, **kwargs), bases,
+                         psnr=psnr, bpp=bpp, pixels=int(np.asarray(array).size))
+
+
+def family_members(model: SarCodec | str | Sequence[SarCodec]) -> list[SarCodec]:
+    """The rate points of a bundled family given by name (``"default"``: q1..qN, lowest rate first),
+    or the model(s) given (a loaded model or a list of them, a ``-qN`` name or a path)."""
+    from .checkpoint import bundled_manifest
+
+    if isinstance(model, (list, tuple)):
+        if not model:
+            raise InputError("an empty list of models")
+        return list(model)
+    if not isinstance(model, str):
+        return [model]
+    models = bundled_manifest().get("models", {})
+    aliases = bundled_manifest().get("aliases", {})
+    base = aliases.get(model, model).rsplit("-q", 1)[0] if model in aliases else model
+    qs = sorted((k for k in models if k.rsplit("-q", 1)[0] == base and k.rsplit("-q", 1)[-1].isdigit()),
+                key=lambda k: int(k.rsplit("-q", 1)[1]))
+    if model in aliases or model == base and qs:
+        return [load_model(k) for k in qs] if qs else [load_model(model)]
+    return [load_model(model)]
+
+
+# max_error ladder of the search beyond the learned rate points (dB); finer steps are bisected
+_ERROR_LADDER = (3.0, 2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
+
+
+def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: float | None,
+                  pixels: int) -> bytes:
+    """Search (rate point, max_error) for a PSNR or bpp target. ``encode_fn(model, max_error,
+    stats) -> bytes`` encodes once and fills ``stats`` (squared error and count per band).
+    Candidates: every rate point alone (with the default pixel layer), then max_error pixel layers
+    on the rate point that codes them smallest. Returns the chosen encoding's bytes, with the
+    target and the PSNR it reached recorded in its metadata."""
+    import math
+
+    tried: list[tuple[float, int, bytes]] = []  # (psnr, bytes, data)
+
+    def run(m: SarCodec, e: float | None) -> tuple[float, int, bytes]:
+        st: dict[str, Any] = {}
+        data = encode_fn(m, e, st)
+        sse, cnt = sum(st.get("sse", [0.0])), sum(st.get("count", [0]))
+        p = math.inf if sse == 0 else 10 * math.log10(max(cnt, 1) / sse)
+        tried.append((p, len(data), data))
+        return tried[-1]
+
+    def ok(t: tuple[float, int, bytes]) -> bool:
+        return t[0] >= psnr if psnr is not None else 8 * t[1] / pixels <= bpp
+
+    for m in bases:
+        t = run(m, None)
+        if psnr is not None and ok(t):
+            break
+    if psnr is not None and not any(ok(t) for t in tried) or bpp is not None:
+        # beyond the rate points: max_error ladder; the base is the one that codes it smallest
+        best_base = None
+        prev = None
+        for e in _ERROR_LADDER:
+            if best_base is None:
+                cands = [(run(m, e), m) for m in bases]
+                t, best_base = min(cands, key=lambda c: c[0][1])
+            else:
+                t = run(best_base, e)
+            if psnr is not None and ok(t) or bpp is not None and not ok(t):
+                if prev is not None:  # the ladder crossed the target: bisect (geometrically)
+                    coarse, fine = prev, e  # psnr: coarse misses, fine meets; bpp: coarse fits
+                    for _ in range(3):
+                        mid = math.sqrt(coarse * fine)
+                        if ok(run(best_base, mid)) == (psnr is not None):
+                            fine = mid
+                        else:
+                            coarse = mid
+                break
+            prev = e
+    good = [t for t in tried if ok(t)]
+    if psnr is not None:
+        pick = min(good, key=lambda t: t[1]) if good else max(tried, key=lambda t: t[0])
+    else:
+        pick = max(good, key=lambda t: t[0]) if good else min(tried, key=lambda t: t[1])
+    return _record_target(pick[2], {"psnr": psnr} if psnr is not None else {"bpp": bpp}, pick[0], bool(good))
+
+
+def _record_target(data: bytes, target: dict[str, float], reached: float, met: bool) -> bytes:
+    """The container ``data`` with the search's target and outcome in its metadata."""
+    hdr = ContainerReader(data).header
+    hdr.metadata["target"] = {**target, "psnr_reached": round(reached, 3), "met": met}
+    return with_header(data, hdr)
+
+
+def _encode_one(
+    array: np.ndarray,
+    model: SarCodec | str,
+    *,
+    kind: str = "intensity",
+    nodata: float | None = None,
+    radiometry: Radiometry | Sequence[Radiometry] | None = None,
+    tile_size: int = DEFAULT_TILE,
+    band_descriptions: Sequence[str | None] | None = None,
+    metadata: dict[str, Any] | None = None,
+    batch: int | None = None,
+    refine: int = 0,
+    workers: int | None = None,
+    precision: str | None = None,
+    max_error: float | None = None,
+    outliers: str = "high",
+    bias: bool = True,
+    clip: tuple[float, float] | None = None,
+    stats: dict[str, Any] | None = None,
+) -> bytes:
+    """One encode with one model (see :func:`encode`)."""
     check_kind(kind)
     check_workers(workers)
     check_precision(precision)
@@ -118,7 +243,7 @@ def encode(
     if clip is not None:
         header.metadata["clip_percentiles"] = list(clip)
     encode_container(src, model, rads, writer, header, batch=batch, refine=refine, workers=workers,
-                     precision=precision, layer=spec)
+                     precision=precision, layer=spec, stats=stats)
     return buf.getvalue()
 
 

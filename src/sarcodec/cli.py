@@ -138,22 +138,52 @@ def compress(
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="Processes entropy-coding tiles in parallel (default: CPU cores - 1 "
                                                "with a GPU, 0 on a CPU); the output does not change"),
+    max_error: Optional[float] = typer.Option(None, "--max-error",
+                                              help="Every valid pixel within this many dB of the original, by "
+                                                   "construction (a residual layer); without -q, on the rate point "
+                                                   "that gives the smallest file"),
+    psnr: Optional[float] = typer.Option(None, "--psnr", help="Target PSNR (dB, clipped dB domain): the smallest file "
+                                                               "that reaches it (searches rate points and --max-error)"),
+    bpp: Optional[float] = typer.Option(None, "--bpp", help="Target bits per pixel: the best PSNR within it"),
+    clip: Optional[str] = typer.Option(None, "--clip", help="LO,HI percentiles of the coded dB range (default 0.1,99.9)"),
+    outliers: str = typer.Option("high", "--outliers",
+                                 help="Pixels beyond the coded range kept within 0.25 dB: high (bright targets), "
+                                      "both, none"),
+    bias: bool = typer.Option(True, "--bias/--no-bias", help="Per-tile correction of mean linear intensity"),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),
 ) -> None:
     """Compress rasters to .sarc (streamed tile by tile; memory does not grow with the scene)."""
+    from .api import family_members
     from .checkpoint import load_model
     from .files import compress_file
 
     files = _expand_inputs(inputs, (".tif", ".tiff", ".vrt", ".img", ".jp2"))
     outs = _outputs(files, out, ".sarc")
     dev = _device(device)
-    m = load_model(model, device=dev, quality=quality)
+    if sum(v is not None for v in (max_error, psnr, bpp)) > 1:
+        raise _input_error("give one of --max-error, --psnr, --bpp")
+    if quality is not None and (psnr is not None or bpp is not None):
+        raise _input_error("--quality conflicts with --psnr / --bpp (the search picks the rate point)")
+    clip_pct = None
+    if clip is not None:
+        try:
+            clip_pct = tuple(float(v) for v in clip.split(","))
+        except ValueError:
+            clip_pct = ()
+        if len(clip_pct) != 2:
+            raise _input_error(f"--clip must be LO,HI percentiles, got {clip!r}")
+    if quality is None and (max_error is not None or psnr is not None or bpp is not None):
+        m = [mm.to(dev) for mm in family_members(model)]  # a family's rate points (or the one model)
+    else:
+        m = load_model(model, device=dev, quality=quality)
     with _progress() as prog:
         for f, o in zip(files, outs):
             task = prog.add_task(f.name, total=None)
             t0 = time.perf_counter()
             r = compress_file(f, o, m, kind=kind, tile_size=tile, force=force, batch=batch, refine=refine,
-                              workers=workers, precision=precision, progress=lambda n, t=task: prog.advance(t, n))
+                              workers=workers, precision=precision, max_error=max_error, psnr=psnr, bpp=bpp,
+                              clip=clip_pct, outliers=outliers, bias=bias,
+                              progress=lambda n, t=task: prog.advance(t, n))
             console.print(f"{f} -> {o}: {r['bytes']} bytes, {r['bpp']:.3f} bpp, {r['ratio']:.1f}x "
                           f"({r['pixels'] / 1e6 / (time.perf_counter() - t0):.2f} MP/s)")
 
@@ -247,6 +277,18 @@ def info(path: Path = typer.Argument(..., help=".sarc file")) -> None:
         console.print(f"  model     {h.model['id']} ({h.model['arch']}, hash {h.model['hash']})")
         console.print(f"  size      {size} bytes, {8 * size / h.pixels:.4f} bpp, {native * h.pixels / 8 / size:.1f}x smaller than {h.dtype}")
         how = [f"analysis in {h.metadata['analysis_precision']}"] if h.metadata.get("analysis_precision") else []
+        lay = h.metadata.get("layer")
+        if lay:
+            parts = [f"max error {lay['max_error_db']:.4g} dB"] if lay.get("max_error_db") is not None else []
+            if lay.get("outliers", "none") != "none":
+                parts.append(f"outliers ({lay['outliers']}) within {lay['outlier_tol_db']} dB")
+            if lay.get("bias"):
+                parts.append("bias correction")
+            how.append("pixel layer: " + ", ".join(parts))
+        if h.metadata.get("target"):
+            tg = h.metadata["target"]
+            how.append(", ".join(f"{k} {v}" for k, v in tg.items() if k in ("psnr", "bpp")) +
+                       f" target ({'met' if tg.get('met') else 'NOT met'}: {tg.get('psnr_reached')} dB)")
         if h.metadata.get("refine_steps"):
             how.append(f"latent refinement, {h.metadata['refine_steps']} steps per tile")
         if how:

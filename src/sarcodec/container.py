@@ -21,6 +21,7 @@ Errors (all subclasses of :class:`~sarcodec.errors.FormatError`, CLI exit code 5
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -149,6 +150,19 @@ class ContainerWriter:
         self.fh.write(TRAILER.pack(off, len(footer), crc, END))
         self.pos += len(footer) + TRAILER.size
         return self.pos
+
+
+def with_header(data: bytes, header: Header) -> bytes:
+    """An in-memory container with its footer replaced by ``header`` (same body and version)."""
+    r = ContainerReader(data)
+    off = int(TRAILER.unpack(data[-TRAILER.size:])[0])
+    version = r.header.version
+    buf = io.BytesIO()
+    buf.write(data[:off])
+    w = ContainerWriter.__new__(ContainerWriter)
+    w.fh, w.pos, w.version = buf, off, version
+    w.finish(header)
+    return buf.getvalue()
 
 
 def pack_mask(mask: np.ndarray) -> bytes:

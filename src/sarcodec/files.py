@@ -129,19 +129,29 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                   kind: str | None = None, tile_size: int = DEFAULT_TILE, force: bool = False,
                   progress: Progress | None = None, batch: int | None = None, refine: int = 0,
                   workers: int | None = None, precision: str | None = None, max_error: float | None = None,
-                  outliers: str = "high", bias: bool = True, clip: tuple[float, float] | None = None
-                  ) -> dict[str, Any]:
+                  outliers: str = "high", bias: bool = True, clip: tuple[float, float] | None = None,
+                  psnr: float | None = None, bpp: float | None = None) -> dict[str, Any]:
     """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio).
     ``refine`` > 0: steps of encoder-side latent refinement per tile; ``workers``: entropy-coding
     processes; ``precision``: of the analysis transform; ``max_error``, ``outliers``, ``bias``,
-    ``clip``: SAR fidelity (see :func:`sarcodec.encode`)."""
-    spec = LayerSpec(max_error, outliers, bias=bias)
+    ``clip``: SAR fidelity; ``psnr`` / ``bpp``: targets the encoder searches for, over the rate
+    points of a family given by name (see :func:`sarcodec.encode`). A search encodes the scene
+    several times (in memory) and writes the chosen one."""
+    import io
+
+    from .api import family_members, search_target
+
     check_tile_size(tile_size)
     check_workers(workers)
     check_precision(precision)
-    if isinstance(model, str):
-        model = load_model(model)
-    check_refine(model, refine)
+    LayerSpec(max_error, outliers, bias=bias)  # validate before any work
+    if psnr is not None and bpp is not None or (psnr is not None or bpp is not None) and max_error is not None:
+        raise InputError("give one of max_error, psnr, bpp")
+    bases = family_members(model) if psnr is not None or bpp is not None or max_error is not None \
+        else [load_model(model) if isinstance(model, str) else model]
+    for m in bases:
+        check_refine(m, refine)
+    check_output_path(Path(dst_path), force)
     with _gdal_env(), _open_raster(src_path) as ds:
         src = RasterioSource(ds)
         if src.dtype.kind not in "uif":
@@ -150,15 +160,36 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             raise InputError(f"{src_path}: bands of mixed data types are not supported")
         kind = check_kind(kind or default_kind(src.dtype))
         geo = geo_metadata(ds)
-        rads = fit_radiometry(src, kind, ds.nodata, clip_defaults(model, clip), read_decimated=src.read_decimated)
-        header = new_header(model_info(model), src, rads, tile_size, list(ds.descriptions),
-                            {"geo": geo, "source": Path(src_path).name, **halo_metadata(model)})
-        if clip is not None:
-            header.metadata["clip_percentiles"] = list(clip)
-        with atomic_write(dst_path, force=force) as fh:
+
+        def encode_to(fh, m: SarCodec, err: float | None, stats: dict | None = None, show=progress) -> int:
+            spec = LayerSpec(err, outliers, bias=bias)
+            rads = fit_radiometry(src, kind, ds.nodata, clip_defaults(m, clip), read_decimated=src.read_decimated)
+            header = new_header(model_info(m), src, rads, tile_size, list(ds.descriptions),
+                                {"geo": geo, "source": Path(src_path).name, **halo_metadata(m)})
+            if clip is not None:
+                header.metadata["clip_percentiles"] = list(clip)
             writer = ContainerWriter(fh, version=2 if spec.active else 1)
-            size = encode_container(src, model, rads, writer, header, progress, batch, refine, workers,
-                                    precision, spec)
+            return encode_container(src, m, rads, writer, header, show, batch, refine, workers, precision, spec,
+                                    stats)
+
+        def in_memory(m: SarCodec, err: float | None, stats: dict | None = None) -> bytes:
+            buf = io.BytesIO()
+            encode_to(buf, m, err, stats, None)
+            return buf.getvalue()
+
+        if len(bases) == 1 and psnr is None and bpp is None:
+            with atomic_write(dst_path, force=force) as fh:
+                size = encode_to(fh, bases[0], max_error)
+        else:
+            pixels = src.bands * src.rows * src.cols
+            if psnr is None and bpp is None:
+                data = min((in_memory(m, max_error) for m in bases), key=len)
+            else:
+                data = search_target(in_memory, bases, psnr=psnr, bpp=bpp, pixels=pixels)
+            atomic_write(dst_path, data, force=force)
+            size = len(data)
+            if progress:
+                progress(pixels)
     pixels = src.bands * src.rows * src.cols
     native = src.dtype.itemsize * 8
     return {"bytes": size, "pixels": pixels, "bpp": 8 * size / pixels, "ratio": native * pixels / 8 / size}

@@ -75,11 +75,11 @@ class LayerData:
     def apply(self, base: np.ndarray, lo_db: float, hi_db: float) -> np.ndarray:
         """t̂ = base + q * step + bias, in normalised units (float32, unclipped)."""
         out = np.asarray(base, np.float64)
-        if self.q is not None:
-            out = out + self.q * float(self.step)
-        if self.bias_db:
-            out = out + float(self.bias_db) / (hi_db - lo_db)
-        return out.astype(np.float32)
+        shift = float(self.bias_db) / (hi_db - lo_db) if self.bias_db else 0.0
+        if self.q is None:
+            return (out + shift).astype(np.float32)
+        # the bias shift is for the learned reconstruction: restored pixels (q != 0) are exact
+        return (out + self.q * float(self.step) + np.where(self.q == 0, shift, 0.0)).astype(np.float32)
 
 
 def _context(q: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -330,12 +330,17 @@ class LayerSpec:
     """What the pixel layer carries. ``max_error_db``: dense residual, every valid pixel within
     that many dB (None: no dense residual). ``outliers``: pixels above the clip range (``"high"``),
     also below it (``"both"``) or none (``"none"``) are restored within ``outlier_tol_db``.
-    ``bias``: send the per-tile shift that makes mean linear intensity unbiased."""
+    ``bias``: send the per-tile shift that makes mean linear intensity unbiased.
+    ``peak_db``: pixels this many dB above the mean dB of their 7x7 neighbourhood count as
+    bright targets too, even inside the clip range (a point target the synthesis smooths away);
+    12 dB is exceeded by single-look speckle on about 1.4e-4 of pixels (e^-8.9), by a +20 dB point
+    target over its clutter always. None: only the clip range decides."""
 
     max_error_db: float | None = None
     outliers: str = "high"
     outlier_tol_db: float = 0.25
     bias: bool = True
+    peak_db: float | None = 12.0
 
     def __post_init__(self) -> None:
         if self.max_error_db is not None and not (isinstance(self.max_error_db, (int, float))
@@ -351,8 +356,12 @@ class LayerSpec:
         return self.max_error_db is not None or self.outliers != "none" or self.bias
 
     def to_dict(self) -> dict:
-        return {"max_error_db": self.max_error_db, "outliers": self.outliers,
-                "outlier_tol_db": self.outlier_tol_db, "bias": self.bias}
+        """What the layer does, as recorded in a file (a dense residual covers every pixel)."""
+        if self.max_error_db is not None:
+            return {"max_error_db": self.max_error_db, "outliers": "none", "outlier_tol_db": self.outlier_tol_db,
+                    "bias": False}
+        return {"max_error_db": None, "outliers": self.outliers, "outlier_tol_db": self.outlier_tol_db,
+                "bias": self.bias, "peak_db": self.peak_db if self.outliers != "none" else None}
 
 
 def make_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, spec: LayerSpec,
@@ -373,13 +382,23 @@ def make_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, spec: L
         out = np.zeros(t.shape, bool)
         if spec.outliers in ("high", "both"):
             out |= t > 1.0
+            if spec.peak_db is not None:
+                from scipy.ndimage import uniform_filter
+
+                local = uniform_filter(np.where(valid, t, np.median(t[valid]) if valid.any() else 0.0), 7,
+                                       mode="nearest")
+                out |= t - local > spec.peak_db / span
         if spec.outliers == "both":
             out |= t < 0.0
         q = np.where(out & valid, np.rint(r / step), 0).astype(np.int64)
     bias = 0.0
     if spec.bias and spec.max_error_db is None and valid.any():
-        rec = base + q * step
-        i_orig = np.power(10.0, (lo_db + span * t[valid]) / 10.0)
-        i_rec = np.power(10.0, (lo_db + span * rec[valid]) / 10.0)
-        bias = float(np.round(10.0 * np.log10(i_orig.mean() / i_rec.mean()), 4))
+        # the shift g (on pixels with q == 0) that makes the tile's mean linear intensity exact:
+        # sum(I) = g * sum(I_base over q == 0) + sum(I_restored over q != 0)
+        inten = lambda v: np.power(10.0, (lo_db + span * v) / 10.0)  # noqa: E731
+        kept = valid & (q == 0)
+        rest = float(inten(t[valid]).sum() - inten((base + q * step)[valid & (q != 0)]).sum())
+        den = float(inten(base[kept]).sum())
+        if den > 0 and rest > 0:
+            bias = float(np.clip(np.round(10.0 * np.log10(rest / den), 4), -30.0, 30.0))
     return encode_layer(q, step, bias)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .container import ContainerReader, ContainerWriter, Header, TileEntry, pack_mask
-from .layers import LayerSpec, make_layer
+from .layers import LayerSpec, decode_layer, make_layer
 from .errors import CorruptedFileError, InputError
 from .models import SarCodec
 from .models.refine import model_lambda, refine_tile
@@ -139,7 +139,8 @@ def default_batch(model: SarCodec) -> int:
 def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, tile: int,
                  progress: Callable[[int], None] | None = None, batch: int | None = None,
                  refine: int = 0, workers: int | None = None,
-                 precision: str | None = None, layer: LayerSpec | None = None) -> tuple[list[TileEntry], list[int]]:
+                 precision: str | None = None, layer: LayerSpec | None = None,
+                 stats: dict[str, Any] | None = None) -> tuple[list[TileEntry], list[int]]:
     """Encode every tile of every band into ``writer``. Returns (tile entries, invalid count per band).
     Up to ``batch`` consecutive tiles of one shape go through the analysis transform together
     (memory: ``batch`` haloed tiles); entropy coding stays per tile, so every tile still decodes
@@ -239,7 +240,7 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
                 code(group, pool)
             drain(0)
         if keep is not None:
-            encode_layers(src, model, rads, writer, entries, keep, tile, layer)
+            encode_layers(src, model, rads, writer, entries, keep, tile, layer, stats)
     finally:
         model.train(was)
     return entries, invalid
@@ -261,28 +262,39 @@ class _MemoryReader:
 
 def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter,
                   entries: list[TileEntry], payloads: dict[tuple[int, int, int], bytes], tile: int,
-                  spec: LayerSpec) -> None:
+                  spec: LayerSpec, stats: dict[str, Any] | None = None) -> None:
     """Second pass of :func:`encode_tiles`: each tile's pixel layer against the base reconstruction
-    a decoder will synthesise (same code path), written beside the tile."""
+    a decoder will synthesise (same code path), written beside the tile. ``stats``: see
+    :func:`encode_tiles`."""
+    if stats is not None:
+        stats["sse"] = [0.0] * src.bands
+        stats["count"] = [0] * src.bands
     dec = SceneDecoder(_MemoryReader((src.bands, src.rows, src.cols), tile, entries, model.halo_latents, payloads),
                        model)
     for e in entries:
         rad = rads[e.band]
         t, mask = rad.forward_unclipped(src.read(e.band, e.row, e.row + e.height, e.col, e.col + e.width))
-        blob = make_layer(t, dec.tile_pixels(e), mask, spec, rad.lo_db, rad.hi_db)
+        base = dec.tile_pixels(e)
+        blob = make_layer(t, base, mask, spec, rad.lo_db, rad.hi_db)
         if blob:
             e.layer_offset, e.layer_length, e.layer_crc = writer.add_blob(blob)
+        if stats is not None:
+            rec = decode_layer(blob, base.shape).apply(base, rad.lo_db, rad.hi_db) if blob else base
+            ok = ~mask
+            d = np.clip(rec[ok], 0.0, 1.0) - np.clip(t[ok], 0.0, 1.0)
+            stats["sse"][e.band] += float(np.dot(d, d))
+            stats["count"][e.band] += int(ok.sum())
 
 
 def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, header: Header,
                      progress: Callable[[int], None] | None = None, batch: int | None = None,
                      refine: int = 0, workers: int | None = None, precision: str | None = None,
-                     layer: LayerSpec | None = None) -> int:
+                     layer: LayerSpec | None = None, stats: dict[str, Any] | None = None) -> int:
     """Encode every tile into ``writer``, record the tile index and each band's invalid-pixel count
     in ``header`` with how it was encoded, and finish the container. Returns its size in bytes."""
     precision = encoder_precision(precision, next(model.parameters()).device)
     header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch, refine,
-                                          workers, precision, layer)
+                                          workers, precision, layer, stats)
     header.metadata["analysis_precision"] = precision
     if layer is not None and layer.active:
         header.metadata["layer"] = layer.to_dict()
