@@ -96,7 +96,29 @@ def test_benchmark_measures_a_refined_family(data_root, trained_tiny, tmp_path):
     b = Benchmark(data_root, tmp_path / "bench", [plain, refined], [], log=lambda s: None, gallery=False)
     res = b.run()
     assert res["families"]["plain"]["device"] == "cpu"
-    assert b._signature(refined.name).endswith("|refine2") and not b._signature("plain").endswith("refine2")
+    assert "|refine2" in b._signature(refined.name) and "refine2" not in b._signature("plain")
     for e in res["images"].values():
         p, r = e["plain"]["points"][0], e["tiny-l-refine2"]["points"][0]
         assert r["bpp"] != p["bpp"] or r["psnr"] != p["psnr"]  # really refined, not a copy
+
+
+def test_benchmark_ladder_full_range_and_fidelity_metrics(data_root, trained_tiny, tmp_path):
+    """A ``:ladder`` family reaches high rates through max_error layers; ``-full`` codecs code the
+    whole dB range; every point carries bias / bright-target / max-error figures, in the report."""
+    fam = Family.parse(f"{trained_tiny}:ladder")
+    assert fam.ladder and fam.name.endswith("-ladder")
+    b = Benchmark(data_root, tmp_path / "b", [fam], ["jpeg2000-full"], log=lambda s: None, gallery=False)
+    res = b.run()
+    md = b.report().read_text()
+    for e in res["images"].values():
+        pts = e[fam.name]["points"]
+        assert max(p["bpp"] for p in pts) > 2.0 and any("max_error" in p["model"] for p in pts)
+        for c in (fam.name, "jpeg2000", "jpeg2000-full"):
+            for p in e[c]["points"]:
+                assert {"bias_db", "peak_err_db", "peak_max_db", "max_err_db"} <= set(p)
+        # the clipped domain loses the brightest pixel, the full range and the learned layer keep it
+        assert min(p["peak_max_db"] for p in e["jpeg2000"]["points"]) > 1.0
+        assert min(p["peak_max_db"] for p in e[fam.name]["points"]) < 0.5
+        fine = [p for p in pts if p["model"].endswith("max_error=0.12")]
+        assert not fine or fine[0]["max_err_db"] <= 0.12 + 1e-3
+    assert "SAR fidelity at 0.5 / 1 / 2 bpp" in md and "jpeg2000-full" in md

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from .codecs import avif, htj2k, jpeg2000, jpeg8, jpegxl, match_bytes, pareto
-from .metrics import BenchmarkDomain, bd_psnr, bd_rate, bpp, enl_ratio, epi, ms_ssim, psnr
+from .metrics import BenchmarkDomain, bd_psnr, bd_rate, bpp, enl_ratio, epi, fidelity, ms_ssim, psnr
 from .plots import rd_figure
 from .report import Report
 
@@ -33,7 +33,15 @@ TRADITIONAL: dict[str, tuple[Callable, list[float], str]] = {
     "jpeg": (jpeg8, list(range(5, 100, 5)), "JPEG, 8-bit, libjpeg-turbo (quality)"),
     "avif": (avif, list(range(20, 96, 5)), "AVIF, 12-bit monochrome, libavif/aom speed 6 (quality)"),
 }
+# the same codecs given the image's *full* dB range (0 / 100 percentiles) instead of the clipped
+# benchmark domain: what they keep of bright targets and the mean when nothing is clipped for them
+FULL_RANGE = {"jpeg2000-full": "jpeg2000", "avif-full": "avif"}
+for _k, _base in FULL_RANGE.items():
+    TRADITIONAL[_k] = (TRADITIONAL[_base][0], TRADITIONAL[_base][1],
+                       TRADITIONAL[_base][2] + ", given the full dB range (0/100 percentiles)")
 REFERENCE = "jpeg2000"
+# max_error ladder (dB) of a family's ``:ladder`` curve beyond its rate points
+LADDER = (3.0, 2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12)
 HEADLINE_RATES = (0.5, 1.0, 2.0)
 
 
@@ -44,13 +52,19 @@ class Family:
     name: str
     models: list[str]
     refine: int = 0  # steps of encoder-side latent refinement (models/refine.py)
+    ladder: bool = False  # also max_error pixel layers (LADDER) on the rate point that codes each smallest
 
     @classmethod
     def parse(cls, spec: str) -> "Family":
         """``default`` (every bundled quality of an alias), ``a.pt,b.pt`` or ``name=a.pt,b.pt``;
-        a ``:refine=N`` suffix codes with N steps of latent refinement (named ``<name>-refineN``)."""
+        a ``:refine=N`` suffix codes with N steps of latent refinement (named ``<name>-refineN``);
+        ``:ladder`` adds max_error pixel layers beyond the rate points (named ``<name>-ladder``),
+        what ``--max-error`` / ``--psnr`` / ``--bpp`` give a user."""
         from ..checkpoint import list_pretrained
 
+        ladder = spec.endswith(":ladder")
+        if ladder:
+            spec = spec[: -len(":ladder")]
         refine = 0
         if ":refine=" in spec:
             spec, _, n = spec.rpartition(":refine=")
@@ -65,8 +79,9 @@ class Family:
             qs = sorted(n for n in list_pretrained() if n.startswith(items[0] + "-q"))
             if qs:
                 items = qs
-        name = name or Path(items[0]).stem.split("-q")[0] + (f"-refine{refine}" if refine else "")
-        return cls(name, items, refine)
+        name = name or Path(items[0]).stem.split("-q")[0] + (f"-refine{refine}" if refine else "") \
+            + ("-ladder" if ladder else "")
+        return cls(name, items, refine, ladder)
 
 
 def _domain_to_intensity(dom: BenchmarkDomain, v: np.ndarray) -> np.ndarray:
@@ -83,11 +98,17 @@ def benchmark_scenes(data: str | Path, split: str = "test", val_locations: tuple
     return [s for s in scan_scenes(data, ("train",)) if s.location in val_locations]
 
 
-def measure(ref: np.ndarray, ref_int: np.ndarray, dom: BenchmarkDomain, rec: np.ndarray, n_bytes: int) -> dict:
-    """All metrics of one reconstruction (benchmark domain, [0, 1])."""
+def measure(ref: np.ndarray, ref_int: np.ndarray, dom: BenchmarkDomain, rec: np.ndarray, n_bytes: int,
+            original: np.ndarray | None = None, rec_int: np.ndarray | None = None) -> dict:
+    """All metrics of one reconstruction (benchmark domain, [0, 1]); with the ``original`` and the
+    reconstruction in linear intensity (``rec_int``: unclipped where the codec keeps the full
+    range), also the SAR fidelity metrics (:func:`~sarcodec.evaluation.metrics.fidelity`)."""
     rec = np.clip(np.asarray(rec, np.float64), 0.0, 1.0)
-    return {"bpp": bpp(n_bytes, ref.size), "bytes": int(n_bytes), "psnr": psnr(ref, rec), "ms_ssim": ms_ssim(ref, rec),
-            "enl_ratio": enl_ratio(ref_int, _domain_to_intensity(dom, rec)), "epi": epi(ref, rec)}
+    out = {"bpp": bpp(n_bytes, ref.size), "bytes": int(n_bytes), "psnr": psnr(ref, rec), "ms_ssim": ms_ssim(ref, rec),
+           "enl_ratio": enl_ratio(ref_int, _domain_to_intensity(dom, rec)), "epi": epi(ref, rec)}
+    if original is not None:
+        out.update(fidelity(original, _domain_to_intensity(dom, rec) if rec_int is None else rec_int))
+    return out
 
 
 def sweep(codec: str, img: np.ndarray, dom: BenchmarkDomain, ref: np.ndarray, ref_int: np.ndarray | None = None
@@ -97,12 +118,14 @@ def sweep(codec: str, img: np.ndarray, dom: BenchmarkDomain, ref: np.ndarray, re
     fn, knobs, _ = TRADITIONAL[codec]
     if ref_int is None:
         ref_int = _domain_to_intensity(dom, ref)
-    u16 = dom.to_uint16(img)
+    code_dom = BenchmarkDomain(img, 0.0, 100.0) if codec in FULL_RANGE else dom
+    u16 = code_dom.to_uint16(img)
     pts = []
     for k in knobs:
         data, dec = fn(u16, k)
         if 0.05 <= bpp(len(data), img.size) <= 4.5:
-            pts.append({**measure(ref, ref_int, dom, dec / 65535.0, len(data)), "knob": float(k)})
+            rec_int = _domain_to_intensity(code_dom, np.clip(dec / 65535.0, 0.0, 1.0))
+            pts.append({**measure(ref, ref_int, dom, dom(rec_int), len(data), img, rec_int), "knob": float(k)})
     return pareto(pts)
 
 
@@ -180,6 +203,7 @@ class Benchmark:
             self.results["families"][f.name] = {
                 "models": [{"name": m.name, "arch": m.arch, "hash": m.weights_hash(), "config": m.config,
                             "params": int(sum(p.numel() for p in m.parameters()))} for m in ms], "refine": f.refine,
+                "ladder": f.ladder,
                 "device": self.device}
         todo = [(s, c) for s in self.scenes for c in self.codecs + [f.name for f in self.families]]
         done_before = 0
@@ -200,7 +224,7 @@ class Benchmark:
                 speed = None
             else:
                 fam = next(f for f in self.families if f.name == key)
-                pts, enc_s, dec_s = self._learned(models[key], img, dom, ref, ref_int, fam.refine)
+                pts, enc_s, dec_s = self._learned(models[key], img, dom, ref, ref_int, fam.refine, fam.ladder)
                 speed = {"encode_mp_s": img.size / 1e6 / enc_s, "decode_mp_s": img.size / 1e6 / dec_s}
             entry[key] = {"signature": sig, "points": pts, "seconds": round(time.perf_counter() - t0, 2), "speed": speed}
             self._save()
@@ -213,12 +237,13 @@ class Benchmark:
     def _signature(self, key: str) -> str:
         if key in TRADITIONAL:
             fn, knobs, _ = TRADITIONAL[key]
-            return f"{key}:{[round(float(k), 6) for k in knobs]}"
+            return f"{key}:{[round(float(k), 6) for k in knobs]}|fidelity1"
         fam = self.results["families"][key]
-        return "+".join(m["hash"] for m in fam["models"]) + (f"|refine{fam['refine']}" if fam.get("refine") else "")
+        return "+".join(m["hash"] for m in fam["models"]) + (f"|refine{fam['refine']}" if fam.get("refine") else "") \
+            + (f"|ladder{list(LADDER)}" if fam.get("ladder") else "") + "|fidelity1"
 
     @staticmethod
-    def _learned(models, img, dom, ref, ref_int, refine: int = 0):
+    def _learned(models, img, dom, ref, ref_int, refine: int = 0, ladder: bool = False):
         from ..api import decode, encode
 
         pts, enc, dec = [], 0.0, 0.0
@@ -229,8 +254,20 @@ class Benchmark:
             rec = decode(data, m)
             t2 = time.perf_counter()
             enc, dec = enc + t1 - t, dec + t2 - t1
-            pts.append({**measure(ref, ref_int, dom, dom(rec), len(data)), "model": m.name})
-        return sorted(pts, key=lambda p: p["bpp"]), enc / len(models), dec / len(models)
+            pts.append({**measure(ref, ref_int, dom, dom(rec), len(data), img, rec), "model": m.name})
+        n = len(models)
+        if ladder:  # what --max-error gives: each error bound on the rate point that codes it smallest
+            lad = []
+            for e in LADDER:
+                data, m = min(((encode(img, m, refine=refine, precision="fp32", max_error=e), m) for m in models),
+                              key=lambda c: len(c[0]))
+                rec = decode(data, m)
+                lad.append({**measure(ref, ref_int, dom, dom(rec), len(data), img, rec),
+                            "model": f"{m.name}+max_error={e}"})
+                if lad[-1]["bpp"] > 4.5:
+                    break
+            pts = pareto(pts + lad)
+        return sorted(pts, key=lambda p: p["bpp"]), enc / n, dec / n
 
     # -- statistics ------------------------------------------------------------------------------
     def curves(self) -> list[str]:
@@ -327,13 +364,32 @@ class Benchmark:
         rep.p("With 6 images the smallest two-sided Wilcoxon p-value possible is 0.031: read p as a sign test "
               "of consistency across images, not as proof.")
 
+        keys = ("bpp", "psnr", "ms_ssim", "enl_ratio", "epi", "bias_db", "peak_err_db", "max_err_db")
         for f in self.families:
             rows = []
             for m in self.results["families"][f.name]["models"]:
-                pts = [next(p for p in imgs[n][f.name]["points"] if p["model"] == m["name"]) for n in names]
-                rows.append([m["name"]] + [f"{np.nanmean([p[k] for p in pts]):.3f}" for k in ("bpp", "psnr", "ms_ssim", "enl_ratio", "epi")])
-            rep.table(f"{f.name}: SAR statistics per rate point (mean over images)",
-                      ["rate point", "bpp", "PSNR", "MS-SSIM", "ENL ratio", "EPI"], rows)
+                pts = [p for n in names for p in imgs[n][f.name]["points"] if p["model"] == m["name"]]
+                if pts:  # (a ladder curve keeps only its Pareto points)
+                    rows.append([m["name"], str(len(pts))] + [f"{np.nanmean([p.get(k, np.nan) for p in pts]):.3f}"
+                                                             for k in keys])
+            rep.table(f"{f.name}: SAR statistics per rate point (mean over the n images where it is on the curve)",
+                      ["rate point", "n", "bpp", "PSNR", "MS-SSIM", "ENL ratio", "EPI", "bias dB", "top-0.1% |err| dB",
+                       "max |err| dB"], rows)
+        rows = []
+        for c in self.curves():
+            row = [c]
+            for r in HEADLINE_RATES:
+                vals = {k: [at_rate(imgs[n][c]["points"], r, k) for n in names
+                            if all(k in p for p in imgs[n][c]["points"])] for k in ("bias_db", "peak_err_db", "max_err_db")}
+                vals = {k: [x for x in v if x is not None] for k, v in vals.items()}
+                row.append("-" if not vals["bias_db"] else
+                           f"{np.mean(vals['bias_db']):+.3f} / {np.mean(vals['peak_err_db']):.2f} / "
+                           f"{np.mean(vals['max_err_db']):.1f} ({len(vals['bias_db'])})")
+            rows.append(row)
+        rep.table("SAR fidelity at 0.5 / 1 / 2 bpp: mean-intensity bias (dB) / mean |dB error| on the brightest "
+                  "0.1% of pixels / largest |dB error| (n images); in linear intensity, nothing clipped. "
+                  "`-full` codecs are given the image's whole dB range instead of the clipped domain",
+                  ["codec"] + [f"@{r} bpp" for r in HEADLINE_RATES], rows)
         if self.families:
             rows = []
             for f in self.families:
