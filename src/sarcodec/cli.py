@@ -147,9 +147,10 @@ def compress(
     bpp: Optional[float] = typer.Option(None, "--bpp", help="Target bits per pixel: the best PSNR within it"),
     clip: Optional[str] = typer.Option(None, "--clip", help="LO,HI percentiles of the coded dB range (default 0.1,99.9)"),
     outliers: str = typer.Option("high", "--outliers",
-                                 help="Pixels beyond the coded range kept within 0.25 dB: high (bright targets), "
+                                 help="Pixels beyond the coded range kept within 0.35 dB: high (bright targets), "
                                       "both, none"),
     bias: bool = typer.Option(True, "--bias/--no-bias", help="Per-tile correction of mean linear intensity"),
+    lossless: bool = typer.Option(False, "--lossless", help="Integer rasters (GRD DN) coded exactly (no learned layer)"),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),
 ) -> None:
     """Compress rasters to .sarc (streamed tile by tile; memory does not grow with the scene)."""
@@ -160,8 +161,8 @@ def compress(
     files = _expand_inputs(inputs, (".tif", ".tiff", ".vrt", ".img", ".jp2"))
     outs = _outputs(files, out, ".sarc")
     dev = _device(device)
-    if sum(v is not None for v in (max_error, psnr, bpp)) > 1:
-        raise _input_error("give one of --max-error, --psnr, --bpp")
+    if sum(v is not None for v in (max_error, psnr, bpp)) + lossless > 1:
+        raise _input_error("give one of --max-error, --psnr, --bpp, --lossless")
     if quality is not None and (psnr is not None or bpp is not None):
         raise _input_error("--quality conflicts with --psnr / --bpp (the search picks the rate point)")
     clip_pct = None
@@ -182,7 +183,7 @@ def compress(
             t0 = time.perf_counter()
             r = compress_file(f, o, m, kind=kind, tile_size=tile, force=force, batch=batch, refine=refine,
                               workers=workers, precision=precision, max_error=max_error, psnr=psnr, bpp=bpp,
-                              clip=clip_pct, outliers=outliers, bias=bias,
+                              clip=clip_pct, outliers=outliers, bias=bias, lossless=lossless,
                               progress=lambda n, t=task: prog.advance(t, n))
             console.print(f"{f} -> {o}: {r['bytes']} bytes, {r['bpp']:.3f} bpp, {r['ratio']:.1f}x "
                           f"({r['pixels'] / 1e6 / (time.perf_counter() - t0):.2f} MP/s)")
@@ -278,7 +279,9 @@ def info(path: Path = typer.Argument(..., help=".sarc file")) -> None:
         console.print(f"  size      {size} bytes, {8 * size / h.pixels:.4f} bpp, {native * h.pixels / 8 / size:.1f}x smaller than {h.dtype}")
         how = [f"analysis in {h.metadata['analysis_precision']}"] if h.metadata.get("analysis_precision") else []
         lay = h.metadata.get("layer")
-        if lay:
+        if h.metadata.get("lossless"):
+            how.append("lossless (integer coder, no learned layer)")
+        elif lay:
             parts = [f"max error {lay['max_error_db']:.4g} dB"] if lay.get("max_error_db") is not None else []
             if lay.get("outliers", "none") != "none":
                 parts.append(f"outliers ({lay['outliers']}) within {lay['outlier_tol_db']} dB")

@@ -33,6 +33,7 @@ from .parallel import check_workers
 from .radiometry import check_kind
 from .scene import (
     DEFAULT_TILE,
+    check_lossless_dtype,
     check_precision,
     check_tile_size,
     encode_container,
@@ -130,7 +131,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                   progress: Progress | None = None, batch: int | None = None, refine: int = 0,
                   workers: int | None = None, precision: str | None = None, max_error: float | None = None,
                   outliers: str = "high", bias: bool = True, clip: tuple[float, float] | None = None,
-                  psnr: float | None = None, bpp: float | None = None) -> dict[str, Any]:
+                  psnr: float | None = None, bpp: float | None = None, lossless: bool = False) -> dict[str, Any]:
     """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio).
     ``refine`` > 0: steps of encoder-side latent refinement per tile; ``workers``: entropy-coding
     processes; ``precision``: of the analysis transform; ``max_error``, ``outliers``, ``bias``,
@@ -145,8 +146,8 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
     check_workers(workers)
     check_precision(precision)
     LayerSpec(max_error, outliers, bias=bias)  # validate before any work
-    if psnr is not None and bpp is not None or (psnr is not None or bpp is not None) and max_error is not None:
-        raise InputError("give one of max_error, psnr, bpp")
+    if sum(v is not None for v in (max_error, psnr, bpp)) + bool(lossless) > 1:
+        raise InputError("give one of max_error, psnr, bpp, lossless")
     bases = family_members(model) if psnr is not None or bpp is not None or max_error is not None \
         else [load_model(model) if isinstance(model, str) else model]
     for m in bases:
@@ -159,6 +160,8 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
         if len(set(ds.dtypes)) != 1:
             raise InputError(f"{src_path}: bands of mixed data types are not supported")
         kind = check_kind(kind or default_kind(src.dtype))
+        if lossless:
+            check_lossless_dtype(src.dtype)
         geo = geo_metadata(ds)
 
         def encode_to(fh, m: SarCodec, err: float | None, stats: dict | None = None, show=progress) -> int:
@@ -168,7 +171,9 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                                 {"geo": geo, "source": Path(src_path).name, **halo_metadata(m)})
             if clip is not None:
                 header.metadata["clip_percentiles"] = list(clip)
-            writer = ContainerWriter(fh, version=2 if spec.active else 1)
+            if lossless:
+                header.metadata["lossless"] = True
+            writer = ContainerWriter(fh, version=2 if spec.active or lossless else 1)
             return encode_container(src, m, rads, writer, header, show, batch, refine, workers, precision, spec,
                                     stats)
 

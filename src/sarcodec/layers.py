@@ -82,9 +82,11 @@ class LayerData:
         return (out + self.q * float(self.step) + np.where(self.q == 0, shift, 0.0)).astype(np.float32)
 
 
-def _context(q: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _context(q: np.ndarray, p: int, raw: bool = False) -> tuple[np.ndarray, ...]:
     """(rows, cols, class, signed neighbour sum, neighbour count) of pass ``p`` given the values
-    of the earlier passes in ``q`` (integers only)."""
+    of the earlier passes in ``q`` (integers only). ``raw``: the values are a whole image (the
+    lossless mode), not a zero-mean residual: the class comes from the neighbours' spread
+    (max - min, a local gradient) instead of their magnitude."""
     r0, c0, s, nb = PASSES[p]
     h, w = q.shape
     rr, cc = np.meshgrid(np.arange(r0, h, s), np.arange(c0, w, s), indexing="ij")
@@ -94,6 +96,8 @@ def _context(q: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     a = np.zeros(rr.shape, np.int64)
     ssum = np.zeros(rr.shape, np.int64)
     n = np.zeros(rr.shape, np.int64)
+    hi = np.full(rr.shape, np.iinfo(np.int64).min)
+    lo = np.full(rr.shape, np.iinfo(np.int64).max)
     for dr, dc in nb:
         r2, c2 = rr + dr, cc + dc
         ok = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
@@ -101,10 +105,30 @@ def _context(q: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         a += np.abs(v)
         ssum += v
         n += ok
+        if raw:
+            hi = np.where(ok, np.maximum(hi, v), hi)
+            lo = np.where(ok, np.minimum(lo, v), lo)
     n = np.maximum(n, 1)
+    if raw:
+        a = np.where(hi >= lo, hi - lo, 0) * n // 2  # spread, scaled like a mean |q| of n neighbours
     act = np.searchsorted(_ACT_EDGES, (16 * a) // n, side="right")
     cls = 1 + (_GROUP[p] - 1) * N_ACT + act
     return rr, cc, cls, ssum, n
+
+
+def _row_diff(v: np.ndarray) -> np.ndarray:
+    """Differences along rows; the first column as differences down the column (first value as is)."""
+    d = np.empty_like(v)
+    d[:, 1:] = np.diff(v, axis=1)
+    d[:, 0] = np.diff(v[:, 0], prepend=0)
+    return d
+
+
+def _row_undiff(d: np.ndarray) -> np.ndarray:
+    v = np.empty_like(d)
+    v[:, 0] = np.cumsum(d[:, 0])
+    v[:, 1:] = d[:, 1:]
+    return np.cumsum(v, axis=1)
 
 
 def _predict(alpha: int, ssum: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -181,20 +205,25 @@ def _groups(cls: np.ndarray):
             yield int(flat[grp[0]]), grp
 
 
-def encode_layer(q: np.ndarray | None, step: float, bias_db: float = 0.0) -> bytes:
+def encode_layer(q: np.ndarray | None, step: float, bias_db: float = 0.0, raw: bool = False) -> bytes:
     """Code a tile's residual integers ``q`` (None or all zero: none) with its ``step`` and
     ``bias_db``. Returns b"" when there is nothing to send.
 
     Layout: header (magic, flags, step f32, bias f32, used-class bitmap u32), per used class
     (p0 u16, theta u8), one alpha (int8) per pass, u32 word count, range-coder words, u32 escape
     count, escapes (int32). One range-coder stream carries, pass by pass and class by class, the
-    significance (zero / non-zero) of every value, then the non-zero values."""
+    significance (zero / non-zero) of every value, then the non-zero values.
+
+    ``raw`` (flag 2): ``q`` is a whole integer image (lossless mode), not a residual: pass 0 is
+    coded as differences along its rows (the first column down the column), later passes
+    against the rounded mean of their neighbours (alpha 32) with classes from the neighbours'
+    spread."""
     import constriction
 
     has_q = q is not None and bool(np.any(q))
     if not has_q and not bias_db:
         return b""
-    if not has_q:
+    if not has_q and not raw:
         return _HEAD.pack(_MAGIC, 0, float(step), float(bias_db), 0)
     q = np.asarray(q, np.int64)
     if np.abs(q).max() >= 2**31:
@@ -202,9 +231,17 @@ def encode_layer(q: np.ndarray | None, step: float, bias_db: float = 0.0) -> byt
     alphas: list[int] = []
     pieces: list[tuple[np.ndarray, np.ndarray]] = []
     for p in range(len(PASSES)):
-        rr, cc, cls, ssum, n = _context(q, p)
+        rr, cc, cls, ssum, n = _context(q, p, raw)
         v = q[rr, cc]
         alpha = 0
+        if raw:
+            if PASSES[p][3]:
+                alphas.append(32)
+                pieces.append((v - _predict(32, ssum, n), cls))
+            else:
+                alphas.append(0)
+                pieces.append((_row_diff(v), cls))
+            continue
         if PASSES[p][3]:
             m = ssum / n
             den = float(np.sum(m * m))
@@ -242,7 +279,7 @@ def encode_layer(q: np.ndarray | None, step: float, bias_db: float = 0.0) -> byt
                 enc.encode(sym.astype(np.int32), models.val[k])
     words = enc.get_compressed().astype("<u4")
     esc = np.concatenate(escapes).astype("<i4") if escapes else np.zeros(0, "<i4")
-    parts = [_HEAD.pack(_MAGIC, 1, float(step), float(bias_db), used)]
+    parts = [_HEAD.pack(_MAGIC, 2 if raw else 1, float(step), float(bias_db), used)]
     parts += [struct.pack("<HB", *params[k]) for k in sorted(params)]
     parts.append(struct.pack(f"<{len(PASSES)}b", *alphas))
     parts += [struct.pack("<I", words.size), words.tobytes(), struct.pack("<I", esc.size), esc.tobytes()]
@@ -256,7 +293,7 @@ def decode_layer(blob: bytes, shape: tuple[int, int], where: str = "tile") -> La
 
     try:
         magic, flags, step, bias_db, used = _HEAD.unpack_from(blob, 0)
-        if magic != _MAGIC or flags not in (0, 1) or not np.isfinite(step) or not np.isfinite(bias_db) \
+        if magic != _MAGIC or flags not in (0, 1, 2) or not np.isfinite(step) or not np.isfinite(bias_db) \
                 or abs(bias_db) > 100 or not 0 < step < 1e3 or used >> N_CLASSES:
             raise ValueError("bad layer header")
         if flags == 0:
@@ -288,8 +325,9 @@ def decode_layer(blob: bytes, shape: tuple[int, int], where: str = "tile") -> La
         dec = constriction.stream.queue.RangeDecoder(words)
         q = np.zeros(shape, np.int64)
         ei = 0
+        raw = flags == 2
         for p in range(len(PASSES)):
-            rr, cc, cls, ssum, n = _context(q, p)
+            rr, cc, cls, ssum, n = _context(q, p, raw)
             if rr.size == 0:
                 continue
             e = np.zeros(rr.size, np.int64)
@@ -312,7 +350,10 @@ def decode_layer(blob: bytes, shape: tuple[int, int], where: str = "tile") -> La
                     if np.any(vals == 0):
                         raise ValueError("a non-zero value decoded as zero")
                     e[grp[nz]] = vals
-            q[rr, cc] = e.reshape(rr.shape) + _predict(alphas[p], ssum, n)
+            if raw and not PASSES[p][3]:
+                q[rr, cc] = _row_undiff(e.reshape(rr.shape))
+            else:
+                q[rr, cc] = e.reshape(rr.shape) + _predict(alphas[p], ssum, n)
             if np.abs(q).max() >= 2**31:
                 raise ValueError("value out of range")
         if ei != esc.size:
@@ -333,14 +374,14 @@ class LayerSpec:
     ``bias``: send the per-tile shift that makes mean linear intensity unbiased.
     ``peak_db``: pixels this many dB above the mean dB of their 7x7 neighbourhood count as
     bright targets too, even inside the clip range (a point target the synthesis smooths away);
-    12 dB is exceeded by single-look speckle on about 1.4e-4 of pixels (e^-8.9), by a +20 dB point
+    13 dB is exceeded by single-look speckle on about 1.4e-5 of pixels (e^-11.2), by a +20 dB point
     target over its clutter always. None: only the clip range decides."""
 
     max_error_db: float | None = None
     outliers: str = "high"
-    outlier_tol_db: float = 0.25
+    outlier_tol_db: float = 0.35
     bias: bool = True
-    peak_db: float | None = 12.0
+    peak_db: float | None = 13.0
 
     def __post_init__(self) -> None:
         if self.max_error_db is not None and not (isinstance(self.max_error_db, (int, float))

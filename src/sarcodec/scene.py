@@ -246,6 +246,40 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
     return entries, invalid
 
 
+def encode_lossless_tiles(src: Source, writer: ContainerWriter, tile: int, rads: list[Radiometry],
+                          progress: Callable[[int], None] | None = None) -> tuple[list[TileEntry], list[int]]:
+    """Lossless mode: every tile's stored integers coded by the pixel layer's integer coder alone
+    (``raw``: row differences, then the rounded mean of neighbours, classes by local gradient);
+    no learned base (its payload is empty). The nodata mask is stored as usual."""
+    from .layers import encode_layer
+
+    entries: list[TileEntry] = []
+    invalid = [0] * src.bands
+    for b in range(src.bands):
+        for (r, c, h, w) in tile_grid(src.rows, src.cols, tile):
+            vals = np.asarray(src.read(b, r, r + h, c, c + w))
+            e = TileEntry(b, r, c, h, w)
+            _, mask = rads[b].forward(vals)
+            if mask.any():
+                invalid[b] += int(mask.sum())
+                e.mask_offset, e.mask_length, e.mask_crc = writer.add_blob(pack_mask(mask))
+            e = writer.add_tile(e, b"")
+            e.layer_offset, e.layer_length, e.layer_crc = writer.add_blob(
+                encode_layer(vals.astype(np.int64), 1.0, raw=True))
+            entries.append(e)
+            if progress:
+                progress(h * w)
+    return entries, invalid
+
+
+def check_lossless_dtype(dtype: np.dtype) -> None:
+    """Lossless mode takes integer rasters within int32 (GRD DN, uint8/16, int16/32)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu" or dtype.itemsize > 4 or dtype == np.uint32:
+        raise InputError(f"lossless mode needs integer values within int32 (e.g. GRD DN as uint16), got {dtype}; "
+                         "for float rasters use max_error (an error bound in dB)")
+
+
 class _MemoryReader:
     """The base layer just written, as a reader for :class:`SceneDecoder` (payloads in memory)."""
 
@@ -292,6 +326,11 @@ def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], write
                      layer: LayerSpec | None = None, stats: dict[str, Any] | None = None) -> int:
     """Encode every tile into ``writer``, record the tile index and each band's invalid-pixel count
     in ``header`` with how it was encoded, and finish the container. Returns its size in bytes."""
+    if header.metadata.get("lossless"):
+        header.tiles, invalid = encode_lossless_tiles(src, writer, header.tile_size, rads, progress)
+        for b, n in enumerate(invalid):
+            header.bands[b]["invalid"] = n
+        return writer.finish(header)
     precision = encoder_precision(precision, next(model.parameters()).device)
     header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch, refine,
                                           workers, precision, layer, stats)
@@ -334,7 +373,7 @@ class SceneDecoder:
         self._ahead: deque[tuple[int, int, int]] = deque()  # keys to decode ahead, in order of need
         self._pending: dict[tuple[int, int, int], Future] = {}
         self.hdr = reader.header
-        self.halo_latents = int(self.hdr.metadata.get("halo_latents", model.halo_latents))
+        self.halo_latents = int(self.hdr.metadata.get("halo_latents", getattr(model, "halo_latents", 4)))
         # "crop": at the raster's border the synthesis sees the image edge (files since format 2);
         # "replicate": the ring is edge-replicated latents (earlier files, decoded as they were)
         self.border = self.hdr.metadata.get("border", "replicate")
@@ -441,6 +480,8 @@ class SceneDecoder:
                   kind: str | None = None, dtype: Any = None,
                   progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Decode the window rows r0:r1, cols c0:c1 of one band."""
+        if self.hdr.metadata.get("lossless"):
+            return self._read_lossless(band, r0, r1, c0, c1, normalized, kind, dtype, progress)
         v = np.zeros((r1 - r0, c1 - c0), np.float32)
         m = np.zeros((r1 - r0, c1 - c0), bool)
         for e in self.tiles_in(band, r0, r1, c0, c1):
@@ -466,6 +507,41 @@ class SceneDecoder:
         return rad.inverse(v, m, kind=kind, dtype=out_dtype, clip=False)  # a pixel layer may leave [0, 1]
 
 
+    def _read_lossless(self, band: int, r0: int, r1: int, c0: int, c1: int, normalized: bool, kind: str | None,
+                       dtype: Any, progress: Callable[[int], None] | None) -> np.ndarray:
+        """A lossless file's stored integers (exact), converted only when another kind is asked."""
+        v = np.zeros((r1 - r0, c1 - c0), np.int64)
+        m = np.zeros((r1 - r0, c1 - c0), bool)
+        for e in self.tiles_in(band, r0, r1, c0, c1):
+            lay = self.reader.tile_layer(e)
+            if lay is None or lay.q is None:
+                lay_q = np.zeros((e.height, e.width), np.int64)
+            else:
+                lay_q = lay.q
+            mk = self.reader.tile_mask(e)
+            rr0, rr1 = max(r0, e.row), min(r1, e.row + e.height)
+            cc0, cc1 = max(c0, e.col), min(c1, e.col + e.width)
+            v[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = lay_q[rr0 - e.row:rr1 - e.row, cc0 - e.col:cc1 - e.col]
+            if mk is not None:
+                m[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = mk[rr0 - e.row:rr1 - e.row, cc0 - e.col:cc1 - e.col]
+            if progress:
+                progress((rr1 - rr0) * (cc1 - cc0))
+        rad = Radiometry.from_dict(self.hdr.bands[band]["radiometry"])
+        if normalized:
+            return rad.forward(v)[0]
+        if kind and kind != rad.kind:
+            from .radiometry import from_intensity, to_intensity
+
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out = from_intensity(to_intensity(v, rad.kind), kind)
+            out = np.where(m, np.nan, out)
+            return out.astype(dtype or np.float32)
+        info = np.iinfo(np.dtype(self.hdr.dtype))
+        if v.size and (v.min() < info.min or v.max() > info.max):
+            raise CorruptedFileError(f"{self.reader.name}: lossless values outside {self.hdr.dtype}")
+        return v.astype(dtype or self.hdr.dtype)
+
+
 @contextmanager
 def window_decoder(reader: ContainerReader, model: SarCodec, r0: int, r1: int, c0: int, c1: int,
                    workers: int | None = None) -> Iterator[SceneDecoder]:
@@ -474,6 +550,9 @@ def window_decoder(reader: ContainerReader, model: SarCodec, r0: int, r1: int, c
     see :func:`sarcodec.parallel.auto_workers`; 0: none)."""
     dec = SceneDecoder(reader, model)
     nb = reader.header.shape[0]
+    if reader.header.metadata.get("lossless"):  # no learned layer to decode
+        yield dec
+        return
     n_tiles = sum(1 for b in range(nb) for _ in dec.tiles_in(b, r0, r1, c0, c1))
     with coder_pool(model.coder(), n_tiles, next(model.parameters()).device.type, workers) as pool:
         dec.pool = pool
