@@ -433,9 +433,28 @@ def _input_error(msg: str) -> SarcodecError:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Entry point: runs the typer app and maps errors to documented exit codes."""
+    """Entry point: runs the typer app and maps errors to documented exit codes. SIGINT and
+    SIGTERM end the command through the normal error path (temporary outputs removed, workers
+    shut down) with exit codes 130 and 143."""
+    import errno
+    import signal
+
+    from .errors import Interrupted
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        raise Interrupted(signum)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread (e.g. called from a worker thread): leave as is
+            pass
     try:
         app(args=argv, standalone_mode=False)
+    except Interrupted as e:
+        err.print(f"[red]interrupted[/red] ({e}): temporary outputs removed")
+        sys.exit(e.exit_code)
     except SarcodecError as e:
         err.print(f"[red]error:[/red] {e}")
         sys.exit(e.exit_code)
@@ -448,6 +467,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.ENAMETOOLONG, errno.EROFS):
+            err.print(f"[red]error:[/red] {OutputError(f'cannot write: {e.strerror}')}")
+            sys.exit(OutputError.exit_code)
+        err.print(f"[red]error:[/red] unexpected {type(e).__name__}: {e}")
+        sys.exit(1)
     except SystemExit:
         raise
     except Exception as e:
@@ -457,6 +482,9 @@ def main(argv: Optional[list[str]] = None) -> None:
             sys.exit(e.exit_code)
         err.print(f"[red]error:[/red] unexpected {type(e).__name__}: {e}")
         sys.exit(1)
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
 
 
 if __name__ == "__main__":  # pragma: no cover

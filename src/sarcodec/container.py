@@ -21,6 +21,7 @@ Errors (all subclasses of :class:`~sarcodec.errors.FormatError`, CLI exit code 5
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -297,19 +298,83 @@ def atomic_path(path: str | os.PathLike, *, force: bool = False, suffix: str = "
     removed. Nothing half-written is ever left at ``path`` (or beside it)."""
     path = Path(path)
     check_output_path(path, force)
+    remove_stale_temporaries(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=suffix, dir=path.parent)
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror})") from e
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        # mkstemp made it 0600: give it the mode a plain open() would (the umask's), or keep the
+        # mode of the file it replaces
+        try:
+            mode = os.stat(path).st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
+            os.chmod(tmp, mode)
+            with open(tmp, "rb") as fh:  # on disk before it replaces anything
+                os.fsync(fh.fileno())
+        except FileNotFoundError:
+            pass  # a writer that removed its own file: nothing to finish
+        if not force:
+            try:  # atomic no-overwrite: two writers cannot both succeed
+                os.link(tmp, path)
+            except FileExistsError:
+                raise OutputError(f"{path}: already exists (use --force / force=True to overwrite)") from None
+            except OSError:  # a filesystem without hard links: replace (the check above ran)
+                os.replace(tmp, path)
+        else:
+            os.replace(tmp, path)
     except PermissionError as e:
         raise OutputError(f"{path}: cannot write ({e})") from e
+    except OSError as e:
+        if e.errno in _OUTPUT_ERRNOS:
+            raise OutputError(f"{path}: cannot write ({e.strerror})") from e
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def temp_prefix(path: Path) -> str:
+    """Temporary names beside ``path`` carry the writer's pid: ``.NAME.sarcodec-PID.XXXX.part``."""
+    return f".{path.name}.sarcodec-{os.getpid()}."
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove what a killed writer (SIGKILL, power loss) left beside ``path``: temporary files and
+    scratch directories whose pid is no longer running."""
+    import re
+    import shutil
+
+    pat = re.compile(re.escape(f".{path.name}.sarcodec-") + r"(\d+)\.")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for e in entries:
+        m = pat.match(e.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # its writer is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        try:
+            shutil.rmtree(e) if e.is_dir() else e.unlink()
+        except OSError:
+            pass
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.ENAMETOOLONG, errno.EROFS, errno.EACCES}
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | None = None, *, force: bool = False):

@@ -60,3 +60,16 @@ class ResourceError(SarcodecError):
 
 class OutputError(SarcodecError):
     exit_code = 7
+
+
+class Interrupted(BaseException):
+    """SIGINT / SIGTERM during a command (exit 128 + the signal: 130, 143). A BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` on the way swallows it; ``finally`` blocks
+    (temporary outputs, worker pools) still run."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        super().__init__(signal.Signals(self.signum).name)

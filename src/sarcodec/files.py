@@ -24,8 +24,9 @@ from .container import (
     atomic_path,
     atomic_write,
     check_output_path,
+    temp_prefix,
 )
-from .errors import InputError
+from .errors import InputError, OutputError
 from .layers import LayerSpec
 from .models import SarCodec
 from .models.refine import check_refine
@@ -269,28 +270,52 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
             profile["transform"] = window_transform(Window(c0, r0, w, h), Affine(*geo["transform"]))
         import warnings
 
-        with atomic_path(dst, force=force, suffix=".part.tif") as final, \
-                tempfile.TemporaryDirectory(prefix=f".{dst.name}.", dir=dst.parent) as scratch, \
+        with atomic_path(dst, force=force) as final, \
+                tempfile.TemporaryDirectory(prefix=temp_prefix(dst), dir=dst.parent) as scratch, \
                 window_decoder(reader, model, r0, r0 + h, c0, c0 + w, workers) as dec:
             # a COG is a copy of a finished GeoTIFF: write that to scratch space first
             target = Path(scratch) / "plain.tif" if cog else final
             with warnings.catch_warnings():  # GCP-only rasters have no geotransform, by design
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
                 out = rasterio.open(target, "w", **profile)
-            with out:
-                # tile by tile (not full-width strips): memory stays O(tile), whatever the width
-                for b in range(nb):
-                    for e in dec.tiles_in(b, r0, r0 + h, c0, c0 + w):
-                        a0, a1 = max(e.row, r0), min(e.row + e.height, r0 + h)
-                        b0, b1 = max(e.col, c0), min(e.col + e.width, c0 + w)
-                        block = dec.read_band(b, a0, a1, b0, b1, kind=kind, dtype=out_dtype, progress=progress)
-                        out.write(block, b + 1, window=Window(b0 - c0, a0 - r0, b1 - b0, a1 - a0))
-                _copy_annotations(out, geo, hdr, nb, r0, c0, GroundControlPoint, CRS)
-            if cog:
-                from rasterio.shutil import copy as rio_copy
+            try:
+                with out:
+                    # tile by tile (not full-width strips): memory stays O(tile), whatever the width
+                    for b in range(nb):
+                        for e in dec.tiles_in(b, r0, r0 + h, c0, c0 + w):
+                            a0, a1 = max(e.row, r0), min(e.row + e.height, r0 + h)
+                            b0, b1 = max(e.col, c0), min(e.col + e.width, c0 + w)
+                            block = dec.read_band(b, a0, a1, b0, b1, kind=kind, dtype=out_dtype, progress=progress)
+                            out.write(block, b + 1, window=Window(b0 - c0, a0 - r0, b1 - b0, a1 - a0))
+                    _copy_annotations(out, geo, hdr, nb, r0, c0, GroundControlPoint, CRS)
+                if cog:
+                    from rasterio.shutil import copy as rio_copy
 
-                rio_copy(target, final, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER")
+                    rio_copy(target, final, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER")
+            except rasterio.errors.RasterioError as e:  # GDAL write failures: full disk, file-size limit
+                raise OutputError(f"{dst}: the output could not be written ({e}; disk full or file size limit?)") from e
+            verify_geotiff(final, nb, h, w)
     return {"bands": nb, "rows": h, "cols": w, "dtype": out_dtype.name, "path": str(dst)}
+
+
+def verify_geotiff(path: str | os.PathLike, bands: int, rows: int, cols: int) -> None:
+    """GDAL reports some write failures (a full disk, ``ulimit -f``) only as logged errors while it
+    flushes blocks on close: re-open the finished file and read its last row of every band (the
+    blocks written last) before it may replace anything. OutputError (exit 7) if it is short."""
+    import rasterio
+    from rasterio.windows import Window
+
+    try:
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+        with rasterio.open(path) as ds:
+            if (ds.count, ds.height, ds.width) != (bands, rows, cols):
+                raise OutputError(f"{path}: written raster has the wrong shape")
+            for b in range(1, bands + 1):
+                ds.read(b, window=Window(0, rows - 1, cols, 1))
+    except (rasterio.errors.RasterioError, OSError) as e:
+        raise OutputError(f"{Path(path).name}: the output could not be written completely "
+                          f"(disk full or file size limit?): {e}") from e
 
 
 def _copy_annotations(out, geo: dict[str, Any], hdr, nb: int, r0: int, c0: int, GCP, CRS) -> None:

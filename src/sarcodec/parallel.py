@@ -37,11 +37,35 @@ _CODER: Any = None
 
 
 def _init_worker(coder: Any) -> None:
+    import signal
+
     import torch
 
     global _CODER
     torch.set_num_threads(1)
     _CODER = coder
+    # the parent handles Ctrl-C / SIGTERM and shuts the pool down; a worker must not outlive it
+    # (SIGKILL of the parent included): Linux's parent-death signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _encode(y: np.ndarray, z_int: np.ndarray | None) -> bytes:

@@ -498,8 +498,8 @@ class SceneDecoder:
                 m[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = mk[rr0 - e.row:rr1 - e.row, cc0 - e.col:cc1 - e.col]
             if progress:
                 progress((rr1 - rr0) * (cc1 - cc0))
-        if normalized:
-            return v
+        if normalized:  # the codec's [0, 1] domain (restored outliers lie beyond it: clipped here)
+            return np.clip(v, 0.0, 1.0)
         rad = Radiometry.from_dict(self.hdr.bands[band]["radiometry"])
         out_dtype = dtype or self.hdr.dtype
         if kind and kind != rad.kind and dtype is None:
