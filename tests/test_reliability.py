@@ -137,3 +137,62 @@ def test_no_overwrite_is_atomic(tmp_path):
             (tmp_path / "z.bin").write_bytes(b"theirs")
     assert (tmp_path / "z.bin").read_bytes() == b"theirs"
     assert not _leftovers(tmp_path, "z.bin")
+
+
+def test_inputs_the_kind_cannot_represent_are_refused(tmp_path):
+    from sarcodec.errors import InputError
+
+    x = synthetic_sar((64, 64), seed=3).astype(np.float32)
+    for bad, hint in ((10 * np.log10(x), "--kind db"), (np.zeros_like(x), "nodata=0"),
+                      (x * (1 + 1j), "complex")):
+        with pytest.raises(InputError, match=hint.replace("-", "\\-")):
+            sarcodec.encode(bad, "default")
+    sarcodec.encode(np.where(x > np.quantile(x, 0.02), x, -1e-3 * x), "default")  # 2% small negatives: sigma0 after noise removal
+    assert sarcodec.decode(sarcodec.encode(10 * np.log10(x), "default", kind="db")).shape == x.shape
+    z = np.zeros((64, 64), np.uint16)  # an all-nodata band (a scene border) is fine
+    assert (sarcodec.decode(sarcodec.encode(z, "default", kind="dn", nodata=0)) == 0).all()  # nodata out
+    with rasterio.open(tmp_path / "slc.tif", "w", driver="GTiff", width=64, height=64, count=1, dtype="complex_int16") as ds:
+        ds.write(np.ones((64, 64), np.complex64), 1)
+    r = subprocess.run(CLI + ["compress", str(tmp_path / "slc.tif"), "-o", str(tmp_path / "slc.sarc")],
+                       capture_output=True, text=True)
+    assert r.returncode == 3 and "complex" in r.stderr and not (tmp_path / "slc.sarc").exists()
+    with pytest.raises(InputError, match="above the limit"):
+        sarcodec.encode(x, "default", max_pixels=1000)
+
+
+def test_api_arguments_are_validated(tmp_path):
+    from sarcodec.errors import InputError
+
+    x = synthetic_sar((64, 64), seed=4).astype(np.float32)
+    data = sarcodec.encode(x, "default")
+    calls = [lambda: sarcodec.decode(str(tmp_path / "missing.sarc")), lambda: sarcodec.decode(123),
+             lambda: sarcodec.decode(data, window=(0.5, 0, 2, 2)), lambda: sarcodec.decode(data, dtype="bool"),
+             lambda: sarcodec.decode(data, dtype="float128"), lambda: sarcodec.encode(x, "default", nodata="x"),
+             lambda: sarcodec.encode(x, "default", batch=-3),
+             lambda: sarcodec.encode(x, "default", metadata={"a": object()})]
+    for c in calls:
+        with pytest.raises(InputError):
+            c()
+    for dt in ("bool", "object", "float128"):
+        (tmp_path / "a.sarc").write_bytes(data)
+        r = subprocess.run(CLI + ["decompress", str(tmp_path / "a.sarc"), "-o", str(tmp_path / "a.tif"), "--dtype", dt],
+                           capture_output=True, text=True)
+        assert r.returncode == 3, r.stderr
+
+
+def test_input_changed_during_compression_writes_nothing(tmp_path, monkeypatch):
+    from sarcodec import files
+    from sarcodec.errors import InputError
+
+    _tif(tmp_path / "s.tif", (64, 64))
+    real = files._identity
+    calls = []
+
+    def changing(p):
+        calls.append(1)
+        return real(p) if len(calls) == 1 else (-5, -5)
+
+    monkeypatch.setattr(files, "_identity", changing)
+    with pytest.raises(InputError, match="changed"):
+        sarcodec.compress_file(tmp_path / "s.tif", tmp_path / "s.sarc")
+    assert not (tmp_path / "s.sarc").exists() and not _leftovers(tmp_path, "s.sarc")

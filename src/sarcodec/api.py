@@ -6,6 +6,7 @@ are coded without seams and with bounded working memory per tile.
 from __future__ import annotations
 
 import io
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ from .layers import LayerSpec
 from .models import SarCodec
 from .models.refine import check_refine
 from .parallel import check_workers
-from .radiometry import Radiometry, check_array, check_kind
+from .radiometry import Radiometry, check_array, check_kind, check_nodata, check_output_dtype
 from .scene import (
     DEFAULT_TILE,
     ArraySource,
@@ -31,6 +32,9 @@ from .scene import (
     resolve_window,
     window_decoder,
 )
+
+
+MAX_PIXELS = 4e9  # default size limit (bands x rows x cols): two polarisations of the largest GRD are ~0.9 GP
 
 
 def clip_defaults(model: SarCodec, clip: tuple[float, float] | None) -> dict[str, Any]:
@@ -222,6 +226,7 @@ def _encode_one(
     clip: tuple[float, float] | None = None,
     stats: dict[str, Any] | None = None,
     lossless: bool = False,
+    max_pixels: float | None = MAX_PIXELS,
 ) -> bytes:
     """One encode with one model (see :func:`encode`)."""
     check_kind(kind)
@@ -232,6 +237,11 @@ def _encode_one(
     if isinstance(model, str):
         model = load_model(model)
     check_refine(model, refine)
+    nodata = check_nodata(nodata)
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        raise InputError(f"batch must be a positive integer, got {batch!r}")
+    metadata = check_metadata(metadata)
+    check_size(int(arr.size), max_pixels)
     spec = LayerSpec(max_error, outliers, bias=bias)
     if lossless:
         check_lossless_dtype(arr.dtype)
@@ -259,6 +269,49 @@ def _encode_one(
     encode_container(src, model, rads, writer, header, batch=batch, refine=refine, workers=workers,
                      precision=precision, layer=spec, stats=stats)
     return buf.getvalue()
+
+
+def check_source(data: Any) -> bytes | bytearray | memoryview | str | os.PathLike:
+    """A container given as bytes or a path to an existing file (InputError otherwise)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        if not os.path.isfile(data):
+            raise InputError(f"{data}: file not found")
+        return data
+    raise InputError(f"decode takes .sarc bytes or a path, got {type(data).__name__}")
+
+
+def check_window(window: Any) -> tuple[int, int, int, int]:
+    """(col_off, row_off, width, height) as four integers (InputError otherwise)."""
+    if not isinstance(window, (tuple, list)) or len(window) != 4 or \
+            not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in window):
+        raise InputError(f"window must be four integers (col_off, row_off, width, height), got {window!r}")
+    return tuple(int(v) for v in window)  # type: ignore[return-value]
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    """User metadata must be a JSON-serialisable mapping (it goes into the footer)."""
+    import json
+
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InputError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"metadata must be JSON-serialisable ({e})") from e
+    return dict(metadata)
+
+
+def check_size(pixels: int, max_pixels: float | None, name: str = "input") -> None:
+    """Refuse rasters above ``max_pixels`` (bands x rows x cols) before hours of work start, with an
+    estimate of the time they would take (0.5 MP/s, this CPU's whole-scene rate)."""
+    if max_pixels is not None and pixels > max_pixels:
+        raise InputError(f"{name}: {pixels / 1e6:.0f} MP is above the limit of {max_pixels / 1e6:.0f} MP "
+                         f"(about {pixels / 0.5e6 / 3600:.1f} h at 0.5 MP/s on a CPU); raise it with "
+                         "max_pixels= / --max-pixels if that is intended")
 
 
 def resolve_decoder(header: Header, model: SarCodec | str | None, device: str | None = None) -> SarCodec:
@@ -297,6 +350,10 @@ def decode(data: bytes | str, model: SarCodec | str | None = None, *, kind: str 
     if kind is not None:
         check_kind(kind)
     check_workers(workers)
+    dtype = check_output_dtype(dtype)
+    data = check_source(data)
+    if window is not None:
+        check_window(window)
     with ContainerReader(data) as reader:
         hdr = reader.header
         nb, rows, cols = hdr.shape

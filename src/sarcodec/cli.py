@@ -151,6 +151,7 @@ def compress(
                                       "both, none"),
     bias: bool = typer.Option(True, "--bias/--no-bias", help="Per-tile correction of mean linear intensity"),
     lossless: bool = typer.Option(False, "--lossless", help="Integer rasters (GRD DN) coded exactly (no learned layer)"),
+    max_pixels: float = typer.Option(4e9, "--max-pixels", help="Refuse inputs larger than this (bands x rows x cols)"),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),
 ) -> None:
     """Compress rasters to .sarc (streamed tile by tile; memory does not grow with the scene)."""
@@ -183,7 +184,7 @@ def compress(
             t0 = time.perf_counter()
             r = compress_file(f, o, m, kind=kind, tile_size=tile, force=force, batch=batch, refine=refine,
                               workers=workers, precision=precision, max_error=max_error, psnr=psnr, bpp=bpp,
-                              clip=clip_pct, outliers=outliers, bias=bias, lossless=lossless,
+                              clip=clip_pct, outliers=outliers, bias=bias, lossless=lossless, max_pixels=max_pixels,
                               progress=lambda n, t=task: prog.advance(t, n))
             console.print(f"{f} -> {o}: {r['bytes']} bytes, {r['bpp']:.3f} bpp, {r['ratio']:.1f}x "
                           f"({r['pixels'] / 1e6 / (time.perf_counter() - t0):.2f} MP/s)")
@@ -461,6 +462,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     except MemoryError:
         err.print(f"[red]error:[/red] {ResourceError('out of memory: use a smaller --tile')}")
         sys.exit(ResourceError.exit_code)
+    except RuntimeError as e:
+        if "alloc" in str(e).lower() or "out of memory" in str(e).lower():  # torch's allocators
+            err.print(f"[red]error:[/red] {ResourceError(f'out of memory ({e}): use a smaller --tile')}")
+            sys.exit(ResourceError.exit_code)
+        err.print(f"[red]error:[/red] unexpected {type(e).__name__}: {e}")
+        sys.exit(1)
     except PermissionError as e:
         err.print(f"[red]error:[/red] {OutputError(str(e))}")
         sys.exit(OutputError.exit_code)

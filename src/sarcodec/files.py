@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .api import clip_defaults, model_info, resolve_decoder
+from .api import MAX_PIXELS, check_size, clip_defaults, model_info, resolve_decoder
 from .checkpoint import DEFAULT_RADIOMETRY, load_model
 from .container import (
     ContainerReader,
@@ -31,7 +31,7 @@ from .layers import LayerSpec
 from .models import SarCodec
 from .models.refine import check_refine
 from .parallel import check_workers
-from .radiometry import check_kind
+from .radiometry import check_kind, check_output_dtype
 from .scene import (
     DEFAULT_TILE,
     check_lossless_dtype,
@@ -132,7 +132,8 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                   progress: Progress | None = None, batch: int | None = None, refine: int = 0,
                   workers: int | None = None, precision: str | None = None, max_error: float | None = None,
                   outliers: str = "high", bias: bool = True, clip: tuple[float, float] | None = None,
-                  psnr: float | None = None, bpp: float | None = None, lossless: bool = False) -> dict[str, Any]:
+                  psnr: float | None = None, bpp: float | None = None, lossless: bool = False,
+                  max_pixels: float | None = MAX_PIXELS) -> dict[str, Any]:
     """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio).
     ``refine`` > 0: steps of encoder-side latent refinement per tile; ``workers``: entropy-coding
     processes; ``precision``: of the analysis transform; ``max_error``, ``outliers``, ``bias``,
@@ -154,8 +155,13 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
     for m in bases:
         check_refine(m, refine)
     check_output_path(Path(dst_path), force)
+    before = _identity(src_path)
     with _gdal_env(), _open_raster(src_path) as ds:
+        if any("complex" in str(d) for d in ds.dtypes):
+            raise InputError(f"{src_path}: complex values ({ds.dtypes[0]}, SLC?): sarcodec codes real SAR values; "
+                             "convert to intensity |z|^2 first (e.g. gdal_calc.py or numpy np.abs(z) ** 2)")
         src = RasterioSource(ds)
+        check_size(src.bands * src.rows * src.cols, max_pixels, str(src_path))
         if src.dtype.kind not in "uif":
             raise InputError(f"{src_path}: unsupported data type {src.dtype} (need integer or float bands)")
         if len(set(ds.dtypes)) != 1:
@@ -183,15 +189,21 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             encode_to(buf, m, err, stats, None)
             return buf.getvalue()
 
+        def unchanged() -> None:  # an input overwritten while we read it would mix two scenes
+            if _identity(src_path) != before:
+                raise InputError(f"{src_path}: the input changed during compression; nothing was written")
+
         if len(bases) == 1 and psnr is None and bpp is None:
             with atomic_write(dst_path, force=force) as fh:
                 size = encode_to(fh, bases[0], max_error)
+                unchanged()
         else:
             pixels = src.bands * src.rows * src.cols
             if psnr is None and bpp is None:
                 data = min((in_memory(m, max_error) for m in bases), key=len)
             else:
                 data = search_target(in_memory, bases, psnr=psnr, bpp=bpp, pixels=pixels)
+            unchanged()
             atomic_write(dst_path, data, force=force)
             size = len(data)
             if progress:
@@ -199,6 +211,15 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
     pixels = src.bands * src.rows * src.cols
     native = src.dtype.itemsize * 8
     return {"bytes": size, "pixels": pixels, "bpp": 8 * size / pixels, "ratio": native * pixels / 8 / size}
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, int]:
+    """(size, mtime in ns) of a file, to notice it changing under us."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
 
 
 def parse_window(text: str) -> tuple[int, int, int, int]:
@@ -255,7 +276,7 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
         geo = hdr.metadata.get("geo", {})
         rad0 = hdr.bands[0]["radiometry"]
         out_kind = kind or rad0["kind"]
-        out_dtype = np.dtype(dtype or (hdr.dtype if out_kind == rad0["kind"] else "float32"))
+        out_dtype = check_output_dtype(dtype) or np.dtype(hdr.dtype if out_kind == rad0["kind"] else "float32")
         # invalid pixels come out as Radiometry.inverse writes them: the source nodata when the kind
         # is unchanged and one was set, else NaN (floats) or 0 (integers); declare that value
         nodata = _from_json_num(geo.get("nodata"))

@@ -53,6 +53,8 @@ def check_array(x: Any, name: str = "input") -> np.ndarray:
             x = np.asarray(x)
         except Exception as e:  # pragma: no cover - exotic objects
             raise InputError(f"{name}: cannot convert to an array ({e})") from e
+    if np.iscomplexobj(x):
+        raise InputError(f"{name}: complex values (SLC?): convert to intensity |z|^2 first (np.abs(z) ** 2)")
     if x.dtype == bool or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise InputError(f"{name}: unsupported dtype {x.dtype} (need an integer or float raster)")
     if x.ndim not in (2, 3):
@@ -60,6 +62,58 @@ def check_array(x: Any, name: str = "input") -> np.ndarray:
     if x.size == 0 or min(x.shape) == 0:
         raise InputError(f"{name}: empty raster, shape {x.shape}")
     return x
+
+
+def check_representable(sample: np.ndarray, kind: str, nodata: float | None, name: str = "input") -> None:
+    """Refuse values the kind cannot represent (InputError, exit 3, with a hint), instead of
+    coding them as invalid and decoding an all-NaN raster. Linear kinds: no valid (> 0, finite)
+    value at all, or more than 5% of the finite values negative (sigma0 after thermal-noise
+    removal has a few small negatives; dB data is almost all negative). Values declared nodata
+    do not count."""
+    x = np.asarray(sample)
+    if np.iscomplexobj(x):
+        raise InputError(f"{name}: complex values (SLC?): sarcodec codes real SAR values; convert to "
+                         "intensity |z|^2 (e.g. gdal_translate ... or numpy np.abs(z)**2) first")
+    x = x.reshape(-1)
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        x = x[x != nodata]
+    if np.issubdtype(x.dtype, np.floating):
+        x = x[np.isfinite(x)]
+    if x.size == 0:
+        return  # nothing valid: an all-nodata band is coded as a mask (a scene border tile)
+    if kind in LINEAR_KINDS:
+        neg = float(np.mean(x < 0))
+        if neg > 0.05:
+            raise InputError(f"{name}: {100 * neg:.0f}% of the values are negative, which {kind} values cannot be: "
+                             "is this dB? use --kind db (kind='db'); or declare them invalid with nodata")
+        if not np.any(x > 0):
+            raise InputError(f"{name}: no positive value: {kind} data needs values > 0 "
+                             "(all zero? use nodata=0 if 0 means no data; dB data: --kind db)")
+
+
+OUTPUT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+def check_output_dtype(dtype: Any) -> np.dtype | None:
+    """An output dtype a GeoTIFF can hold (InputError otherwise); None stays None."""
+    if dtype is None:
+        return None
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise InputError(f"unknown output dtype {dtype!r}; choose from {', '.join(OUTPUT_DTYPES)}") from e
+    if dt.name not in OUTPUT_DTYPES:
+        raise InputError(f"output dtype {dt.name} is not supported; choose from {', '.join(OUTPUT_DTYPES)}")
+    return dt
+
+
+def check_nodata(nodata: Any) -> float | None:
+    """nodata is a number (NaN allowed) or None."""
+    if nodata is None:
+        return None
+    if isinstance(nodata, bool) or not isinstance(nodata, (int, float, np.integer, np.floating)):
+        raise InputError(f"nodata must be a number or None, got {nodata!r}")
+    return float(nodata)
 
 
 def to_intensity(x: np.ndarray, kind: str) -> np.ndarray:

@@ -347,11 +347,15 @@ def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], write
 def fit_radiometry(src: Source, kind: str, nodata: float | None, defaults: dict[str, Any],
                    max_samples: int = 2_000_000, read_decimated: Callable[[int, int], np.ndarray] | None = None
                    ) -> list[Radiometry]:
-    """Per-band clip bounds from a bounded-size sample of the band (every k-th row and column)."""
+    """Per-band clip bounds from a bounded-size sample of the band (every k-th row and column).
+    Values the kind cannot represent are refused here (:func:`~sarcodec.radiometry.check_representable`)."""
+    from .radiometry import check_representable
+
     out = []
     for b in range(src.bands):
         k = max(1, int(np.ceil(np.sqrt(src.rows * src.cols / max_samples))))
         sample = read_decimated(b, k) if read_decimated else src.read(b, 0, src.rows, 0, src.cols)[::k, ::k]
+        check_representable(sample, kind, nodata, f"band {b + 1}")
         out.append(Radiometry.fit(sample, kind, nodata=nodata, low_pct=defaults.get("low_pct", 0.1),
                                   high_pct=defaults.get("high_pct", 99.9)))
     return out
