@@ -116,7 +116,7 @@ def test_bright_targets_are_kept(model):
     assert np.max(np.abs(_db(np.array([b[p] for p in pos])) - _db(peaks))) <= 0.5
     assert np.max(np.abs(_db(np.array([a[p] for p in pos])) - _db(peaks))) > 10  # clipped without it
     assert _db(b.max()) == pytest.approx(_db(img.max()), abs=0.5)
-    assert ContainerReader(kept).header.version == 2 and ContainerReader(plain).header.version == 1
+    assert ContainerReader(kept).header.version == 2 and ContainerReader(plain).header.version == 2
 
 
 def test_window_decode_through_outliers_equals_full(model):

@@ -258,7 +258,7 @@ def _encode_one(
     if len(descs) != src.bands:
         raise InputError(f"{len(descs)} band descriptions for {src.bands} bands")
     buf = io.BytesIO()
-    writer = ContainerWriter(buf, version=2 if spec.active or lossless else 1)
+    writer = ContainerWriter(buf)
     header = new_header(model_info(model), src, rads, tile_size, descs, dict(metadata or {}))
     header.metadata.setdefault("ndim", arr.ndim)
     header.metadata.update(halo_metadata(model))

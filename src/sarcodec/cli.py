@@ -261,20 +261,28 @@ def train(
 
 
 @app.command()
-def info(path: Path = typer.Argument(..., help=".sarc file")) -> None:
-    """Describe a .sarc file: shape, bands, model, bits per pixel."""
+def info(path: Path = typer.Argument(..., help=".sarc file"),
+         verify: bool = typer.Option(True, "--verify/--no-verify",
+                                     help="Check the CRC of every tile, mask and pixel layer (reads the whole file)")) -> None:
+    """Describe a .sarc file: shape, bands, model, bits per pixel; verify its checksums."""
     from .container import ContainerReader
 
     if not path.is_file():
         raise _input_error(f"{path}: file not found")
     with ContainerReader(path) as r:
         h = r.header
+        if verify:  # a damaged blob is a FormatError (exit 5) before anything is printed
+            for e in h.tiles:
+                r.tile_bytes(e)
+                r.tile_mask(e)
+                r.tile_layer(e)
         nb, rows, cols = h.shape
         size = path.stat().st_size
         import numpy as np
 
         native = np.dtype(h.dtype).itemsize * 8
-        console.print(f"[bold]{path}[/bold]  format v{h.version}")
+        console.print(f"[bold]{path}[/bold]  format v{h.version}, "
+                      + (f"checksums of {len(h.tiles)} tiles verified" if verify else "checksums NOT verified (--no-verify)"))
         console.print(f"  raster    {nb} band(s) x {rows} x {cols} {h.dtype}, tiles {len(h.tiles)} of <= {h.tile_size}px")
         console.print(f"  model     {h.model['id']} ({h.model['arch']}, hash {h.model['hash']})")
         console.print(f"  size      {size} bytes, {8 * size / h.pixels:.4f} bpp, {native * h.pixels / 8 / size:.1f}x smaller than {h.dtype}")

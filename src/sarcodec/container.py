@@ -45,7 +45,7 @@ from .errors import (
 
 MAGIC = b"\x89SARC\r\n\x1a"
 END = b"CRAS"
-FORMAT_VERSION = 2  # 2: tiles may carry a pixel layer (layers.py); files without one are written as 1
+FORMAT_VERSION = 2  # 2: pixel layers (layers.py), tile CRCs bound to their position; version 1 files still read
 HEADER = struct.Struct("<8sHHI")
 TRAILER = struct.Struct("<QQI4s")
 
@@ -100,19 +100,17 @@ class Header:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], version: int) -> "Header":
+        """Parse and validate a footer (untrusted input): every field's type and range, shapes
+        consistent with the tile grid, before anything is allocated from it."""
         try:
-            shape = tuple(int(v) for v in d["shape"])
-            if len(shape) != 3 or min(shape) < 1:
-                raise ValueError(f"bad shape {shape}")
-            h = cls(model=dict(d["model"]), shape=shape, dtype=str(d["dtype"]), bands=list(d["bands"]),
-                    tile_size=int(d["tile_size"]), tiles=[TileEntry.from_list(t) for t in d["tiles"]],
-                    metadata=dict(d.get("metadata", {})), version=version)
-            np.dtype(h.dtype)
-            if len(h.bands) != shape[0]:
-                raise ValueError("band list does not match shape")
+            h = cls(model=_req(d, "model", dict), shape=_shape(d.get("shape")), dtype=_req(d, "dtype", str),
+                    bands=_req(d, "bands", list), tile_size=_req(d, "tile_size", int),
+                    tiles=[TileEntry.from_list(t) for t in _req(d, "tiles", list)],
+                    metadata=_req(d, "metadata", dict) if "metadata" in d else {}, version=version)
+            validate_header(h)
         except CorruptedFileError:
             raise
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise CorruptedFileError(f"container header is malformed ({e})") from e
         return h
 
@@ -121,12 +119,92 @@ class Header:
         return self.shape[0] * self.shape[1] * self.shape[2]
 
 
+DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+MAX_PIXELS_PER_BAND = 1 << 40  # rows x cols a footer may declare (about 1e12)
+MAX_BANDS = 4096
+
+
+def _req(d: dict, key: str, typ: type) -> Any:
+    if not isinstance(d, dict):
+        raise CorruptedFileError("container header is not a mapping")
+    if key not in d:
+        raise CorruptedFileError(f"container header lacks {key!r}")
+    v = d[key]
+    if typ is int and (isinstance(v, bool) or not isinstance(v, int)) or typ is not int and not isinstance(v, typ):
+        raise CorruptedFileError(f"container header: {key!r} must be {typ.__name__}, got {type(v).__name__}")
+    return v
+
+
+def _shape(v: Any) -> tuple[int, int, int]:
+    if not isinstance(v, list) or len(v) != 3 or not all(type(i) is int and i >= 1 for i in v):
+        raise CorruptedFileError(f"container header: bad shape {v!r}")
+    if v[0] > MAX_BANDS or v[1] * v[2] > MAX_PIXELS_PER_BAND:
+        raise CorruptedFileError(f"container header: implausible shape {v!r}")
+    return tuple(v)  # type: ignore[return-value]
+
+
+def validate_header(h: "Header") -> None:
+    """The schema of a footer: raises CorruptedFileError naming the first field that is wrong."""
+    from .radiometry import Radiometry
+
+    bad = lambda msg: CorruptedFileError(f"container header: {msg}")  # noqa: E731
+    nb, rows, cols = h.shape
+    if h.dtype not in DTYPES:
+        raise bad(f"unsupported dtype {h.dtype!r}")
+    if not (64 <= h.tile_size <= 1 << 16 and h.tile_size % 64 == 0):
+        raise bad(f"tile size {h.tile_size}")
+    if not isinstance(h.model.get("id", ""), str) or not isinstance(h.model.get("hash", ""), (str, type(None))):
+        raise bad("model id / hash")
+    if len(h.bands) != nb:
+        raise bad("band list does not match shape")
+    for b in h.bands:
+        if not isinstance(b, dict) or not isinstance(b.get("radiometry"), dict):
+            raise bad("band entry without radiometry")
+        r = b["radiometry"]
+        for k in ("lo_db", "hi_db", "fill"):
+            if not isinstance(r.get(k, 0.0), (int, float)) or isinstance(r.get(k), bool):
+                raise bad(f"radiometry {k}")
+        for k in ("nodata", "noise_floor_db"):
+            v = r.get(k)
+            if v is not None and v != "nan" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise bad(f"radiometry {k}")
+        try:
+            Radiometry.from_dict(r)
+        except Exception as e:  # InputError and TypeError from a forged radiometry
+            raise bad(f"radiometry ({e})") from e
+    md = h.metadata
+    if md.get("ndim", 3) not in (2, 3) or md.get("ndim") == 2 and nb != 1:
+        raise bad("ndim")
+    if md.get("halo_latents", 4) not in (4, 8) or md.get("border", "replicate") not in ("crop", "replicate"):
+        raise bad("halo / border")
+    if not isinstance(md.get("lossless", False), bool):
+        raise bad("lossless")
+    if md.get("lossless") and not h.dtype.startswith(("uint", "int")):
+        raise bad("lossless needs an integer dtype")
+    t = h.tile_size
+    grid_per_band = (-(-rows // t)) * (-(-cols // t))
+    if len(h.tiles) != nb * grid_per_band:
+        raise bad(f"{len(h.tiles)} tiles for a grid of {nb * grid_per_band}")
+    seen = set()
+    for e in h.tiles:
+        if e.band >= nb or e.row % t or e.col % t or e.row >= rows or e.col >= cols \
+                or e.height != min(t, rows - e.row) or e.width != min(t, cols - e.col):
+            raise bad(f"tile ({e.band}, {e.row}, {e.col}) does not fit the grid")
+        if (e.band, e.row, e.col) in seen:
+            raise bad(f"tile ({e.band}, {e.row}, {e.col}) appears twice")
+        seen.add((e.band, e.row, e.col))
+        if bool(e.mask_length) != bool(e.mask_offset) or bool(e.layer_length) != bool(e.layer_offset):
+            raise bad("blob offset / length")
+        if e.layer_length and h.version < 2:
+            raise bad("a version-1 file cannot carry pixel layers")
+
+
 class ContainerWriter:
     """Streams a container to a binary file object: ``add_tile``/``add_blob`` then ``finish``."""
 
-    def __init__(self, fh: BinaryIO, version: int = 1):
+    def __init__(self, fh: BinaryIO, version: int = FORMAT_VERSION):
         self.fh = fh
-        self.version = version  # 1 unless a tile carries a pixel layer (older readers then refuse cleanly)
+        self.version = version
         fh.write(HEADER.pack(MAGIC, version, 0, 0))
         self.pos = HEADER.size
 
@@ -138,7 +216,8 @@ class ContainerWriter:
         return off, len(data), zlib.crc32(data)
 
     def add_tile(self, entry: TileEntry, payload: bytes) -> TileEntry:
-        entry.offset, entry.length, entry.crc = self.add_blob(payload)
+        entry.offset, entry.length, _ = self.add_blob(payload)
+        entry.crc = tile_crc(entry, payload, self.version)
         return entry
 
     def finish(self, header: Header) -> int:
@@ -151,6 +230,15 @@ class ContainerWriter:
         self.fh.write(TRAILER.pack(off, len(footer), crc, END))
         self.pos += len(footer) + TRAILER.size
         return self.pos
+
+
+def tile_crc(entry: TileEntry, payload: bytes, version: int) -> int:
+    """A tile payload's CRC32. From format 2 on it also covers the tile's (band, row, col, height,
+    width), so a payload moved to another position in a forged index is detected."""
+    if version < 2:
+        return zlib.crc32(payload)
+    pos = struct.pack("<5Q", entry.band, entry.row, entry.col, entry.height, entry.width)
+    return zlib.crc32(payload, zlib.crc32(pos))
 
 
 def with_header(data: bytes, header: Header) -> bytes:
@@ -166,16 +254,28 @@ def with_header(data: bytes, header: Header) -> bytes:
     return buf.getvalue()
 
 
+MAX_FOOTER = 64 << 20  # decompressed footer bytes: a 100000^2 raster in 256 px tiles needs ~20 MB
+
+
+def bounded_decompress(blob: bytes, limit: int, what: str) -> bytes:
+    """zlib-decompress at most ``limit`` bytes: a forged blob cannot inflate to gigabytes."""
+    d = zlib.decompressobj()
+    out = d.decompress(blob, limit)
+    if d.unconsumed_tail or not d.eof:
+        raise CorruptedFileError(f"{what} is larger than {limit} bytes when decompressed, or incomplete")
+    return out
+
+
 def pack_mask(mask: np.ndarray) -> bytes:
     return zlib.compress(np.packbits(mask.astype(bool), axis=None).tobytes(), 9)
 
 
 def unpack_mask(blob: bytes, shape: tuple[int, int]) -> np.ndarray:
+    n = shape[0] * shape[1]
     try:
-        bits = np.frombuffer(zlib.decompress(blob), np.uint8)
+        bits = np.frombuffer(bounded_decompress(blob, (n + 7) // 8, "nodata mask"), np.uint8)
     except zlib.error as e:
         raise CorruptedFileError(f"nodata mask is corrupted ({e})") from e
-    n = shape[0] * shape[1]
     if bits.size * 8 < n:
         raise CorruptedFileError("nodata mask is too short")
     return np.unpackbits(bits, count=n).astype(bool).reshape(shape)
@@ -242,10 +342,13 @@ class ContainerReader:
         if zlib.crc32(head + footer) != crc or flags != 0 or reserved != 0:
             raise CorruptedFileError(f"{self.name}: header checksum mismatch (file corrupted)")
         try:
-            meta = json.loads(zlib.decompress(footer))
-        except (zlib.error, ValueError) as e:  # pragma: no cover - CRC makes this unlikely
-            raise CorruptedFileError(f"{self.name}: header is unreadable ({e})") from e
-        header = Header.from_json(meta, version)
+            meta = json.loads(bounded_decompress(footer, MAX_FOOTER, "header"))
+        except (zlib.error, ValueError, RecursionError) as e:
+            raise CorruptedFileError(f"{self.name}: header is unreadable ({type(e).__name__}: {e})") from e
+        try:
+            header = Header.from_json(meta, version)
+        except CorruptedFileError as e:
+            raise CorruptedFileError(f"{self.name}: {e}") from e
         for t in header.tiles:
             if t.layer_length and version < 2:
                 raise CorruptedFileError(f"{self.name}: a version-1 file cannot carry pixel layers")
@@ -256,7 +359,7 @@ class ContainerReader:
 
     def tile_bytes(self, entry: TileEntry) -> bytes:
         data = self._read(entry.offset, entry.length)
-        if zlib.crc32(data) != entry.crc:
+        if tile_crc(entry, data, self.header.version) != entry.crc:
             raise CorruptedFileError(
                 f"{self.name}: tile (band {entry.band}, row {entry.row}, col {entry.col}) checksum mismatch (file corrupted)")
         return data

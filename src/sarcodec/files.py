@@ -180,7 +180,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                 header.metadata["clip_percentiles"] = list(clip)
             if lossless:
                 header.metadata["lossless"] = True
-            writer = ContainerWriter(fh, version=2 if spec.active or lossless else 1)
+            writer = ContainerWriter(fh)
             return encode_container(src, m, rads, writer, header, show, batch, refine, workers, precision, spec,
                                     stats)
 

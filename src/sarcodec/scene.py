@@ -436,7 +436,15 @@ class SceneDecoder:
             y = torch.from_numpy(pool_result(fut))[0]
         else:
             e = self.by_pos[key]
-            y = self.model.decode_latent(self.reader.tile_bytes(e), e.height, e.width)[0]
+            data = self.reader.tile_bytes(e)
+            try:
+                y = self.model.decode_latent(data, e.height, e.width)[0]
+            except CorruptedFileError as err:
+                raise CorruptedFileError(f"{self.reader.name}: tile (band {e.band}, row {e.row}, col {e.col}): {err}") from err
+            except (AssertionError, ValueError, RuntimeError, OverflowError, IndexError, TypeError) as err:
+                # the range decoder's own failures on a forged (CRC-valid) payload
+                raise CorruptedFileError(f"{self.reader.name}: tile (band {e.band}, row {e.row}, col {e.col}) "
+                                         f"cannot be entropy-decoded ({type(err).__name__}: {err})") from err
         self.cache[key] = y
         while len(self.cache) > self.cache_tiles:
             self.cache.popitem(last=False)
