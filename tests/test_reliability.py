@@ -45,6 +45,7 @@ def _children(pid):
 
 
 @pytest.mark.parametrize("sig,code,extra", [(signal.SIGINT, 130, []), (signal.SIGTERM, 143, []),
+                                            (signal.SIGINT, 130, ["--workers", "2"]),
                                             (signal.SIGTERM, 143, ["--workers", "2"])])
 def test_signals_exit_with_their_code_and_leave_nothing(scene, tmp_path, sig, code, extra):
     out = tmp_path / "big.sarc"
@@ -195,4 +196,27 @@ def test_input_changed_during_compression_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(files, "_identity", changing)
     with pytest.raises(InputError, match="changed"):
         sarcodec.compress_file(tmp_path / "s.tif", tmp_path / "s.sarc")
+    assert not (tmp_path / "s.sarc").exists() and not _leftovers(tmp_path, "s.sarc")
+
+
+def test_full_disk_on_compress_is_exit_7_and_no_output(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from sarcodec import container
+    from sarcodec.cli import main
+
+    _tif(tmp_path / "s.tif", (64, 64))
+    real = container.ContainerWriter.add_blob
+    calls = []
+
+    def full(self, data):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(container.ContainerWriter, "add_blob", full)
+    with pytest.raises(SystemExit) as e:
+        main(["compress", str(tmp_path / "s.tif"), "-o", str(tmp_path / "s.sarc")])
+    assert e.value.code == 7 and "No space left" in capsys.readouterr().err
     assert not (tmp_path / "s.sarc").exists() and not _leftovers(tmp_path, "s.sarc")
