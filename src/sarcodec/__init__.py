@@ -29,3 +29,7 @@ __all__ = [
 from .files import compress_file, decompress_file, read_window  # noqa: E402
 
 __all__ += ["compress_file", "decompress_file", "read_window"]
+
+from .batch import compress_files, decompress_files  # noqa: E402
+
+__all__ += ["compress_files", "decompress_files"]

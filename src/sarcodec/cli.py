@@ -94,6 +94,37 @@ def _progress():
                     transient=False, disable=not err.is_terminal)
 
 
+def _batch(fn, files: list[Path], out: Path, cluster: Optional[str], model: Optional[str], skip_existing: bool,
+           kwargs: dict) -> None:
+    """Several files: one task each (here or on a Dask cluster), continuing past failures; a
+    summary table, a log line per file, and the exit code of the first failure (0 if none)."""
+    from .batch import batch_exit_code, cluster_client, summary_table
+
+    if not out.is_dir():
+        raise OutputError(f"{out}: with several inputs, -o must be an existing directory")
+    client = cluster_client(cluster) if cluster else None
+    done = [0]
+
+    def log(row: dict) -> None:
+        done[0] += 1
+        bpp = "" if row["bpp"] is None else f", {row['bpp']:.3f} bpp"
+        err.print(f"[{done[0]}/{len(files)}] {row['input']} -> {row['output']}: {row['status']}{bpp}"
+                  + (f" ({row['error']})" if row["error"] else ""))
+
+    try:
+        rows = fn(files, out, client, model=model, skip_existing=skip_existing, progress=log, **kwargs)
+    finally:
+        if client is not None:
+            cl = client.cluster
+            client.close()
+            if cl is not None:
+                cl.close()
+    console.print(summary_table(rows))
+    code = batch_exit_code(rows)
+    if code:
+        sys.exit(code)
+
+
 def _expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> list[Path]:
     import glob
 
@@ -152,6 +183,9 @@ def compress(
     bias: bool = typer.Option(True, "--bias/--no-bias", help="Per-tile correction of mean linear intensity"),
     lossless: bool = typer.Option(False, "--lossless", help="Integer rasters (GRD DN) coded exactly (no learned layer)"),
     max_pixels: float = typer.Option(4e9, "--max-pixels", help="Refuse inputs larger than this (bands x rows x cols)"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="Run the batch on Dask: local, local:N (N worker "
+                                                                  "processes) or tcp://HOST:PORT (a scheduler)"),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave outputs that already exist alone"),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),
 ) -> None:
     """Compress rasters to .sarc (streamed tile by tile; memory does not grow with the scene)."""
@@ -160,7 +194,6 @@ def compress(
     from .files import compress_file
 
     files = _expand_inputs(inputs, (".tif", ".tiff", ".vrt", ".img", ".jp2"))
-    outs = _outputs(files, out, ".sarc")
     dev = _device(device)
     if sum(v is not None for v in (max_error, psnr, bpp)) + lossless > 1:
         raise _input_error("give one of --max-error, --psnr, --bpp, --lossless")
@@ -174,6 +207,20 @@ def compress(
             clip_pct = ()
         if len(clip_pct) != 2:
             raise _input_error(f"--clip must be LO,HI percentiles, got {clip!r}")
+    if len(files) > 1 or cluster or skip_existing:
+        from .batch import compress_files
+
+        spec = model
+        if quality is not None:
+            from .checkpoint import bundled_manifest
+
+            spec = f"{bundled_manifest().get('aliases', {}).get(model, model).rsplit('-q', 1)[0]}-q{quality}"
+        _batch(compress_files, files, out, cluster, spec, skip_existing,
+               dict(kind=kind, tile_size=tile, force=force, batch=batch, refine=refine, workers=workers,
+                    precision=precision, max_error=max_error, psnr=psnr, bpp=bpp, clip=clip_pct, outliers=outliers,
+                    bias=bias, lossless=lossless, max_pixels=max_pixels, device=str(dev) if dev else None))
+        return
+    outs = _outputs(files, out, ".sarc")
     if quality is None and (max_error is not None or psnr is not None or bpp is not None):
         m = [mm.to(dev) for mm in family_members(model)]  # a family's rate points (or the one model)
     else:
@@ -204,22 +251,26 @@ def decompress(
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="Processes entropy-decoding tiles in parallel (default: CPU cores - 1 "
                                                "with a GPU, 0 on a CPU); the output does not change"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="Run the batch on Dask: local, local:N or tcp://HOST:PORT"),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave outputs that already exist alone"),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),
 ) -> None:
     """Decompress .sarc files to GeoTIFF with the original georeferencing, tags and nodata."""
     from .files import decompress_file, parse_window
+    from .radiometry import check_output_dtype
 
     files = _expand_inputs(inputs, (".sarc",))
-    outs = _outputs(files, out, ".tif")
     win = parse_window(window) if window else None
     dev = _device(device)
-    if dtype is not None:
-        import numpy as np
+    check_output_dtype(dtype)
+    if len(files) > 1 or cluster or skip_existing:
+        from .batch import decompress_files
 
-        try:
-            np.dtype(dtype)
-        except TypeError as e:
-            raise _input_error(f"unknown --dtype {dtype!r}") from e
+        _batch(decompress_files, files, out, cluster, model, skip_existing,
+               dict(window=win, kind=kind, dtype=dtype, cog=cog, force=force, device=str(dev) if dev else None,
+                    workers=workers))
+        return
+    outs = _outputs(files, out, ".tif")
     with _progress() as prog:
         for f, o in zip(files, outs):
             task = prog.add_task(f.name, total=None)
