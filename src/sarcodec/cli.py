@@ -94,6 +94,27 @@ def _progress():
                     transient=False, disable=not err.is_terminal)
 
 
+def _raster_pixels(path: Path) -> Optional[int]:
+    try:
+        import rasterio
+
+        with rasterio.open(path) as ds:
+            return ds.count * ds.height * ds.width
+    except Exception:  # noqa: BLE001 - compress_file reports unreadable inputs properly
+        return None
+
+
+def _sarc_pixels(path: Path, window) -> Optional[int]:
+    try:
+        from .container import ContainerReader
+
+        with ContainerReader(path) as r:
+            nb, rows, cols = r.header.shape
+        return nb * (window[2] * window[3] if window else rows * cols)
+    except Exception:  # noqa: BLE001 - decompress_file reports damaged files properly
+        return None
+
+
 def _batch(fn, files: list[Path], out: Path, cluster: Optional[str], model: Optional[str], skip_existing: bool,
            kwargs: dict) -> None:
     """Several files: one task each (here or on a Dask cluster), continuing past failures; a
@@ -197,6 +218,9 @@ def compress(
     dev = _device(device)
     if sum(v is not None for v in (max_error, psnr, bpp)) + lossless > 1:
         raise _input_error("give one of --max-error, --psnr, --bpp, --lossless")
+    if quality is not None and (model.endswith(".pt") or Path(model).is_file()):
+        raise _input_error("--quality picks a rate point of a bundled family: it does not apply to a checkpoint "
+                           f"file ({model})")
     if quality is not None and (psnr is not None or bpp is not None):
         raise _input_error("--quality conflicts with --psnr / --bpp (the search picks the rate point)")
     clip_pct = None
@@ -227,7 +251,7 @@ def compress(
         m = load_model(model, device=dev, quality=quality)
     with _progress() as prog:
         for f, o in zip(files, outs):
-            task = prog.add_task(f.name, total=None)
+            task = prog.add_task(f.name, total=_raster_pixels(f))  # a total: the bar shows an ETA
             t0 = time.perf_counter()
             r = compress_file(f, o, m, kind=kind, tile_size=tile, force=force, batch=batch, refine=refine,
                               workers=workers, precision=precision, max_error=max_error, psnr=psnr, bpp=bpp,
@@ -245,6 +269,9 @@ def decompress(
     dtype: Optional[str] = typer.Option(None, help="Output data type (default: like the input, e.g. uint16)"),
     kind: Optional[str] = typer.Option(None, help="Output values: intensity, amplitude, dn, db (default: like the input)"),
     cog: bool = typer.Option(False, "--cog", help="Write a Cloud-Optimized GeoTIFF"),
+    overview_resampling: str = typer.Option("average", "--overview-resampling",
+                                            help="COG overviews: average (of the output values), nearest, bilinear, "
+                                                 "cubic, mode, rms"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint, if the file's model is not bundled"),
     device: Optional[str] = typer.Option(None, help="Where the synthesis transform runs: cpu, cuda, cuda:1 "
                                                     "(default: cuda if available); the latents are identical everywhere"),
@@ -268,15 +295,19 @@ def decompress(
 
         _batch(decompress_files, files, out, cluster, model, skip_existing,
                dict(window=win, kind=kind, dtype=dtype, cog=cog, force=force, device=str(dev) if dev else None,
-                    workers=workers))
+                    workers=workers, overview_resampling=overview_resampling))
         return
     outs = _outputs(files, out, ".tif")
     with _progress() as prog:
         for f, o in zip(files, outs):
-            task = prog.add_task(f.name, total=None)
+            task = prog.add_task(f.name, total=_sarc_pixels(f, win))
             t0 = time.perf_counter()
             r = decompress_file(f, o, model=model, window=win, kind=kind, dtype=dtype, cog=cog, force=force,
-                                device=dev, workers=workers, progress=lambda n, t=task: prog.advance(t, n))
+                                device=dev, workers=workers, progress=lambda n, t=task: prog.advance(t, n),
+                                overview_resampling=overview_resampling)
+            if r["saturated"]:
+                err.print(f"[yellow]warning:[/yellow] {o}: {r['saturated']} pixels ({100 * r['saturated_fraction']:.2f}%) "
+                          f"lie outside {r['dtype']} and were saturated; use --dtype float32 (or a wider type)")
             mp = r["bands"] * r["rows"] * r["cols"] / 1e6
             console.print(f"{f} -> {o}: {r['bands']} x {r['rows']} x {r['cols']} {r['dtype']} "
                           f"({mp / (time.perf_counter() - t0):.2f} MP/s)")
@@ -284,7 +315,8 @@ def decompress(
 
 @app.command()
 def train(
-    config: Path = typer.Option(..., "--config", "-c", help="YAML config (see configs/)"),
+    config: str = typer.Option(..., "--config", "-c", help="YAML config file, or the name of a packaged one "
+                                                            "(default, residual, attention, baseline, hyperprior, resnet-lite)"),
     overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. lmbda=0.02 model.base_channels=32"),
     quick: bool = typer.Option(False, "--quick", help="Quick-search mode: a short run on small patches"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<config name>)"),
@@ -295,7 +327,7 @@ def train(
     from .training import load_config, run_config
 
     cfg, data = load_config(config, overrides or [], quick=quick)
-    run = out or Path("runs") / (config.stem + ("-quick" if quick else ""))
+    run = out or Path("runs") / (Path(config).stem + ("-quick" if quick else ""))
     dev = _device(device)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -418,7 +450,7 @@ def _run_benchmark(data: Optional[Path], out: Path, specs: list[str], codecs: li
 
 @app.command()
 def benchmark(
-    data: Optional[Path] = typer.Option(None, "--data", help="Data root with test/ (default ../shared/sar)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="A data root with test/ (default ../shared/sar), any folder of GeoTIFFs, or one file"),
     out: Path = typer.Option(Path("benchmark"), "--out", "-o", help="Report directory (reruns resume from its results.json)"),
     models: Optional[list[str]] = typer.Option(None, "--models", help="A learned codec curve: 'default' (its bundled "
                                                "qualities), 'a.pt,b.pt' or 'name=a.pt,b.pt', with ':refine=N' for N steps of "
@@ -448,7 +480,7 @@ def benchmark(
 @app.command()
 def evaluate(
     checkpoint: str = typer.Argument(..., help="Checkpoint path or bundled model name"),
-    data: Optional[Path] = typer.Option(None, "--data", help="Data root with test/ (default ../shared/sar)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="A data root with test/ (default ../shared/sar), any folder of GeoTIFFs, or one file"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (default evaluate-<name>)"),
     split: str = typer.Option("test", "--split", help="test or val"),
 ) -> None:

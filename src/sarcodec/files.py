@@ -249,7 +249,8 @@ def read_window(path: str | os.PathLike, window: tuple[int, int, int, int] | Non
 def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *, model: SarCodec | str | None = None,
                     window: tuple[int, int, int, int] | None = None, kind: str | None = None, dtype: Any = None,
                     cog: bool = False, force: bool = False, progress: Progress | None = None,
-                    device: str | None = None, workers: int | None = None) -> dict[str, Any]:
+                    device: str | None = None, workers: int | None = None,
+                    overview_resampling: str = "average") -> dict[str, Any]:
     """Decode a .sarc file to a GeoTIFF (or COG) with the original georeferencing and tags.
     ``device``: where the file's model is loaded when ``model`` is not a loaded model (default
     cpu); ``workers``: processes that entropy-decode tiles ahead (see :func:`sarcodec.decode`)."""
@@ -266,6 +267,8 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
         raise InputError(f"{p}: file not found")
     if kind is not None:
         check_kind(kind)
+    if overview_resampling not in OVERVIEW_RESAMPLING:
+        raise InputError(f"overview resampling must be one of {', '.join(OVERVIEW_RESAMPLING)}, got {overview_resampling!r}")
     dst = Path(dst_path)
     check_output_path(dst, force)  # before loading a model; atomic_path checks again at write time
     with _gdal_env(), ContainerReader(p) as reader:
@@ -291,6 +294,7 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
             profile["transform"] = window_transform(Window(c0, r0, w, h), Affine(*geo["transform"]))
         import warnings
 
+        saturated = 0
         with atomic_path(dst, force=force) as final, \
                 tempfile.TemporaryDirectory(prefix=temp_prefix(dst), dir=dst.parent) as scratch, \
                 window_decoder(reader, model, r0, r0 + h, c0, c0 + w, workers) as dec:
@@ -306,17 +310,31 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
                         for e in dec.tiles_in(b, r0, r0 + h, c0, c0 + w):
                             a0, a1 = max(e.row, r0), min(e.row + e.height, r0 + h)
                             b0, b1 = max(e.col, c0), min(e.col + e.width, c0 + w)
-                            block = dec.read_band(b, a0, a1, b0, b1, kind=kind, dtype=out_dtype, progress=progress)
+                            if out_dtype.kind in "iu":  # count what the integer type cannot hold
+                                v = dec.read_band(b, a0, a1, b0, b1, kind=kind, dtype=np.float64, progress=progress)
+                                info = np.iinfo(out_dtype)
+                                with np.errstate(invalid="ignore"):
+                                    saturated += int(np.sum((np.rint(v) < info.min) | (np.rint(v) > info.max)))
+                                block = np.where(np.isnan(v), nodata, np.clip(np.rint(np.nan_to_num(v)), info.min, info.max)
+                                                 ).astype(out_dtype)
+                            else:
+                                block = dec.read_band(b, a0, a1, b0, b1, kind=kind, dtype=out_dtype, progress=progress)
                             out.write(block, b + 1, window=Window(b0 - c0, a0 - r0, b1 - b0, a1 - a0))
-                    _copy_annotations(out, geo, hdr, nb, r0, c0, GroundControlPoint, CRS)
+                    _copy_annotations(out, geo, hdr, nb, r0, c0, GroundControlPoint, CRS, out_kind)
                 if cog:
                     from rasterio.shutil import copy as rio_copy
 
-                    rio_copy(target, final, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER")
+                    rio_copy(target, final, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER", PREDICTOR="YES",
+                             OVERVIEW_RESAMPLING=overview_resampling.upper(), RESAMPLING=overview_resampling.upper())
             except rasterio.errors.RasterioError as e:  # GDAL write failures: full disk, file-size limit
                 raise OutputError(f"{dst}: the output could not be written ({e}; disk full or file size limit?)") from e
             verify_geotiff(final, nb, h, w)
-    return {"bands": nb, "rows": h, "cols": w, "dtype": out_dtype.name, "path": str(dst)}
+    return {"bands": nb, "rows": h, "cols": w, "dtype": out_dtype.name, "path": str(dst), "saturated": saturated,
+            "saturated_fraction": saturated / max(1, nb * h * w)}
+
+
+OVERVIEW_RESAMPLING = ("average", "nearest", "bilinear", "cubic", "mode", "rms")
+UNITS = {"db": "dB", "intensity": "linear power", "amplitude": "linear amplitude", "dn": "DN"}
 
 
 def verify_geotiff(path: str | os.PathLike, bands: int, rows: int, cols: int) -> None:
@@ -339,7 +357,7 @@ def verify_geotiff(path: str | os.PathLike, bands: int, rows: int, cols: int) ->
                           f"(disk full or file size limit?): {e}") from e
 
 
-def _copy_annotations(out, geo: dict[str, Any], hdr, nb: int, r0: int, c0: int, GCP, CRS) -> None:
+def _copy_annotations(out, geo: dict[str, Any], hdr, nb: int, r0: int, c0: int, GCP, CRS, out_kind: str) -> None:
     if geo.get("gcps"):
         gcps = [GCP(row=g[0] - r0, col=g[1] - c0, x=g[2], y=g[3], z=g[4], id=g[5], info=g[6]) for g in geo["gcps"]]
         out.gcps = (gcps, CRS.from_wkt(geo["gcp_crs"]) if geo.get("gcp_crs") else None)
@@ -347,14 +365,20 @@ def _copy_annotations(out, geo: dict[str, Any], hdr, nb: int, r0: int, c0: int, 
         out.update_tags(**geo["tags"])
     for i in range(nb):
         desc = hdr.bands[i].get("description")
-        if desc:
+        in_kind = hdr.bands[i]["radiometry"]["kind"]
+        if out_kind != in_kind:  # another kind: say so, in the description and the unit
+            out.set_band_description(i + 1, f"{desc or f'band {i + 1}'} ({out_kind})")
+            out.set_band_unit(i + 1, UNITS[out_kind])
+        elif desc:
             out.set_band_description(i + 1, desc)
         bt = (geo.get("band_tags") or [{}] * nb)[i]
         if bt:
             out.update_tags(i + 1, **bt)
         units = (geo.get("units") or [None] * nb)[i]
-        if units:
+        if units and out_kind == in_kind:
             out.set_band_unit(i + 1, units)
+    if out_kind != hdr.bands[0]["radiometry"]["kind"]:
+        return  # the input's scales / offsets were for its own kind
     if geo.get("scales") and any(s != 1.0 for s in geo["scales"]):
         out.scales = tuple(geo["scales"])
     if geo.get("offsets") and any(o != 0.0 for o in geo["offsets"]):

@@ -90,9 +90,16 @@ def _domain_to_intensity(dom: BenchmarkDomain, v: np.ndarray) -> np.ndarray:
 
 def benchmark_scenes(data: str | Path, split: str = "test", val_locations: tuple[str, ...] = ("mexico-b",)) -> list:
     """The images a benchmark reports on: ``test/``, or (``split="val"``) the held-out training
-    locations, for choosing models without touching ``test/``."""
-    from ..data.scenes import scan_scenes
+    locations, for choosing models without touching ``test/``. ``data`` may also be any folder of
+    rasters without a ``test/`` sub-folder (every GeoTIFF in it), or one raster file."""
+    from ..data.scenes import Scene, scan_scenes
 
+    p = Path(data)
+    if p.is_file():
+        return [Scene(p, p.stem, "unknown", "test")]
+    if split == "test" and p.is_dir() and not (p / "test").is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in (".tif", ".tiff"))
+        return [Scene(f, f.stem, "unknown", "test") for f in files]
     if split == "test":
         return [s for s in scan_scenes(data, ("test",)) if s.split == "test"]
     return [s for s in scan_scenes(data, ("train",)) if s.location in val_locations]
@@ -172,7 +179,7 @@ class Benchmark:
         self.scenes = benchmark_scenes(data, split, val_locations)
         self._models: dict[str, list] | None = None
         if not self.scenes:
-            raise InputError(f"{data}: no {split} images found")
+            raise InputError(f"{data}: no {split} images found (a data root with test/, a folder of GeoTIFFs or a raster file)")
         self.split = split
         self.out.mkdir(parents=True, exist_ok=True)
         self.results_path = self.out / "results.json"

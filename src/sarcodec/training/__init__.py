@@ -73,6 +73,25 @@ class SyntheticSampler(RandomSampler):
 QUICK = {"steps": 60, "patch_size": 64, "batch_size": 4, "val_every": 30, "warmup_steps": 10}
 
 
+def packaged_configs() -> dict[str, Path]:
+    """The configs shipped with the package (``sarcodec/configs/*.yaml``), by name."""
+    d = Path(__file__).resolve().parents[1] / "configs"
+    return {p.stem: p for p in sorted(d.glob("*.yaml"))}
+
+
+def resolve_config(path: str | Path) -> Path:
+    """A config file path, or the name of a packaged config (``default``, ``residual``, ...)."""
+    from ..errors import InputError
+
+    p = Path(path)
+    if p.is_file():
+        return p
+    named = packaged_configs()
+    if str(path) in named or p.stem in named and not p.parent.name:
+        return named[str(path) if str(path) in named else p.stem]
+    raise InputError(f"{p}: config file not found (packaged configs: {', '.join(named)})")
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None, quick: bool = False) -> tuple[TrainConfig, dict[str, Any]]:
     """YAML -> (TrainConfig, data section). ``overrides`` are ``key=value`` (YAML-typed; dotted keys
     reach into ``model.`` and ``data.``). ``quick`` applies the quick-search settings."""
@@ -80,9 +99,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, quick: boo
 
     from ..errors import InputError
 
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: config file not found")
+    p = resolve_config(path)
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
