@@ -66,19 +66,18 @@ def demo(
               f"{16 / bpp(len(j2k), n):.1f}x", f"{p_j2k:.2f}")
     console.print(t)
     console.print(f"encode {n / 1e6 / (t1 - t0):.2f} MP/s, decode {n / 1e6 / (t2 - t1):.2f} MP/s (CPU)")
-    _side_by_side(out / "demo.png", [ref, dom(rec), np.clip(j2k_dec / 65535.0, 0, 1)], force)
+    _side_by_side(out / "demo.png", [ref, dom(rec), np.clip(j2k_dec / 65535.0, 0, 1)],
+                  ["original (synthetic)", f"sarcodec {m.name}: {bpp(len(data), n):.3f} bpp, {p_ours:.2f} dB",
+                   f"JPEG 2000: {bpp(len(j2k), n):.3f} bpp, {p_j2k:.2f} dB"], force)
     console.print(f"wrote {out / 'demo.sarc'} and {out / 'demo.png'} (original | sarcodec | JPEG 2000)")
 
 
-def _side_by_side(path: Path, images: list, force: bool) -> None:
-    import imagecodecs
-    import numpy as np
-
+def _side_by_side(path: Path, images: list, titles: list[str], force: bool) -> None:
     from .container import atomic_write
+    from .evaluation.plots import image_grid
 
-    gap = np.ones((images[0].shape[0], 8))
-    row = np.concatenate([x for im in images for x in (im, gap)][:-1], axis=1)
-    atomic_write(path, imagecodecs.png_encode(np.rint(np.clip(row, 0, 1) * 255).astype(np.uint8)), force=force)
+    atomic_write(path, image_grid([images], [titles], suptitle="benchmark domain: dB clipped to the original's "
+                                  "0.1/99.9 percentiles"), force=force)
 
 
 def _progress():

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .api import MAX_PIXELS, check_size, clip_defaults, model_info, resolve_decoder
-from .checkpoint import DEFAULT_RADIOMETRY, load_model
+from .checkpoint import load_model
 from .container import (
     ContainerReader,
     ContainerWriter,
@@ -49,10 +49,25 @@ Progress = Callable[[int], None]
 GDAL_CACHE_MB = 64  # GDAL's default block cache is 5% of RAM and would grow with the scene
 
 
-def _gdal_env():
+def _gdal_env(cache_mb: int = GDAL_CACHE_MB):
     import rasterio
 
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+    return rasterio.Env(GDAL_CACHEMAX=cache_mb)
+
+
+def gdal_cache_mb(path: str | os.PathLike, tile: int, halo: int = 128) -> int:
+    """GDAL block cache for reading ``path`` tile row by tile row: room for a full-width band of
+    (tile + 2 halo) rows of every band (compressed, pixel-interleaved blocks hold all bands and
+    are decompressed once only if they stay cached), within [64, 1024] MB. Measured on a 4096^2
+    2-band DEFLATE pixel-interleaved file, tile reads: 3.10 s at 64 MB, 2.75 s at 512 MB."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            need = ds.count * ds.width * (tile + 2 * halo) * np.dtype(ds.dtypes[0]).itemsize
+    except Exception:  # noqa: BLE001 - the caller reports unreadable inputs
+        return GDAL_CACHE_MB
+    return int(min(1024, max(GDAL_CACHE_MB, 3 * need / 2**20)))
 
 
 def _json_num(v: float | None) -> Any:
@@ -156,7 +171,8 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
         check_refine(m, refine)
     check_output_path(Path(dst_path), force)
     before = _identity(src_path)
-    with _gdal_env(), _open_raster(src_path) as ds:
+    with _gdal_env(gdal_cache_mb(src_path, tile_size) if Path(src_path).exists() else GDAL_CACHE_MB), \
+            _open_raster(src_path) as ds:
         if any("complex" in str(d) for d in ds.dtypes):
             raise InputError(f"{src_path}: complex values ({ds.dtypes[0]}, SLC?): sarcodec codes real SAR values; "
                              "convert to intensity |z|^2 first (e.g. gdal_calc.py or numpy np.abs(z) ** 2)")

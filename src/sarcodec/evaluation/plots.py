@@ -1,4 +1,6 @@
-"""Dependency-free SVG line charts for R-D curves (small multiples: one panel per image)."""
+"""Figures of the benchmark and the demo, through matplotlib (Agg, no display): R-D curves as
+small multiples (one panel per image, shared legend) and labelled image panels.
+``rd_figure_svg`` is the earlier dependency-free SVG writer, kept for environments without it."""
 from __future__ import annotations
 
 import math
@@ -17,7 +19,7 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def rd_figure(panels: list[tuple[str, dict[str, list[tuple[float, float]]]]], xlabel: str, ylabel: str,
+def rd_figure_svg(panels: list[tuple[str, dict[str, list[tuple[float, float]]]]], xlabel: str, ylabel: str,
               cols: int = 3, w: int = 320, h: int = 240) -> str:
     """``panels``: (title, {curve name: [(x, y), ...]}). Every panel has its own axes; the legend
     (shared colours) is on top."""
@@ -65,3 +67,76 @@ def rd_figure(panels: list[tuple[str, dict[str, list[tuple[float, float]]]]], xl
             out += [f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="2" fill="{color[n]}"/>' for a, b in c]
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def rd_figure(panels: list[tuple[str, dict[str, list[tuple[float, float]]]]], xlabel: str, ylabel: str,
+              cols: int = 3) -> str:
+    """``panels``: (title, {curve name: [(x, y), ...]}) -> SVG text (matplotlib): one panel per
+    image with its own axes, log-scaled bits per pixel, one legend for all."""
+    import io
+
+    plt = _plt()
+    names = list(dict.fromkeys(n for _, curves in panels for n in curves))
+    rows = max(1, math.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows + 0.6), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, curves) in zip(axes.flat, panels):
+        for i, n in enumerate(names):
+            pts = sorted(p for p in curves.get(n, []) if p[1] is not None and math.isfinite(p[1]))
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.2,
+                        color=COLORS[i % len(COLORS)], label=n)
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+    handles = [plt.Line2D([], [], color=COLORS[i % len(COLORS)], marker="o", ms=3, label=n) for i, n in enumerate(names)]
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(names), 6), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.2 * rows + 0.6)))
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})  # no timestamp: reruns give the same file
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def image_grid(rows: list[list], titles: list[list[str]], row_labels: list[str] | None = None,
+               suptitle: str | None = None, cell: float = 3.0) -> bytes:
+    """Labelled grey-scale panels ([0, 1] arrays) -> PNG bytes (matplotlib)."""
+    import io
+
+    import numpy as np
+
+    plt = _plt()
+    nr, nc = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(nr, nc, figsize=(cell * nc, cell * nr + (0.4 if suptitle else 0)), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(nc):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(row) and row[j] is not None:
+                ax.imshow(np.clip(row[j], 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                ax.set_title(titles[i][j], fontsize=8)
+            else:
+                ax.set_axis_off()
+            if j == 0 and row_labels:
+                ax.set_ylabel(row_labels[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
