@@ -2,7 +2,6 @@
 recomputed (as an attacker would). Every outcome must be a clean FormatError, or a decode of the
 shape the (valid) header says; never another exception, never a run past a time bound.
 The larger run with its outcome table: ``python benchmarks/fuzz.py``."""
-import numpy as np
 import pytest
 
 from sarcodec.fuzz import fuzz_container

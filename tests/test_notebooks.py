@@ -1,5 +1,5 @@
 """The notebooks run top to bottom (tiny settings: SARCODEC_NOTEBOOK_SMOKE=1, synthetic SAR)."""
-import os
+
 from pathlib import Path
 
 import pytest
