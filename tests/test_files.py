@@ -224,3 +224,20 @@ def test_batched_encoding_decodes_like_one_tile_at_a_time(model):
     b = sarcodec.decode(many, model, normalized=True)
     assert abs(len(one) - len(many)) <= 0.005 * len(one)
     assert np.abs(a - b).max() < 0.02 and np.abs(a - b).mean() < 1e-3  # at most a rounding flip in ŷ
+
+
+def test_window_decode_synthesises_only_what_it_needs(model, monkeypatch):
+    """A small window inside a big tile costs a small synthesis (and equals the full decode)."""
+    img = synthetic_sar((700, 700), seed=31)
+    data = sarcodec.encode(img, model, tile_size=512)  # this model's synthesis reaches 8 latents (128 px)
+    full = sarcodec.decode(data, model)
+    areas = []
+    real = type(model).synthesize
+    monkeypatch.setattr(type(model), "synthesize", lambda self, y, h, w: areas.append(h * w) or real(self, y, h, w))
+    win = sarcodec.decode(data, model, window=(200, 190, 20, 30))
+    np.testing.assert_array_equal(win, full[190:220, 200:220])
+    assert len(areas) == 1 and areas[0] < 0.4 * 512 * 512  # not the whole tile
+    areas.clear()
+    edge = sarcodec.decode(data, model, window=(500, 490, 40, 50))  # across four tiles
+    np.testing.assert_array_equal(edge, full[490:540, 500:540])
+    assert len(areas) == 4 and sum(areas) < 2 * 512 * 512

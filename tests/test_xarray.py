@@ -32,7 +32,7 @@ def test_open_dataarray_equals_decode_and_is_lazy(sarc, monkeypatch):
     path, model = sarc
     calls = []
     real = scene.SceneDecoder.tile_pixels
-    monkeypatch.setattr(scene.SceneDecoder, "tile_pixels", lambda self, e: calls.append(e) or real(self, e))
+    monkeypatch.setattr(scene.SceneDecoder, "tile_pixels", lambda self, e, *a: calls.append(e) or real(self, e, *a))
     da = xr.open_dataarray(path, engine="sarcodec", chunks={}, model=model)
     assert calls == []  # opening decodes nothing
     assert da.dims == ("band", "y", "x") and da.shape == (2, 200, 330)

@@ -395,11 +395,18 @@ class SceneDecoder:
         self.cache: OrderedDict[tuple[int, int, int], torch.Tensor] = OrderedDict()
         self.cache_tiles = cache_tiles or 3 * per_row + 3
 
-    def _neighbourhood(self, e: TileEntry) -> Iterator[tuple[int, int, int]]:
-        """Keys of the latents tile ``e`` is synthesised from, in the order :meth:`_canvas` asks."""
+    def _neighbourhood(self, e: TileEntry, need: tuple[bool, bool, bool, bool] = (True,) * 4
+                       ) -> Iterator[tuple[int, int, int]]:
+        """Keys of the latents tile ``e`` is synthesised from, in the order :meth:`_canvas` asks;
+        ``need`` = (up, down, left, right): which neighbours the synthesised part reaches."""
         t = self.tile
+        up, down, left, right = need
         for dr in (-t, 0, t):
+            if dr < 0 and not up or dr > 0 and not down:
+                continue
             for dc in (-t, 0, t):
+                if dc < 0 and not left or dc > 0 and not right:
+                    continue
                 key = (e.band, e.row + dr, e.col + dc)
                 if key in self.by_pos:
                     yield key
@@ -450,36 +457,49 @@ class SceneDecoder:
             self.cache.popitem(last=False)
         return y
 
-    def _canvas(self, e: TileEntry) -> tuple[torch.Tensor, int, int]:
-        """ŷ of the tile with a ring of neighbouring latents, and the tile's (row, col) offset in it
-        (latents). At the raster's border the ring stops (``border: crop``) or is edge-replicated
-        (earlier files)."""
+    def _canvas(self, e: TileEntry, lat: tuple[int, int, int, int] | None = None) -> tuple[torch.Tensor, int, int]:
+        """ŷ of the tile's latent rows/cols ``lat`` = (r0, r1, c0, c1) (default: all) with a ring of
+        neighbouring latents, and the offset of latent (r0, c0) in it. At the raster's border the
+        ring stops (``border: crop``) or is edge-replicated (earlier files)."""
         t, hl, s = self.tile, self.halo_latents, LATENT_STRIDE
-        keys = list(self._neighbourhood(e))
+        th, tw = self.model.padded_size(e.height, e.width)
+        lr0, lr1, lc0, lc1 = lat or (0, th // s, 0, tw // s)
+        need = (lr0 - hl < 0, lr1 + hl > th // s, lc0 - hl < 0, lc1 + hl > tw // s)
+        keys = list(self._neighbourhood(e, need))
         rows_lat = [torch.cat([self.latent(k) for k in keys if k[1] == rk], dim=-1)
                     for rk in sorted({k[1] for k in keys})]
-        big = torch.cat(rows_lat, dim=-2)  # (C, H, W) of the available 3x3 neighbourhood
-        top = t // s if (e.band, e.row - t, e.col) in self.by_pos else 0  # offset of the tile's latents
-        left = t // s if (e.band, e.row, e.col - t) in self.by_pos else 0
-        th, tw = self.model.padded_size(e.height, e.width)
-        r0, r1 = top - hl, top + th // s + hl
-        c0, c1 = left - hl, left + tw // s + hl
+        big = torch.cat(rows_lat, dim=-2)  # (C, H, W) of the neighbourhood it needs
+        top = t // s if (e.band, e.row - t, e.col) in keys else 0  # offset of the tile's latents
+        left = t // s if (e.band, e.row, e.col - t) in keys else 0
+        r0, r1 = top + lr0 - hl, top + lr1 + hl
+        c0, c1 = left + lc0 - hl, left + lc1 + hl
         if self.border == "crop":
             r0, r1, c0, c1 = max(r0, 0), min(r1, big.shape[-2]), max(c0, 0), min(c1, big.shape[-1])
-            return big[:, r0:r1, c0:c1], top - r0, left - c0
+            return big[:, r0:r1, c0:c1], top + lr0 - r0, left + lc0 - c0
+        # earlier files: the ring beyond the raster is edge-replicated latents; a ring that stops
+        # inside the tile (a partial synthesis) needs no padding
         pad = (max(0, -c0), max(0, c1 - big.shape[-1]), max(0, -r0), max(0, r1 - big.shape[-2]))
         if any(pad):
             big = torch.nn.functional.pad(big[None], pad, mode="replicate")[0]
             r0, r1, c0, c1 = r0 + pad[2], r1 + pad[2], c0 + pad[0], c1 + pad[0]
         return big[:, r0:r1, c0:c1], hl, hl
 
-    def tile_pixels(self, e: TileEntry) -> np.ndarray:
-        """The tile's [0, 1] reconstruction (float32, height x width)."""
-        canvas, dr, dc = self._canvas(e)
+    def tile_pixels(self, e: TileEntry, rows: tuple[int, int] | None = None,
+                    cols: tuple[int, int] | None = None) -> np.ndarray:
+        """The tile's [0, 1] reconstruction (float32), or its tile-local rows / cols only: then only
+        the latents they need (plus the synthesis' ring) are decoded and synthesised, so a small
+        window costs a small synthesis. The pixels are those of the whole-tile synthesis (the
+        ring covers the synthesis' reach; bit-identical on the CPU, tested)."""
+        s = LATENT_STRIDE
+        rr0, rr1 = rows or (0, e.height)
+        cc0, cc1 = cols or (0, e.width)
+        lat = (rr0 // s, -(-rr1 // s), cc0 // s, -(-cc1 // s))
+        canvas, dr, dc = self._canvas(e, lat)
         canvas = canvas[None]
-        full = self.model.synthesize(canvas, canvas.shape[-2] * LATENT_STRIDE, canvas.shape[-1] * LATENT_STRIDE)
-        r, c = dr * LATENT_STRIDE, dc * LATENT_STRIDE
-        return full[0, 0, r:r + e.height, c:c + e.width].cpu().numpy()
+        full = self.model.synthesize(canvas, canvas.shape[-2] * s, canvas.shape[-1] * s)
+        r = dr * s + rr0 - lat[0] * s
+        c = dc * s + cc0 - lat[2] * s
+        return full[0, 0, r:r + rr1 - rr0, c:c + cc1 - cc0].cpu().numpy()
 
     def tiles_in(self, band: int, r0: int, r1: int, c0: int, c1: int) -> Iterator[TileEntry]:
         t = self.tile
@@ -497,15 +517,18 @@ class SceneDecoder:
         v = np.zeros((r1 - r0, c1 - c0), np.float32)
         m = np.zeros((r1 - r0, c1 - c0), bool)
         for e in self.tiles_in(band, r0, r1, c0, c1):
-            pix = self.tile_pixels(e)
+            rr0, rr1 = max(r0, e.row), min(r1, e.row + e.height)
+            cc0, cc1 = max(c0, e.col), min(c1, e.col + e.width)
+            rows, cols = (rr0 - e.row, rr1 - e.row), (cc0 - e.col, cc1 - e.col)
+            pix = self.tile_pixels(e, rows, cols)  # only the part of the tile the window needs
             lay = self.reader.tile_layer(e)
             if lay is not None:
                 rad_b = Radiometry.from_dict(self.hdr.bands[band]["radiometry"])
+                if lay.q is not None:
+                    lay.q = lay.q[rows[0]:rows[1], cols[0]:cols[1]]
                 pix = lay.apply(pix, rad_b.lo_db, rad_b.hi_db)
             mk = self.reader.tile_mask(e)
-            rr0, rr1 = max(r0, e.row), min(r1, e.row + e.height)
-            cc0, cc1 = max(c0, e.col), min(c1, e.col + e.width)
-            v[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = pix[rr0 - e.row:rr1 - e.row, cc0 - e.col:cc1 - e.col]
+            v[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = pix
             if mk is not None:
                 m[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = mk[rr0 - e.row:rr1 - e.row, cc0 - e.col:cc1 - e.col]
             if progress:
