@@ -121,7 +121,7 @@ def main() -> None:
                 cells.append(f"{8 * n / img.size:8.3f} ({err:6.4f})")
             rows.append(row)
             print(f"{s.path.stem:40s} " + " ".join(f"{c:>18s}" for c in cells))
-        sel = [r for r in rows if r["bound"] == b]
+        sel = [r for r in rows if r.get("bound") == b]
         for name in ("sarcodec", "jpegls"):
             ratio = np.mean([r[name]["bpp"] / r["lerc"]["bpp"] for r in sel])
             print(f"mean {name} / LERC size: {ratio:.3f}")
