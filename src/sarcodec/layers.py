@@ -374,14 +374,14 @@ class LayerSpec:
     ``bias``: send the per-tile shift that makes mean linear intensity unbiased.
     ``peak_db``: pixels this many dB above the mean dB of their 7x7 neighbourhood count as
     bright targets too, even inside the clip range (a point target the synthesis smooths away);
-    13 dB is exceeded by single-look speckle on about 1.4e-5 of pixels (e^-11.2), by a +20 dB point
+    16 dB is exceeded by single-look speckle on about 2e-10 of pixels (e^-22.4), by a +20 dB point
     target over its clutter always. None: only the clip range decides."""
 
     max_error_db: float | None = None
     outliers: str = "high"
     outlier_tol_db: float = 0.35
     bias: bool = True
-    peak_db: float | None = 13.0
+    peak_db: float | None = 16.0
 
     def __post_init__(self) -> None:
         if self.max_error_db is not None and not (isinstance(self.max_error_db, (int, float))
