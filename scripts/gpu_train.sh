@@ -3,6 +3,9 @@
 # that each fit one 10-minute call:
 #   scripts/gpu_train.sh base SECONDS      fp32-vs-bf16 throughput check, then the base rate point
 #   scripts/gpu_train.sh finetune SECONDS  the four rate points fine-tuned from it, in parallel
+#   scripts/gpu_train.sh families SECONDS  the four shipped rate points fine-tuned on every product family
+#                                          (data.balance=family, 256 px: session 6 found that 64/128 px
+#                                          patches make whole-scene coding worse although patch loss falls)
 #   scripts/gpu_train.sh highrate SECONDS  q3 and q4 again from scratch, in parallel, with a complete
 #                                          latent (M >= 256 channels for 256 pixels: speckle is nearly
 #                                          white, so M=144 might cap PSNR at high rates). Tried once:
@@ -55,6 +58,21 @@ elif [ "$PHASE" = finetune ]; then
   INIT=${INIT:-runs/gpu-base/latest.pt}
   AMP=$(cat runs/gpu-base/amp 2>/dev/null || echo bf16)
   rate_points q 1 "0.003 0.01 0.035 0.13" lr=1.0e-4 warmup_steps=100 threads=3 amp="$AMP" init_from="$INIT"
+elif [ "$PHASE" = families ]; then
+  # from the bundled weights; validation on a held-out location of each test family
+  for q in 1 2 3 4; do cp src/sarcodec/weights/default-q$q.pt /tmp/init-q$q.pt; done
+  q=1
+  for L in 0.003 0.01 0.035 0.13; do
+    train -o runs/gpu-fam$q lmbda=$L time_budget_s="$BUDGET" seed=$q lr=5.0e-5 warmup_steps=100 threads=3 amp=bf16 \
+      init_from=/tmp/init-q$q.pt data.balance=family "data.patch_sizes=[256]" \
+      "data.val_locations=[mexico-b,sen1floods11-spain-6860600,sar2sar-ramb]" > runs/gpu-fam$q.log 2>&1 &
+    q=$((q + 1))
+  done
+  wait
+  for i in 1 2 3 4; do
+    { echo "== fam$i"; cat runs/gpu-fam$i/summary.json; grep -E "usable|val step|done|rror" runs/gpu-fam$i.log; } >> "$OUT/fam-runs.log"
+    cp runs/gpu-fam$i/best.pt "$OUT/fam$i.pt"
+  done
 elif [ "$PHASE" = highrate ]; then
   rate_points hq 3 "0.035 0.13" model.base_channels=88 model.latent_channels=272 lr=2.0e-4 warmup_steps=500 \
     threads=6 amp=bf16
