@@ -154,6 +154,17 @@ def encode_symbols(values: np.ndarray, table_idx: np.ndarray, tables: TableSet) 
     )
 
 
+def fill_escapes(vals: np.ndarray, is_esc: np.ndarray, esc: np.ndarray, pos: int) -> int:
+    """Put the next raw escape values ``esc[pos:]`` where ``is_esc``; returns the new position.
+    CorruptedFileError when the stream has fewer escapes than its symbols say."""
+    k = int(is_esc.sum())
+    if k:
+        if pos + k > esc.size:
+            raise CorruptedFileError("stream is corrupted (escape values missing)")
+        vals[is_esc] = esc[pos:pos + k]
+    return pos + k
+
+
 def decode_symbols(data: bytes, table_idx: np.ndarray, tables: TableSet) -> tuple[np.ndarray, int]:
     """Inverse of :func:`encode_symbols`. Returns (values in raster order, bytes consumed)."""
     import constriction
@@ -185,12 +196,7 @@ def decode_symbols(data: bytes, table_idx: np.ndarray, tables: TableSet) -> tupl
         sym = np.asarray(dec.decode(models[t], grp.size), dtype=np.int64)
         is_esc = sym == sizes[t]
         vals = sym + tables.offsets[t]
-        k = int(is_esc.sum())
-        if k:
-            if e + k > esc.size:
-                raise CorruptedFileError("latent stream is corrupted (escape values missing)")
-            vals[is_esc] = esc[e:e + k]
-            e += k
+        e = fill_escapes(vals, is_esc, esc, e)
         out[grp] = vals
     return out, used
 

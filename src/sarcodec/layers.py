@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .entropy import fill_escapes
 from .errors import CorruptedFileError, InputError
 
 # (row offset, col offset, stride, neighbour offsets): coarse-to-fine passes over a 4x4 lattice
@@ -340,13 +341,7 @@ def decode_layer(blob: bytes, shape: tuple[int, int], where: str = "tile") -> La
                     h = models.half[k]
                     sym = np.asarray(dec.decode(models.val[k], m), np.int64)
                     vals = sym - h
-                    is_esc = sym == 2 * h + 1
-                    ne = int(is_esc.sum())
-                    if ne:
-                        if ei + ne > esc.size:
-                            raise ValueError("escape values missing")
-                        vals[is_esc] = esc[ei:ei + ne]
-                        ei += ne
+                    ei = fill_escapes(vals, sym == 2 * h + 1, esc, ei)
                     if np.any(vals == 0):
                         raise ValueError("a non-zero value decoded as zero")
                     e[grp[nz]] = vals
@@ -359,7 +354,8 @@ def decode_layer(blob: bytes, shape: tuple[int, int], where: str = "tile") -> La
         if ei != esc.size:
             raise ValueError("unused escape values")
         return LayerData(q, step, bias_db)
-    except (struct.error, ValueError, IndexError, OverflowError, AssertionError, RuntimeError, TypeError) as e:
+    except (CorruptedFileError, struct.error, ValueError, IndexError, OverflowError, AssertionError, RuntimeError,
+            TypeError) as e:
         raise CorruptedFileError(f"pixel layer of {where} is corrupted ({e})") from e
 
 
