@@ -243,10 +243,8 @@ def _encode_one(
     metadata = check_metadata(metadata)
     check_size(int(arr.size), max_pixels)
     spec = LayerSpec(max_error, outliers, bias=bias)
-    if lossless:
+    if lossless:  # (encode refuses lossless with max_error, psnr or bpp)
         check_lossless_dtype(arr.dtype)
-        if max_error is not None:
-            raise InputError("lossless and max_error exclude each other")
     src = ArraySource(arr[None] if arr.ndim == 2 else arr)
     if radiometry is None:
         rads = fit_radiometry(src, kind, nodata, clip_defaults(model, clip))

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import InputError, SarcodecError
+from .errors import InputError, OutputError, SarcodecError
 
 
 def output_paths(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, suffix: str) -> list[Path]:
@@ -65,9 +65,12 @@ def _run(src: str, dst: str, skip_existing: bool, fn: Callable[[], dict]) -> dic
     if skip_existing and os.path.exists(dst):
         row["status"] = "skipped"
         return row
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     try:
+        try:
+            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{Path(dst).parent}: cannot create the output folder ({e.strerror})") from e
         r = fn()
         row["bpp"] = r.get("bpp")
     except SarcodecError as e:

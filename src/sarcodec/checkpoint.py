@@ -108,12 +108,18 @@ def list_pretrained() -> list[str]:
     return sorted(set(m.get("models", {})) | set(m.get("aliases", {})))
 
 
+def quality_name(name: str, quality: int) -> str:
+    """The bundled model of rate point ``quality`` in the family of ``name`` (an alias or a -qN)."""
+    base = bundled_manifest().get("aliases", {}).get(name, name).rsplit("-q", 1)[0]
+    return f"{base}-q{quality}"
+
+
 def resolve_pretrained(name: str, quality: int | None = None) -> Path | None:
     m = bundled_manifest()
     models, aliases = m.get("models", {}), m.get("aliases", {})
     if quality is not None:
-        base = aliases.get(name, name).rsplit("-q", 1)[0]
-        name = f"{base}-q{quality}"
+        name = quality_name(name, quality)
+        base = name.rsplit("-q", 1)[0]
         if name not in models:
             qs = sorted(k for k in models if k.startswith(base + "-q"))
             raise UnknownModelError(f"no quality {quality} for {base!r}; available: {', '.join(qs) or 'none'}")

@@ -163,11 +163,9 @@ def _expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> list[Path]:
 
 
 def _outputs(files: list[Path], out: Path, suffix: str) -> list[Path]:
-    if len(files) == 1 and not out.is_dir():
-        return [out]
-    if not out.is_dir():
-        raise OutputError(f"{out}: with several inputs, -o must be an existing directory")
-    return [out / (f.stem + suffix) for f in files]
+    """One input's output: ``out``, or a file in it when it is a directory (several inputs go
+    through :func:`_batch`)."""
+    return [out / (f.stem + suffix) if out.is_dir() else out for f in files]
 
 
 @app.command()
@@ -233,11 +231,9 @@ def compress(
     if len(files) > 1 or cluster or skip_existing:
         from .batch import compress_files
 
-        spec = model
-        if quality is not None:
-            from .checkpoint import bundled_manifest
+        from .checkpoint import quality_name
 
-            spec = f"{bundled_manifest().get('aliases', {}).get(model, model).rsplit('-q', 1)[0]}-q{quality}"
+        spec = model if quality is None else quality_name(model, quality)
         _batch(compress_files, files, out, cluster, spec, skip_existing,
                dict(kind=kind, tile_size=tile, force=force, batch=batch, refine=refine, workers=workers,
                     precision=precision, max_error=max_error, psnr=psnr, bpp=bpp, clip=clip_pct, outliers=outliers,

@@ -119,7 +119,6 @@ class Header:
         return self.shape[0] * self.shape[1] * self.shape[2]
 
 
-DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 MAX_PIXELS_PER_BAND = 1 << 40  # rows x cols a footer may declare (about 1e12)
 MAX_BANDS = 4096
 
@@ -145,11 +144,11 @@ def _shape(v: Any) -> tuple[int, int, int]:
 
 def validate_header(h: "Header") -> None:
     """The schema of a footer: raises CorruptedFileError naming the first field that is wrong."""
-    from .radiometry import Radiometry
+    from .radiometry import OUTPUT_DTYPES, Radiometry
 
     bad = lambda msg: CorruptedFileError(f"container header: {msg}")  # noqa: E731
     nb, rows, cols = h.shape
-    if h.dtype not in DTYPES:
+    if h.dtype not in OUTPUT_DTYPES:  # what a decode can write back
         raise bad(f"unsupported dtype {h.dtype!r}")
     if not (64 <= h.tile_size <= 1 << 16 and h.tile_size % 64 == 0):
         raise bad(f"tile size {h.tile_size}")
@@ -220,10 +219,23 @@ class ContainerWriter:
         entry.crc = tile_crc(entry, payload, self.version)
         return entry
 
+    @classmethod
+    def resume(cls, fh: BinaryIO, pos: int, version: int) -> "ContainerWriter":
+        """A writer that continues a container whose header and body (``pos`` bytes) are already in
+        ``fh``: to give a finished body a new footer."""
+        w = cls.__new__(cls)
+        w.fh, w.pos, w.version = fh, pos, version
+        return w
+
     def finish(self, header: Header) -> int:
-        footer = zlib.compress(json.dumps(header.to_json(), separators=(",", ":")).encode(), 9)
         if self.version < 2 and any(t.layer_length for t in header.tiles):
             raise ValueError("a container with pixel layers must be written as version 2")
+        return self.write_footer(header.to_json())
+
+    def write_footer(self, doc: Any) -> int:
+        """Write ``doc`` (JSON) as the footer and the trailer; returns the container's size. Any
+        document goes: :meth:`finish` writes a header's, the fuzzer forges others."""
+        footer = zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 9)
         crc = zlib.crc32(HEADER.pack(MAGIC, self.version, 0, 0) + footer)
         off = self.pos
         self.fh.write(footer)
@@ -243,14 +255,10 @@ def tile_crc(entry: TileEntry, payload: bytes, version: int) -> int:
 
 def with_header(data: bytes, header: Header) -> bytes:
     """An in-memory container with its footer replaced by ``header`` (same body and version)."""
-    r = ContainerReader(data)
     off = int(TRAILER.unpack(data[-TRAILER.size:])[0])
-    version = r.header.version
     buf = io.BytesIO()
     buf.write(data[:off])
-    w = ContainerWriter.__new__(ContainerWriter)
-    w.fh, w.pos, w.version = buf, off, version
-    w.finish(header)
+    ContainerWriter.resume(buf, off, ContainerReader(data).header.version).finish(header)
     return buf.getvalue()
 
 

@@ -171,8 +171,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
         check_refine(m, refine)
     check_output_path(Path(dst_path), force)
     before = _identity(src_path)
-    with _gdal_env(gdal_cache_mb(src_path, tile_size) if Path(src_path).exists() else GDAL_CACHE_MB), \
-            _open_raster(src_path) as ds:
+    with _gdal_env(gdal_cache_mb(src_path, tile_size)), _open_raster(src_path) as ds:
         if any("complex" in str(d) for d in ds.dtypes):
             raise InputError(f"{src_path}: complex values ({ds.dtypes[0]}, SLC?): sarcodec codes real SAR values; "
                              "convert to intensity |z|^2 first (e.g. gdal_calc.py or numpy np.abs(z) ** 2)")
@@ -310,7 +309,7 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
             profile["transform"] = window_transform(Window(c0, r0, w, h), Affine(*geo["transform"]))
         import warnings
 
-        saturated = 0
+        counts = {"saturated": 0}  # pixels an integer dtype cannot hold (Radiometry.inverse)
         with atomic_path(dst, force=force) as final, \
                 tempfile.TemporaryDirectory(prefix=temp_prefix(dst), dir=dst.parent) as scratch, \
                 window_decoder(reader, model, r0, r0 + h, c0, c0 + w, workers) as dec:
@@ -326,15 +325,8 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
                         for e in dec.tiles_in(b, r0, r0 + h, c0, c0 + w):
                             a0, a1 = max(e.row, r0), min(e.row + e.height, r0 + h)
                             b0, b1 = max(e.col, c0), min(e.col + e.width, c0 + w)
-                            if out_dtype.kind in "iu":  # count what the integer type cannot hold
-                                v = dec.read_band(b, a0, a1, b0, b1, kind=kind, dtype=np.float64, progress=progress)
-                                info = np.iinfo(out_dtype)
-                                with np.errstate(invalid="ignore"):
-                                    saturated += int(np.sum((np.rint(v) < info.min) | (np.rint(v) > info.max)))
-                                block = np.where(np.isnan(v), nodata, np.clip(np.rint(np.nan_to_num(v)), info.min, info.max)
-                                                 ).astype(out_dtype)
-                            else:
-                                block = dec.read_band(b, a0, a1, b0, b1, kind=kind, dtype=out_dtype, progress=progress)
+                            block = dec.read_band(b, a0, a1, b0, b1, kind=kind, dtype=out_dtype, progress=progress,
+                                                  counts=counts)
                             out.write(block, b + 1, window=Window(b0 - c0, a0 - r0, b1 - b0, a1 - a0))
                     _copy_annotations(out, geo, hdr, nb, r0, c0, GroundControlPoint, CRS, out_kind)
                 if cog:
@@ -345,8 +337,8 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
             except rasterio.errors.RasterioError as e:  # GDAL write failures: full disk, file-size limit
                 raise OutputError(f"{dst}: the output could not be written ({e}; disk full or file size limit?)") from e
             verify_geotiff(final, nb, h, w)
-    return {"bands": nb, "rows": h, "cols": w, "dtype": out_dtype.name, "path": str(dst), "saturated": saturated,
-            "saturated_fraction": saturated / max(1, nb * h * w)}
+    return {"bands": nb, "rows": h, "cols": w, "dtype": out_dtype.name, "path": str(dst),
+            "saturated": counts["saturated"], "saturated_fraction": counts["saturated"] / max(1, nb * h * w)}
 
 
 OVERVIEW_RESAMPLING = ("average", "nearest", "bilinear", "cubic", "mode", "rms")

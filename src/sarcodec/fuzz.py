@@ -58,16 +58,7 @@ def _rewrite(data: bytes, footer_json: Any, version: int) -> bytes:
     off = int(TRAILER.unpack(data[-TRAILER.size:])[0])
     buf = io.BytesIO()
     buf.write(data[:off])
-    w = ContainerWriter.__new__(ContainerWriter)
-    w.fh, w.pos, w.version = buf, off, version
-
-    class _Raw:  # finish() needs .to_json() and .tiles
-        tiles: list = []
-
-        def to_json(self) -> Any:
-            return footer_json
-
-    w.finish(_Raw())  # type: ignore[arg-type]
+    ContainerWriter.resume(buf, off, version).write_footer(footer_json)
     return buf.getvalue()
 
 

@@ -402,9 +402,11 @@ class LayerSpec:
 
 
 def make_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, spec: LayerSpec,
-               lo_db: float, hi_db: float) -> bytes:
+               lo_db: float, hi_db: float) -> tuple[bytes, LayerData]:
     """The encoder's side: the layer blob of one tile from the original ``t`` (normalised,
-    unclipped), the base reconstruction ``base`` and the invalid-pixel ``mask``."""
+    unclipped), the base reconstruction ``base`` and the invalid-pixel ``mask``, and the layer as
+    a decoder will read it (step and bias at the float32 precision the blob stores), so that the
+    encoder knows the reconstruction without decoding its own blob."""
     span = hi_db - lo_db
     t = np.asarray(t, np.float64)
     base = np.asarray(base, np.float64)
@@ -438,4 +440,5 @@ def make_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, spec: L
         den = float(inten(base[kept]).sum())
         if den > 0 and rest > 0:
             bias = float(np.clip(np.round(10.0 * np.log10(rest / den), 4), -30.0, 30.0))
-    return encode_layer(q, step, bias)
+    blob = encode_layer(q, step, bias)
+    return blob, LayerData(q if q.any() else None, float(np.float32(step)), float(np.float32(bias)) if blob else 0.0)

@@ -70,11 +70,7 @@ def check_representable(sample: np.ndarray, kind: str, nodata: float | None, nam
     value at all, or more than 5% of the finite values negative (sigma0 after thermal-noise
     removal has a few small negatives; dB data is almost all negative). Values declared nodata
     do not count."""
-    x = np.asarray(sample)
-    if np.iscomplexobj(x):
-        raise InputError(f"{name}: complex values (SLC?): sarcodec codes real SAR values; convert to "
-                         "intensity |z|^2 (e.g. gdal_translate ... or numpy np.abs(z)**2) first")
-    x = x.reshape(-1)
+    x = np.asarray(sample).reshape(-1)  # real: check_array and compress_file refuse complex input
     if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
         x = x[x != nodata]
     if np.issubdtype(x.dtype, np.floating):
@@ -263,12 +259,14 @@ class Radiometry:
         kind: str | None = None,
         dtype: np.dtype | str | None = None,
         clip: bool = True,
+        counts: dict[str, int] | None = None,
     ) -> np.ndarray:
         """[0, 1] -> values of ``kind`` (default: the input kind) as ``dtype`` (default float32).
         ``clip=False``: values beyond [0, 1] (a pixel layer's) map beyond the clip range.
 
         Invalid pixels become ``nodata`` (or NaN for float outputs without nodata, 0 for integers).
-        Integer dtypes are rounded and saturated to the dtype's range.
+        Integer dtypes are rounded and saturated to the dtype's range; ``counts["saturated"]`` (if
+        given) is increased by the number of valid pixels that saturated.
         """
         kind = check_kind(kind or self.kind)
         db = self.to_db(v, clip)
@@ -277,7 +275,11 @@ class Radiometry:
         dtype = np.dtype(dtype or np.float32)
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
-            out = np.clip(np.rint(out), info.min, info.max)
+            out = np.rint(out)
+            if counts is not None:
+                over = (out < info.min) | (out > info.max)
+                counts["saturated"] = counts.get("saturated", 0) + int(np.sum(over if mask is None else over & ~mask))
+            out = np.clip(out, info.min, info.max)
             if mask is not None:
                 same = kind == self.kind and self.nodata is not None and not _isnan(self.nodata)
                 fillv = self.nodata if same else 0

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .container import ContainerReader, ContainerWriter, Header, TileEntry, pack_mask
-from .layers import LayerSpec, decode_layer, make_layer
+from .layers import LayerSpec, encode_layer, make_layer
 from .errors import CorruptedFileError, InputError
 from .models import SarCodec
 from .models.refine import model_lambda, refine_tile
@@ -174,7 +174,7 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
             for (r, c, h, w) in tile_grid(src.rows, src.cols, tile):
                 th, tw = model.padded_size(h, w)
                 # the halo stops at the raster's border: there the model sees the image edge it was
-                # trained on (zero-padded convolutions), not replicated pixels (see border_margins)
+                # trained on (zero-padded convolutions), not replicated pixels (SceneDecoder.border)
                 r_lo, r_hi = max(0, r - halo), min(ext_rows, r + th + halo)
                 c_lo, c_hi = max(0, c - halo), min(ext_cols, c + tw + halo)
                 raw = read_padded(src, b, r_lo, r_hi, c_lo, c_hi)
@@ -251,8 +251,6 @@ def encode_lossless_tiles(src: Source, writer: ContainerWriter, tile: int, rads:
     """Lossless mode: every tile's stored integers coded by the pixel layer's integer coder alone
     (``raw``: row differences, then the rounded mean of neighbours, classes by local gradient);
     no learned base (its payload is empty). The nodata mask is stored as usual."""
-    from .layers import encode_layer
-
     entries: list[TileEntry] = []
     invalid = [0] * src.bands
     for b in range(src.bands):
@@ -264,8 +262,9 @@ def encode_lossless_tiles(src: Source, writer: ContainerWriter, tile: int, rads:
                 invalid[b] += int(mask.sum())
                 e.mask_offset, e.mask_length, e.mask_crc = writer.add_blob(pack_mask(mask))
             e = writer.add_tile(e, b"")
-            e.layer_offset, e.layer_length, e.layer_crc = writer.add_blob(
-                encode_layer(vals.astype(np.int64), 1.0, raw=True))
+            blob = encode_layer(vals.astype(np.int64), 1.0, raw=True)
+            if blob:  # none for an all-zero tile: the decoder reads a missing layer as zeros
+                e.layer_offset, e.layer_length, e.layer_crc = writer.add_blob(blob)
             entries.append(e)
             if progress:
                 progress(h * w)
@@ -309,11 +308,11 @@ def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: 
         rad = rads[e.band]
         t, mask = rad.forward_unclipped(src.read(e.band, e.row, e.row + e.height, e.col, e.col + e.width))
         base = dec.tile_pixels(e)
-        blob = make_layer(t, base, mask, spec, rad.lo_db, rad.hi_db)
+        blob, lay = make_layer(t, base, mask, spec, rad.lo_db, rad.hi_db)
         if blob:
             e.layer_offset, e.layer_length, e.layer_crc = writer.add_blob(blob)
         if stats is not None:
-            rec = decode_layer(blob, base.shape).apply(base, rad.lo_db, rad.hi_db) if blob else base
+            rec = lay.apply(base, rad.lo_db, rad.hi_db)
             ok = ~mask
             d = np.clip(rec[ok], 0.0, 1.0) - np.clip(t[ok], 0.0, 1.0)
             stats["sse"][e.band] += float(np.dot(d, d))
@@ -510,57 +509,60 @@ class SceneDecoder:
 
     def read_band(self, band: int, r0: int, r1: int, c0: int, c1: int, *, normalized: bool = False,
                   kind: str | None = None, dtype: Any = None,
-                  progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Decode the window rows r0:r1, cols c0:c1 of one band."""
+                  progress: Callable[[int], None] | None = None, counts: dict[str, int] | None = None) -> np.ndarray:
+        """Decode the window rows r0:r1, cols c0:c1 of one band. ``counts``: see
+        :meth:`Radiometry.inverse` (pixels an integer ``dtype`` saturated)."""
         if self.hdr.metadata.get("lossless"):
             return self._read_lossless(band, r0, r1, c0, c1, normalized, kind, dtype, progress)
-        v = np.zeros((r1 - r0, c1 - c0), np.float32)
+        rad = Radiometry.from_dict(self.hdr.bands[band]["radiometry"])
+
+        def block(e: TileEntry, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+            pix = self.tile_pixels(e, rows, cols)  # only the part of the tile the window needs
+            lay = self.reader.tile_layer(e)
+            if lay is None:
+                return pix
+            if lay.q is not None:
+                lay.q = lay.q[rows[0]:rows[1], cols[0]:cols[1]]
+            return lay.apply(pix, rad.lo_db, rad.hi_db)
+
+        v, m = self._assemble(band, r0, r1, c0, c1, block, np.float32, progress)
+        if normalized:  # the codec's [0, 1] domain (restored outliers lie beyond it: clipped here)
+            return np.clip(v, 0.0, 1.0)
+        out_dtype = dtype or self.hdr.dtype
+        if kind and kind != rad.kind and dtype is None:
+            out_dtype = np.float32  # a new kind in integer DN would make no sense
+        # a pixel layer may leave [0, 1]
+        return rad.inverse(v, m, kind=kind, dtype=out_dtype, clip=False, counts=counts)
+
+    def _assemble(self, band: int, r0: int, r1: int, c0: int, c1: int,
+                  block: Callable[[TileEntry, tuple[int, int], tuple[int, int]], np.ndarray], dtype: Any,
+                  progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray]:
+        """The window rows r0:r1, cols c0:c1 of one band from each touched tile's
+        ``block(tile, tile-local rows, tile-local cols)``, and its invalid-pixel mask."""
+        v = np.zeros((r1 - r0, c1 - c0), dtype)
         m = np.zeros((r1 - r0, c1 - c0), bool)
         for e in self.tiles_in(band, r0, r1, c0, c1):
             rr0, rr1 = max(r0, e.row), min(r1, e.row + e.height)
             cc0, cc1 = max(c0, e.col), min(c1, e.col + e.width)
             rows, cols = (rr0 - e.row, rr1 - e.row), (cc0 - e.col, cc1 - e.col)
-            pix = self.tile_pixels(e, rows, cols)  # only the part of the tile the window needs
-            lay = self.reader.tile_layer(e)
-            if lay is not None:
-                rad_b = Radiometry.from_dict(self.hdr.bands[band]["radiometry"])
-                if lay.q is not None:
-                    lay.q = lay.q[rows[0]:rows[1], cols[0]:cols[1]]
-                pix = lay.apply(pix, rad_b.lo_db, rad_b.hi_db)
+            v[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = block(e, rows, cols)
             mk = self.reader.tile_mask(e)
-            v[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = pix
             if mk is not None:
-                m[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = mk[rr0 - e.row:rr1 - e.row, cc0 - e.col:cc1 - e.col]
+                m[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = mk[rows[0]:rows[1], cols[0]:cols[1]]
             if progress:
                 progress((rr1 - rr0) * (cc1 - cc0))
-        if normalized:  # the codec's [0, 1] domain (restored outliers lie beyond it: clipped here)
-            return np.clip(v, 0.0, 1.0)
-        rad = Radiometry.from_dict(self.hdr.bands[band]["radiometry"])
-        out_dtype = dtype or self.hdr.dtype
-        if kind and kind != rad.kind and dtype is None:
-            out_dtype = np.float32  # a new kind in integer DN would make no sense
-        return rad.inverse(v, m, kind=kind, dtype=out_dtype, clip=False)  # a pixel layer may leave [0, 1]
-
+        return v, m
 
     def _read_lossless(self, band: int, r0: int, r1: int, c0: int, c1: int, normalized: bool, kind: str | None,
                        dtype: Any, progress: Callable[[int], None] | None) -> np.ndarray:
         """A lossless file's stored integers (exact), converted only when another kind is asked."""
-        v = np.zeros((r1 - r0, c1 - c0), np.int64)
-        m = np.zeros((r1 - r0, c1 - c0), bool)
-        for e in self.tiles_in(band, r0, r1, c0, c1):
+        def block(e: TileEntry, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
             lay = self.reader.tile_layer(e)
-            if lay is None or lay.q is None:
-                lay_q = np.zeros((e.height, e.width), np.int64)
-            else:
-                lay_q = lay.q
-            mk = self.reader.tile_mask(e)
-            rr0, rr1 = max(r0, e.row), min(r1, e.row + e.height)
-            cc0, cc1 = max(c0, e.col), min(c1, e.col + e.width)
-            v[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = lay_q[rr0 - e.row:rr1 - e.row, cc0 - e.col:cc1 - e.col]
-            if mk is not None:
-                m[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = mk[rr0 - e.row:rr1 - e.row, cc0 - e.col:cc1 - e.col]
-            if progress:
-                progress((rr1 - rr0) * (cc1 - cc0))
+            if lay is None or lay.q is None:  # an all-zero tile
+                return np.zeros((rows[1] - rows[0], cols[1] - cols[0]), np.int64)
+            return lay.q[rows[0]:rows[1], cols[0]:cols[1]]
+
+        v, m = self._assemble(band, r0, r1, c0, c1, block, np.int64, progress)
         rad = Radiometry.from_dict(self.hdr.bands[band]["radiometry"])
         if normalized:
             return rad.forward(v)[0]
