@@ -1,6 +1,11 @@
 """Rate-distortion of sarcodec models vs JPEG 2000 and JPEG-XL on ../shared/sar/test.
 
     python benchmarks/rd_test.py --model default-q1 --model default-q2 ... [--json out.json]
+    python benchmarks/rd_test.py --family default --quality 0 --quality 0.5 ... [--ladder]
+
+The second form codes at continuous qualities of a family (``sarcodec.encode(quality=)``);
+``--ladder`` adds max_error pixel layers (the benchmark's LADDER, on the rate point that codes the
+first one smallest, as the ``--psnr``/``--bpp`` search does) and keeps the Pareto points of all.
 
 Benchmark domain as in ANCHORS.md: dB clipped to each image's 0.1/99.9 percentiles, [0, 1]; PSNR
 against that; bpp from bytes on disk (whole .sarc file). Traditional codecs get that domain as
@@ -23,7 +28,8 @@ import numpy as np  # noqa: E402
 
 import sarcodec  # noqa: E402
 from sarcodec.data.scenes import default_data_dir, read_intensity  # noqa: E402
-from sarcodec.evaluation.benchmark import TRADITIONAL, at_rate, benchmark_scenes, sweep  # noqa: E402
+from sarcodec.evaluation.benchmark import LADDER, TRADITIONAL, at_rate, benchmark_scenes, sweep  # noqa: E402
+from sarcodec.evaluation.codecs import pareto  # noqa: E402
 from sarcodec.evaluation.metrics import BenchmarkDomain, bd_rate, bpp, enl_ratio, epi, psnr  # noqa: E402
 
 RATES = (0.5, 0.75, 1.0, 2.0)
@@ -31,7 +37,10 @@ RATES = (0.5, 0.75, 1.0, 2.0)
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", action="append", required=True)
+    ap.add_argument("--model", action="append", default=[])
+    ap.add_argument("--family", default=None, help="a bundled family, coded at each --quality")
+    ap.add_argument("--quality", action="append", type=float, default=[])
+    ap.add_argument("--ladder", action="store_true", help="also max_error pixel layers beyond the qualities")
     ap.add_argument("--data", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-jxl", action="store_true")
@@ -45,9 +54,16 @@ def main() -> None:
     if root is None:
         sys.exit("no data: pass --data or place ../shared/sar")
     scenes = benchmark_scenes(root, a.split, tuple(a.val_locations.split(",")))
-    models = [sarcodec.load_model(m) for m in a.model]
-    # label each rate point by what was asked for (checkpoint files may share an internal name)
-    labels = [Path(m).stem if m.endswith(".pt") else m for m in a.model]
+    if bool(a.model) == bool(a.family and a.quality):
+        sys.exit("give --model ... or --family F --quality Q ...")
+    if a.family:  # (label, encode kwargs): one point per quality
+        fam_models = sarcodec.api.family_members(a.family)
+        points = [(f"q={q:g}", {"model": fam_models, "quality": q}) for q in a.quality]
+    else:
+        # label each rate point by what was asked for (checkpoint files may share an internal name)
+        points = [(Path(m).stem if m.endswith(".pt") else m, {"model": sarcodec.load_model(m)}) for m in a.model]
+        fam_models = [kw["model"] for _, kw in points]
+    labels = [lb for lb, _ in points]
     res: dict[str, dict] = {}
     families = {"sarcodec": 0, **({f"sarcodec-refine{a.refine}": a.refine} if a.refine else {})}
     for s in scenes:
@@ -58,14 +74,23 @@ def main() -> None:
         entry = {c: sweep(c, img, dom, ref) for c in TRADITIONAL if not (c == "jpegxl" and a.no_jxl)}
         for fam, steps in families.items():
             pts = []
-            for label, m in zip(labels, models):
+
+            def point(label, **kw):
                 t0 = time.perf_counter()
-                data = sarcodec.encode(img, m, refine=steps)
+                data = sarcodec.encode(img, refine=steps, **kw)
                 t_enc = time.perf_counter() - t0
-                rec = sarcodec.decode(data, m)
+                rec = sarcodec.decode(data)
                 v = dom(rec)
                 pts.append({"model": label, "bpp": bpp(len(data), img.size), "psnr": psnr(ref, v),
                             "enl_ratio": enl_ratio(img, rec), "epi": epi(ref, v), "encode_s": t_enc})
+
+            for label, kw in points:
+                point(label, **kw)
+            if a.ladder:
+                base = min(fam_models, key=lambda m: len(sarcodec.encode(img, m, max_error=LADDER[0])))
+                for e in LADDER:
+                    point(f"max_error={e:g}", model=base, max_error=e)
+                pts = pareto(pts)
             entry[fam] = sorted(pts, key=lambda p: p["bpp"])
             print(f"{s.path.name} {fam}: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for p in entry[fam]),
                   flush=True)
@@ -105,7 +130,9 @@ def main() -> None:
         print(f"| {c} | " + " | ".join(row) + " |")
     print("\nsarcodec SAR statistics (per rate point, mean over images):")
     for fam, label in [(f, lb) for f in families for lb in labels]:
-        pts = [next(p for p in e[fam] if p["model"] == label) for e in res.values()]
+        pts = [p for e in res.values() for p in e[fam] if p["model"] == label]
+        if not pts:  # not on any curve's Pareto front
+            continue
         print(f"  {fam} {label}: encode {np.median([p['encode_s'] for p in pts]):.1f} s  bpp {np.mean([p['bpp'] for p in pts]):.3f}  PSNR {np.mean([p['psnr'] for p in pts]):.2f}  "
               f"ENL ratio {np.mean([p['enl_ratio'] for p in pts]):.3f}  EPI {np.mean([p['epi'] for p in pts]):.3f}")
     if a.json:

@@ -44,10 +44,11 @@ print(hashlib.sha256(np.ascontiguousarray(out).tobytes()).hexdigest())
 """
 
 
-@pytest.mark.parametrize("arch", ["residual", "hyperprior"])
+@pytest.mark.parametrize("arch", ["residual", "hyperprior", "hyperprior-step"])
 def test_decode_bit_identical_across_processes_and_threads(arch, trained_tiny, tmp_path, sar_300x437):
     """Same pixels from two fresh processes, with 1 and 2 threads, and in this process. The
-    hyperprior family (GDN + transposed convs) is the one whose oneDNN kernels depend on threads."""
+    hyperprior family (GDN + transposed convs) is the one whose oneDNN kernels depend on threads;
+    "-step": coded at a latent quantisation step other than 1 (continuous quality)."""
     if arch == "residual":
         ckpt = trained_tiny
     else:
@@ -56,7 +57,7 @@ def test_decode_bit_identical_across_processes_and_threads(arch, trained_tiny, t
         ckpt = tmp_path / "hp.pt"
         sarcodec.save_checkpoint(small_model("hyperprior"), ckpt)
     m = sarcodec.load_model(ckpt)
-    data = sarcodec.encode(sar_300x437, m, tile_size=256)
+    data = sarcodec.encode(sar_300x437, m, tile_size=256, step=0.7 if arch.endswith("-step") else None)
     f = tmp_path / "img.sarc"
     f.write_bytes(data)
     here = hashlib.sha256(np.ascontiguousarray(sarcodec.decode(data, m, normalized=True)).tobytes()).hexdigest()

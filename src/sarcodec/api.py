@@ -12,7 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .checkpoint import DEFAULT_RADIOMETRY, load_model
-from .container import ContainerReader, ContainerWriter, Header, with_header
+from .container import ContainerReader, ContainerWriter, Header, required_version, with_header
+from .entropy import STEP_ONE, step_from_delta
 from .errors import InputError, ModelError, ModelMismatchError
 from .layers import LayerSpec
 from .models import SarCodec
@@ -30,6 +31,7 @@ from .scene import (
     halo_metadata,
     new_header,
     resolve_window,
+    step_metadata,
     window_decoder,
 )
 
@@ -60,6 +62,8 @@ def encode(
     array: np.ndarray,
     model: SarCodec | str,
     *,
+    quality: float | None = None,
+    step: float | None = None,
     max_error: float | None = None,
     psnr: float | None = None,
     bpp: float | None = None,
@@ -79,6 +83,11 @@ def encode(
     has bf16 units, else fp32; :func:`sarcodec.scene.encoder_precision`): bf16 costs +0.04%
     BD-rate (measured) and decoding is unaffected and stays exact.
 
+    Quality: ``quality`` is continuous, from 0 to N + 1 for a family of N rate points (``"default"``:
+    0-5): an integer k is rate point k as trained, values between move the latent quantisation
+    step Δ of the nearest rate point (:func:`quality_point`), 0 is the smallest file and N + 1
+    the finest step of the last point. ``step`` sets Δ of one model directly (0.25-4).
+
     SAR fidelity (a pixel layer beside the learned one, :mod:`sarcodec.layers`):
     ``max_error`` (dB) bounds every valid pixel's dB error by construction (a dense residual;
     also the way to rates beyond the learned models'); ``outliers`` ("high", "both", "none")
@@ -89,9 +98,9 @@ def encode(
     Targets (the encoder searches; bands share one model, the target is over all of them):
     ``psnr`` (dB, in the codec's clipped dB domain, the benchmark's) gives the smallest file that
     reaches it, ``bpp`` the highest PSNR within that many bits per pixel. Given a family name
-    (``"default"``), the search runs over its rate points and, beyond them, over ``max_error``
-    pixel layers on each; ``max_error`` alone with a family name codes on the rate point that
-    gives the smallest file. The container records the target and the PSNR reached.
+    (``"default"``), the search runs over its continuous quality and, beyond it, over ``max_error``
+    pixel layers on each rate point; ``max_error`` alone with a family name codes on the rate
+    point that gives the smallest file. The container records the target and the PSNR reached.
 
     Other keyword arguments: ``kind``, ``nodata``, ``radiometry``, ``tile_size``,
     ``band_descriptions``, ``metadata``, ``batch``, ``refine``, ``workers``, ``precision``,
@@ -103,20 +112,31 @@ def encode(
         raise InputError("give a psnr target or a bpp target, not both")
     if (psnr is not None or bpp is not None) and max_error is not None:
         raise InputError("max_error is the search's own knob: give it or a psnr/bpp target, not both")
+    if (psnr is not None or bpp is not None) and (quality is not None or step is not None):
+        raise InputError("quality and step are the search's own knobs: give them or a psnr/bpp target, not both")
+    if quality is not None and step is not None:
+        raise InputError("give quality or step, not both")
     for name, v, lo, hi in (("psnr", psnr, 5.0, 120.0), ("bpp", bpp, 0.005, 64.0)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
             raise InputError(f"{name} target must be a number in [{lo}, {hi}], got {v!r}")
     if kwargs.get("lossless"):
-        if psnr is not None or bpp is not None or max_error is not None:
-            raise InputError("lossless excludes max_error, psnr and bpp")
+        if psnr is not None or bpp is not None or max_error is not None or quality is not None or step is not None:
+            raise InputError("lossless excludes quality, step, max_error, psnr and bpp")
         return _encode_one(array, family_members(model)[0], **kwargs)
     bases = family_members(model)
+    if quality is not None:
+        m, st = quality_point(bases, quality)
+        return _encode_one(array, m, step=st, max_error=max_error, **kwargs)
+    if step is not None:
+        if len(bases) != 1:
+            raise InputError("step sets the quantisation step of one model; with a family use quality")
+        return _encode_one(array, bases[0], step=step_from_delta(step), max_error=max_error, **kwargs)
     if psnr is None and bpp is None:
         if max_error is None or len(bases) == 1:
             return _encode_one(array, bases[0], max_error=max_error, **kwargs)
         return min((_encode_one(array, m, max_error=max_error, **kwargs) for m in bases), key=len)
-    return search_target(lambda m, e, st: _encode_one(array, m, max_error=e, stats=st, **kwargs), bases,
-                         psnr=psnr, bpp=bpp, pixels=int(np.asarray(array).size))
+    return search_target(lambda m, st, e, stats: _encode_one(array, m, step=st, max_error=e, stats=stats, **kwargs),
+                         bases, psnr=psnr, bpp=bpp, pixels=int(np.asarray(array).size))
 
 
 def family_members(model: SarCodec | str | Sequence[SarCodec]) -> list[SarCodec]:
@@ -140,69 +160,124 @@ def family_members(model: SarCodec | str | Sequence[SarCodec]) -> list[SarCodec]
     return [load_model(model)]
 
 
+# Continuous quality over a family of N rate points (lowest rate first). Measured on the validation
+# locations (mexico-b, spain-6860600, sar2sar-ramb; default-q1..q4): halving the quantisation step
+# of rate point k costs about the bits of rate point k + 1 at unit step, with the same PSNR within
+# +-0.3 dB (e.g. mexico-b VV: q1 at Δ 0.5, 0.450 bpp / 34.04 dB; q2 at Δ 1, 0.440 bpp / 33.79 dB).
+# So one quality unit is a factor 2 in Δ: quality Q in [k - 1/2, k + 1/2) is rate point k at
+# Δ = 2^(k - Q). Below 1 the first point's step grows faster (Δ = 2^(1.5 (1 - Q)), 2.8 at Q = 0:
+# about 0.1 bpp on GRD, 0.15 on single-look speckle); above N the last point's step shrinks to 0.5.
+QUALITY_MIN = 0.0
+_LOW_SLOPE = 1.5
+
+
+def quality_point(bases: Sequence[SarCodec], quality: float) -> tuple[SarCodec, int]:
+    """(model, latent step numerator) of a continuous ``quality`` in [0, N + 1] over ``bases``
+    (N rate points, lowest rate first). Integers k in 1..N give rate point k at unit step."""
+    import math
+
+    n = len(bases)
+    if isinstance(quality, bool) or not isinstance(quality, (int, float)) or not math.isfinite(quality) \
+            or not QUALITY_MIN <= quality <= n + 1:
+        raise InputError(f"quality must be a number in [{QUALITY_MIN:g}, {n + 1}] for {n} rate point(s), got {quality!r}")
+    q = float(quality)
+    if q < 1.0:
+        return bases[0], step_from_delta(2.0 ** (_LOW_SLOPE * (1.0 - q)))
+    k = min(n, int(math.floor(q + 0.5)))
+    return bases[k - 1], step_from_delta(2.0 ** (k - q))
+
+
 # max_error ladder of the search beyond the learned rate points (dB); finer steps are bisected
 _ERROR_LADDER = (3.0, 2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
+_BISECT = 4  # halvings of a bracket: quality to 1/16 of a unit, max_error to a factor ~1.1
 
 
 def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: float | None,
                   pixels: int) -> bytes:
-    """Search (rate point, max_error) for a PSNR or bpp target. ``encode_fn(model, max_error,
+    """Search (quality, max_error) for a PSNR or bpp target. ``encode_fn(model, step, max_error,
     stats) -> bytes`` encodes once and fills ``stats`` (squared error and count per band).
-    Candidates: every rate point alone (with the default pixel layer), then max_error pixel layers
-    on the rate point that codes them smallest. Returns the chosen encoding's bytes, with the
-    target and the PSNR it reached recorded in its metadata."""
+    Candidates: the continuous quality (:func:`quality_point`, the default pixel layer): integer
+    qualities upward until the target is crossed, then bisection; then, when the target lies
+    beyond the highest quality (psnr) or always (bpp), max_error pixel layers on the rate point
+    that codes them smallest. Returns the chosen encoding's bytes, with the target, the quality
+    and the PSNR reached recorded in its metadata."""
     import math
 
-    tried: list[tuple[float, int, bytes]] = []  # (psnr, bytes, data)
+    tried: list[tuple[float, int, bytes, dict[str, float]]] = []  # (psnr, bytes, data, knob)
 
-    def run(m: SarCodec, e: float | None) -> tuple[float, int, bytes]:
-        st: dict[str, Any] = {}
-        data = encode_fn(m, e, st)
-        sse, cnt = sum(st.get("sse", [0.0])), sum(st.get("count", [0]))
+    def run(m: SarCodec, st: int, e: float | None, knob: dict[str, float]) -> tuple[float, int, bytes, dict]:
+        stats: dict[str, Any] = {}
+        data = encode_fn(m, st, e, stats)
+        sse, cnt = sum(stats.get("sse", [0.0])), sum(stats.get("count", [0]))
         p = math.inf if sse == 0 else 10 * math.log10(max(cnt, 1) / sse)
-        tried.append((p, len(data), data))
+        tried.append((p, len(data), data, knob))
         return tried[-1]
 
-    def ok(t: tuple[float, int, bytes]) -> bool:
+    def at(q: float) -> tuple[float, int, bytes, dict]:
+        m, st = quality_point(bases, q)
+        return run(m, st, None, {"quality": round(q, 4)})
+
+    def ok(t: tuple) -> bool:
         return t[0] >= psnr if psnr is not None else 8 * t[1] / pixels <= bpp
 
-    for m in bases:
-        t = run(m, None)
-        if psnr is not None and ok(t):
+    def bisect(lo: float, hi: float, f, lo_ok: bool) -> None:
+        # f(lo) and f(hi) are on either side of the target (``lo_ok``: which side lo is on)
+        for _ in range(_BISECT):
+            mid = f[1](lo, hi)
+            if ok(f[0](mid)) == lo_ok:
+                lo = mid
+            else:
+                hi = mid
+
+    quality = (at, lambda a, b: 0.5 * (a + b))
+    n = len(bases)
+    prev = None
+    crossed = False
+    for q in list(range(1, n + 2)):  # psnr: first that meets; bpp: first that does not fit
+        t = at(float(q))
+        if ok(t) == (psnr is not None):
+            crossed = True
+            if prev is None:  # the first rate point already crosses: look below it
+                lo_t = at(QUALITY_MIN)
+                if ok(lo_t) == (psnr is not None):
+                    break  # even the smallest quality crosses
+                prev = QUALITY_MIN
+            bisect(prev, float(q), quality, lo_ok=bpp is not None)
             break
-    if psnr is not None and not any(ok(t) for t in tried) or bpp is not None:
+        prev = float(q)
+    if not crossed and psnr is not None or bpp is not None:
         # beyond the rate points: max_error ladder; the base is the one that codes it smallest
         best_base = None
-        prev = None
+        prev_e = None
         for e in _ERROR_LADDER:
             if best_base is None:
-                cands = [(run(m, e), m) for m in bases]
+                cands = [(run(m, STEP_ONE, e, {"max_error": e}), m) for m in bases]
                 t, best_base = min(cands, key=lambda c: c[0][1])
             else:
-                t = run(best_base, e)
+                t = run(best_base, STEP_ONE, e, {"max_error": e})
             if psnr is not None and ok(t) or bpp is not None and not ok(t):
-                if prev is not None:  # the ladder crossed the target: bisect (geometrically)
-                    coarse, fine = prev, e  # psnr: coarse misses, fine meets; bpp: coarse fits
-                    for _ in range(3):
-                        mid = math.sqrt(coarse * fine)
-                        if ok(run(best_base, mid)) == (psnr is not None):
-                            fine = mid
-                        else:
-                            coarse = mid
+                if prev_e is not None:  # the ladder crossed the target: bisect (geometrically)
+                    ladder = (lambda e, b=best_base: run(b, STEP_ONE, e, {"max_error": round(e, 4)}),
+                              lambda a, b: math.sqrt(a * b))
+                    # psnr: coarse (prev_e) misses, fine meets; bpp: coarse fits, fine does not
+                    bisect(prev_e, e, ladder, lo_ok=bpp is not None)
                 break
-            prev = e
+            prev_e = e
     good = [t for t in tried if ok(t)]
     if psnr is not None:
         pick = min(good, key=lambda t: t[1]) if good else max(tried, key=lambda t: t[0])
     else:
         pick = max(good, key=lambda t: t[0]) if good else min(tried, key=lambda t: t[1])
-    return _record_target(pick[2], {"psnr": psnr} if psnr is not None else {"bpp": bpp}, pick[0], bool(good))
+    return _record_target(pick[2], {"psnr": psnr} if psnr is not None else {"bpp": bpp}, pick[0], bool(good),
+                          pick[3])
 
 
-def _record_target(data: bytes, target: dict[str, float], reached: float, met: bool) -> bytes:
-    """The container ``data`` with the search's target and outcome in its metadata."""
+def _record_target(data: bytes, target: dict[str, float], reached: float, met: bool,
+                   knob: dict[str, float] | None = None) -> bytes:
+    """The container ``data`` with the search's target and outcome (and the quality or max_error
+    that reached it) in its metadata."""
     hdr = ContainerReader(data).header
-    hdr.metadata["target"] = {**target, "psnr_reached": round(reached, 3), "met": met}
+    hdr.metadata["target"] = {**target, "psnr_reached": round(reached, 3), "met": met, **(knob or {})}
     return with_header(data, hdr)
 
 
@@ -227,8 +302,9 @@ def _encode_one(
     stats: dict[str, Any] | None = None,
     lossless: bool = False,
     max_pixels: float | None = MAX_PIXELS,
+    step: int = STEP_ONE,
 ) -> bytes:
-    """One encode with one model (see :func:`encode`)."""
+    """One encode with one model at latent step numerator ``step`` (see :func:`encode`)."""
     check_kind(kind)
     check_workers(workers)
     check_precision(precision)
@@ -255,11 +331,13 @@ def _encode_one(
     descs = list(band_descriptions) if band_descriptions is not None else [None] * src.bands
     if len(descs) != src.bands:
         raise InputError(f"{len(descs)} band descriptions for {src.bands} bands")
+    step = coding_step(model, step, lossless)
     buf = io.BytesIO()
-    writer = ContainerWriter(buf)
     header = new_header(model_info(model), src, rads, tile_size, descs, dict(metadata or {}))
     header.metadata.setdefault("ndim", arr.ndim)
     header.metadata.update(halo_metadata(model))
+    header.metadata.update(step_metadata(step))
+    writer = ContainerWriter(buf, required_version(header.metadata))
     if clip is not None:
         header.metadata["clip_percentiles"] = list(clip)
     if lossless:
@@ -267,6 +345,15 @@ def _encode_one(
     encode_container(src, model, rads, writer, header, batch=batch, refine=refine, workers=workers,
                      precision=precision, layer=spec, stats=stats)
     return buf.getvalue()
+
+
+def coding_step(model: SarCodec, step: int, lossless: bool = False) -> int:
+    """``step`` checked against the model (before any work): a non-unit step needs a hyperprior
+    latent codec; a lossless file has no learned layer (its step is the unit one)."""
+    if lossless or step == STEP_ONE:
+        return STEP_ONE
+    model.coder(step)  # InputError for a step out of range, ModelError for a factorized model
+    return step
 
 
 def check_source(data: Any) -> bytes | bytearray | memoryview | str | os.PathLike:
@@ -312,12 +399,16 @@ def check_size(pixels: int, max_pixels: float | None, name: str = "input") -> No
                          "max_pixels= / --max-pixels if that is intended")
 
 
-def resolve_decoder(header: Header, model: SarCodec | str | None, device: str | None = None) -> SarCodec:
+def resolve_decoder(header: Header, model: SarCodec | str | Sequence[SarCodec] | None,
+                    device: str | None = None) -> SarCodec:
     """The model named by the header (loaded on ``device``, default cpu, when not given as a
-    loaded model), checked against its weights hash. A lossless file needs none (None)."""
+    loaded model), checked against its weights hash; given several (a family's rate points), the
+    one whose hash the header names. A lossless file needs none (None)."""
     if header.metadata.get("lossless"):
         return None
     want = header.model
+    if isinstance(model, (list, tuple)):
+        model = next((m for m in model if m.weights_hash() == want.get("hash")), model[0] if model else None)
     if model is None:
         try:
             model = load_model(want.get("id", ""), device)
@@ -334,10 +425,11 @@ def resolve_decoder(header: Header, model: SarCodec | str | None, device: str | 
     return model
 
 
-def decode(data: bytes | str, model: SarCodec | str | None = None, *, kind: str | None = None,
+def decode(data: bytes | str, model: SarCodec | str | Sequence[SarCodec] | None = None, *, kind: str | None = None,
            dtype: np.dtype | str | None = None, normalized: bool = False,
            window: tuple[int, int, int, int] | None = None, workers: int | None = None) -> np.ndarray:
-    """Decompress .sarc bytes (or a path). The model is found from the header unless given.
+    """Decompress .sarc bytes (or a path). The model is found from the header unless given (a model,
+    a checkpoint path, or a list of models such as a family's rate points: the one the file names).
 
     Returns the raster in the input's kind and dtype (override with ``kind``/``dtype``), invalid
     pixels set to nodata (NaN for floats without nodata). ``normalized=True`` returns the codec's

@@ -172,7 +172,10 @@ def _outputs(files: list[Path], out: Path, suffix: str) -> list[Path]:
 def compress(
     inputs: list[str] = typer.Argument(..., help="Raster files (GeoTIFF/COG/any GDAL raster), directories or globs"),
     out: Path = typer.Option(..., "--out", "-o", help="Output .sarc file, or a directory for several inputs"),
-    quality: Optional[int] = typer.Option(None, "--quality", "-q", help="Rate point of the bundled default model"),
+    quality: Optional[float] = typer.Option(None, "--quality", "-q",
+                                            help="Quality of the bundled family, continuous: 0 (smallest) to 5; "
+                                                 "1-4 are its trained rate points, values between move the "
+                                                 "quantisation step"),
     model: str = typer.Option("default", "--model", "-m", help="Bundled model name or checkpoint path"),
     kind: Optional[str] = typer.Option(None, help="Input values: intensity, amplitude, dn, db (default: dn for integers, intensity for floats)"),
     tile: int = typer.Option(1024, help="Tile size in pixels (multiple of 64)"),
@@ -219,7 +222,12 @@ def compress(
         raise _input_error("--quality picks a rate point of a bundled family: it does not apply to a checkpoint "
                            f"file ({model})")
     if quality is not None and (psnr is not None or bpp is not None):
-        raise _input_error("--quality conflicts with --psnr / --bpp (the search picks the rate point)")
+        raise _input_error("--quality conflicts with --psnr / --bpp (the search picks the quality)")
+    family = None
+    if quality is not None:
+        from .checkpoint import quality_name
+
+        family = quality_name(model, 1).rsplit("-q", 1)[0]  # the family of an alias or a -qN name
     clip_pct = None
     if clip is not None:
         try:
@@ -231,24 +239,23 @@ def compress(
     if len(files) > 1 or cluster or skip_existing:
         from .batch import compress_files
 
-        from .checkpoint import quality_name
-
-        spec = model if quality is None else quality_name(model, quality)
-        _batch(compress_files, files, out, cluster, spec, skip_existing,
-               dict(kind=kind, tile_size=tile, force=force, batch=batch, refine=refine, workers=workers,
+        _batch(compress_files, files, out, cluster, family or model, skip_existing,
+               dict(quality=quality, kind=kind, tile_size=tile, force=force, batch=batch, refine=refine, workers=workers,
                     precision=precision, max_error=max_error, psnr=psnr, bpp=bpp, clip=clip_pct, outliers=outliers,
                     bias=bias, lossless=lossless, max_pixels=max_pixels, device=str(dev) if dev else None))
         return
     outs = _outputs(files, out, ".sarc")
-    if quality is None and (max_error is not None or psnr is not None or bpp is not None):
+    if family is not None:
+        m = [mm.to(dev) for mm in family_members(family)]  # quality_point picks a rate point and step
+    elif max_error is not None or psnr is not None or bpp is not None:
         m = [mm.to(dev) for mm in family_members(model)]  # a family's rate points (or the one model)
     else:
-        m = load_model(model, device=dev, quality=quality)
+        m = load_model(model, device=dev)
     with _progress() as prog:
         for f, o in zip(files, outs):
             task = prog.add_task(f.name, total=_raster_pixels(f))  # a total: the bar shows an ETA
             t0 = time.perf_counter()
-            r = compress_file(f, o, m, kind=kind, tile_size=tile, force=force, batch=batch, refine=refine,
+            r = compress_file(f, o, m, quality=quality, kind=kind, tile_size=tile, force=force, batch=batch, refine=refine,
                               workers=workers, precision=precision, max_error=max_error, psnr=psnr, bpp=bpp,
                               clip=clip_pct, outliers=outliers, bias=bias, lossless=lossless, max_pixels=max_pixels,
                               progress=lambda n, t=task: prog.advance(t, n))
@@ -377,8 +384,12 @@ def info(path: Path = typer.Argument(..., help=".sarc file"),
             how.append("pixel layer: " + ", ".join(parts))
         if h.metadata.get("target"):
             tg = h.metadata["target"]
+            knob = "".join(f", {k} {tg[k]}" for k in ("quality", "max_error") if k in tg)
             how.append(", ".join(f"{k} {v}" for k, v in tg.items() if k in ("psnr", "bpp")) +
-                       f" target ({'met' if tg.get('met') else 'NOT met'}: {tg.get('psnr_reached')} dB)")
+                       f" target ({'met' if tg.get('met') else 'NOT met'}: {tg.get('psnr_reached')} dB{knob})")
+        if h.metadata.get("latent_step"):
+            st = h.metadata["latent_step"]
+            how.append(f"latent quantisation step {st}/64 (Δ {st / 64:g})")
         if h.metadata.get("refine_steps"):
             how.append(f"latent refinement, {h.metadata['refine_steps']} steps per tile")
         if how:

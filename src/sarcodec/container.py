@@ -45,7 +45,17 @@ from .errors import (
 
 MAGIC = b"\x89SARC\r\n\x1a"
 END = b"CRAS"
-FORMAT_VERSION = 2  # 2: pixel layers (layers.py), tile CRCs bound to their position; version 1 files still read
+FORMAT_VERSION = 3  # the newest this reader reads; versions 1 and 2 still read
+# 2: pixel layers (layers.py), tile CRCs bound to their position; 3: a latent quantisation step
+# other than 1 (metadata "latent_step"; continuous quality). Files are written with the lowest
+# version that holds what they use, so a reader of version 2 still reads every file that needs no
+# newer feature, and refuses (UnsupportedVersionError) the ones it would decode wrongly.
+BASE_VERSION = 2
+
+
+def required_version(metadata: dict[str, Any]) -> int:
+    """The format version a container with this footer metadata must be written as."""
+    return 3 if "latent_step" in metadata else BASE_VERSION
 HEADER = struct.Struct("<8sHHI")
 TRAILER = struct.Struct("<QQI4s")
 
@@ -90,7 +100,7 @@ class Header:
     tile_size: int
     tiles: list[TileEntry] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)  # free-form (geo info, tags, ...)
-    version: int = FORMAT_VERSION
+    version: int = BASE_VERSION
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -178,6 +188,12 @@ def validate_header(h: "Header") -> None:
         raise bad("halo / border")
     if not isinstance(md.get("lossless", False), bool):
         raise bad("lossless")
+    if "latent_step" in md:
+        from .entropy import STEP_MAX, STEP_MIN
+
+        st = md["latent_step"]
+        if h.version < 3 or isinstance(st, bool) or not isinstance(st, int) or not STEP_MIN <= st <= STEP_MAX:
+            raise bad("latent_step")
     if md.get("lossless") and not h.dtype.startswith(("uint", "int")):
         raise bad("lossless needs an integer dtype")
     t = h.tile_size
@@ -201,7 +217,7 @@ def validate_header(h: "Header") -> None:
 class ContainerWriter:
     """Streams a container to a binary file object: ``add_tile``/``add_blob`` then ``finish``."""
 
-    def __init__(self, fh: BinaryIO, version: int = FORMAT_VERSION):
+    def __init__(self, fh: BinaryIO, version: int = BASE_VERSION):
         self.fh = fh
         self.version = version
         fh.write(HEADER.pack(MAGIC, version, 0, 0))
@@ -230,6 +246,8 @@ class ContainerWriter:
     def finish(self, header: Header) -> int:
         if self.version < 2 and any(t.layer_length for t in header.tiles):
             raise ValueError("a container with pixel layers must be written as version 2")
+        if self.version < required_version(header.metadata):
+            raise ValueError(f"this container must be written as version {required_version(header.metadata)}")
         return self.write_footer(header.to_json())
 
     def write_footer(self, doc: Any) -> int:

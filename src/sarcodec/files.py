@@ -24,8 +24,10 @@ from .container import (
     atomic_path,
     atomic_write,
     check_output_path,
+    required_version,
     temp_prefix,
 )
+from .entropy import STEP_ONE, step_from_delta
 from .errors import InputError, OutputError
 from .layers import LayerSpec
 from .models import SarCodec
@@ -42,6 +44,7 @@ from .scene import (
     halo_metadata,
     new_header,
     resolve_window,
+    step_metadata,
     window_decoder,
 )
 
@@ -148,16 +151,18 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                   workers: int | None = None, precision: str | None = None, max_error: float | None = None,
                   outliers: str = "high", bias: bool = True, clip: tuple[float, float] | None = None,
                   psnr: float | None = None, bpp: float | None = None, lossless: bool = False,
-                  max_pixels: float | None = MAX_PIXELS) -> dict[str, Any]:
+                  max_pixels: float | None = MAX_PIXELS, quality: float | None = None,
+                  step: float | None = None) -> dict[str, Any]:
     """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio).
     ``refine`` > 0: steps of encoder-side latent refinement per tile; ``workers``: entropy-coding
     processes; ``precision``: of the analysis transform; ``max_error``, ``outliers``, ``bias``,
     ``clip``: SAR fidelity; ``psnr`` / ``bpp``: targets the encoder searches for, over the rate
-    points of a family given by name (see :func:`sarcodec.encode`). A search encodes the scene
-    several times (in memory) and writes the chosen one."""
+    points of a family given by name (see :func:`sarcodec.encode`); ``quality`` (continuous, over
+    a family) or ``step`` (one model's quantisation step) as in :func:`sarcodec.encode`. A search
+    encodes the scene several times (in memory) and writes the chosen one."""
     import io
 
-    from .api import family_members, search_target
+    from .api import coding_step, family_members, quality_point, search_target
 
     check_tile_size(tile_size)
     check_workers(workers)
@@ -165,10 +170,21 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
     LayerSpec(max_error, outliers, bias=bias)  # validate before any work
     if sum(v is not None for v in (max_error, psnr, bpp)) + bool(lossless) > 1:
         raise InputError("give one of max_error, psnr, bpp, lossless")
-    bases = family_members(model) if psnr is not None or bpp is not None or max_error is not None \
+    if sum(v is not None for v in (quality, step, psnr, bpp)) + bool(lossless) > 1:
+        raise InputError("give one of quality, step, psnr, bpp, lossless")
+    searched = psnr is not None or bpp is not None or max_error is not None and quality is None and step is None
+    bases = family_members(model) if searched or quality is not None \
         else [load_model(model) if isinstance(model, str) else model]
     for m in bases:
         check_refine(m, refine)
+    if quality is not None:
+        bases = [quality_point(bases, quality)]  # one (model, step)
+    elif step is not None:
+        if len(bases) != 1:
+            raise InputError("step sets the quantisation step of one model; with a family use quality")
+        bases = [(bases[0], coding_step(bases[0], step_from_delta(step)))]
+    else:
+        bases = [(m, STEP_ONE) for m in bases]
     check_output_path(Path(dst_path), force)
     before = _identity(src_path)
     with _gdal_env(gdal_cache_mb(src_path, tile_size)), _open_raster(src_path) as ds:
@@ -186,22 +202,23 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             check_lossless_dtype(src.dtype)
         geo = geo_metadata(ds)
 
-        def encode_to(fh, m: SarCodec, err: float | None, stats: dict | None = None, show=progress) -> int:
+        def encode_to(fh, m: SarCodec, st: int, err: float | None, stats: dict | None = None, show=progress) -> int:
             spec = LayerSpec(err, outliers, bias=bias)
+            st = coding_step(m, st, lossless)
             rads = fit_radiometry(src, kind, ds.nodata, clip_defaults(m, clip), read_decimated=src.read_decimated)
             header = new_header(model_info(m), src, rads, tile_size, list(ds.descriptions),
-                                {"geo": geo, "source": Path(src_path).name, **halo_metadata(m)})
+                                {"geo": geo, "source": Path(src_path).name, **halo_metadata(m), **step_metadata(st)})
             if clip is not None:
                 header.metadata["clip_percentiles"] = list(clip)
             if lossless:
                 header.metadata["lossless"] = True
-            writer = ContainerWriter(fh)
+            writer = ContainerWriter(fh, required_version(header.metadata))
             return encode_container(src, m, rads, writer, header, show, batch, refine, workers, precision, spec,
                                     stats)
 
-        def in_memory(m: SarCodec, err: float | None, stats: dict | None = None) -> bytes:
+        def in_memory(m: SarCodec, st: int, err: float | None, stats: dict | None = None) -> bytes:
             buf = io.BytesIO()
-            encode_to(buf, m, err, stats, None)
+            encode_to(buf, m, st, err, stats, None)
             return buf.getvalue()
 
         def unchanged() -> None:  # an input overwritten while we read it would mix two scenes
@@ -210,14 +227,14 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
 
         if len(bases) == 1 and psnr is None and bpp is None:
             with atomic_write(dst_path, force=force) as fh:
-                size = encode_to(fh, bases[0], max_error)
+                size = encode_to(fh, *bases[0], max_error)
                 unchanged()
         else:
             pixels = src.bands * src.rows * src.cols
             if psnr is None and bpp is None:
-                data = min((in_memory(m, max_error) for m in bases), key=len)
+                data = min((in_memory(m, st, max_error) for m, st in bases), key=len)
             else:
-                data = search_target(in_memory, bases, psnr=psnr, bpp=bpp, pixels=pixels)
+                data = search_target(in_memory, [m for m, _ in bases], psnr=psnr, bpp=bpp, pixels=pixels)
             unchanged()
             atomic_write(dst_path, data, force=force)
             size = len(data)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .container import ContainerReader, ContainerWriter, Header, TileEntry, pack_mask
+from .entropy import STEP_ONE, check_step
 from .layers import LayerSpec, encode_layer, make_layer
 from .errors import CorruptedFileError, InputError
 from .models import SarCodec
@@ -140,7 +141,7 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
                  progress: Callable[[int], None] | None = None, batch: int | None = None,
                  refine: int = 0, workers: int | None = None,
                  precision: str | None = None, layer: LayerSpec | None = None,
-                 stats: dict[str, Any] | None = None) -> tuple[list[TileEntry], list[int]]:
+                 stats: dict[str, Any] | None = None, step: int = STEP_ONE) -> tuple[list[TileEntry], list[int]]:
     """Encode every tile of every band into ``writer``. Returns (tile entries, invalid count per band).
     Up to ``batch`` consecutive tiles of one shape go through the analysis transform together
     (memory: ``batch`` haloed tiles); entropy coding stays per tile, so every tile still decodes
@@ -157,7 +158,10 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
 
     ``precision="bf16"`` runs the analysis transform under bfloat16 autocast (faster where the
     hardware has bf16 units; default: :func:`encoder_precision`). Only the encoder's choice of
-    integers changes; the hyper-analysis, the entropy coding and every decoder stay exact."""
+    integers changes; the hyper-analysis, the entropy coding and every decoder stay exact.
+
+    ``step``: the latent quantisation step numerator (Δ = step / 64, :mod:`sarcodec.entropy`);
+    the caller records it in the footer (``latent_step``) for the decoder."""
     check_tile_size(tile)
     lmbda = model_lambda(model) if refine else None
     batch = max(1, batch or default_batch(model))
@@ -212,7 +216,7 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
             if refine:
                 z0 = model.latent_codec.hyper_analysis(y, y_ctx, margin=mg)
                 with torch.enable_grad():
-                    ref = refine_tile(model, x[i:i + 1], y_ctx, z0, mg, (h, w), lmbda, refine)
+                    ref = refine_tile(model, x[i:i + 1], y_ctx, z0, mg, (h, w), lmbda, refine, step=step)
                 symbols = model.latent_codec.prepare(ref.y, z=ref.z)
             else:
                 symbols = model.latent_codec.prepare(y, y_ctx, margin=mg)
@@ -224,7 +228,7 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
                 drain(2 * pool.workers)
 
     keep: dict[tuple[int, int, int], bytes] | None = {} if layer is not None and layer.active else None
-    coder = model.coder()
+    coder = model.coder(step)
     was = model.training
     model.eval()
     n_tiles = src.bands * len(tile_grid(src.rows, src.cols, tile))
@@ -240,7 +244,7 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
                 code(group, pool)
             drain(0)
         if keep is not None:
-            encode_layers(src, model, rads, writer, entries, keep, tile, layer, stats)
+            encode_layers(src, model, rads, writer, entries, keep, tile, layer, stats, step)
     finally:
         model.train(was)
     return entries, invalid
@@ -283,10 +287,11 @@ class _MemoryReader:
     """The base layer just written, as a reader for :class:`SceneDecoder` (payloads in memory)."""
 
     def __init__(self, shape: tuple[int, int, int], tile: int, entries: list[TileEntry], halo_latents: int,
-                 payloads: dict[tuple[int, int, int], bytes]):
+                 payloads: dict[tuple[int, int, int], bytes], step: int = STEP_ONE):
         self.name = "<encoder>"
+        md = {"halo_latents": halo_latents, "border": "crop", **step_metadata(step)}
         self.header = Header(model={}, shape=shape, dtype="float32", bands=[{}] * shape[0], tile_size=tile,
-                             tiles=entries, metadata={"halo_latents": halo_latents, "border": "crop"})
+                             tiles=entries, metadata=md)
         self.payloads = payloads
 
     def tile_bytes(self, e: TileEntry) -> bytes:
@@ -295,15 +300,15 @@ class _MemoryReader:
 
 def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter,
                   entries: list[TileEntry], payloads: dict[tuple[int, int, int], bytes], tile: int,
-                  spec: LayerSpec, stats: dict[str, Any] | None = None) -> None:
+                  spec: LayerSpec, stats: dict[str, Any] | None = None, step: int = STEP_ONE) -> None:
     """Second pass of :func:`encode_tiles`: each tile's pixel layer against the base reconstruction
     a decoder will synthesise (same code path), written beside the tile. ``stats``: see
     :func:`encode_tiles`."""
     if stats is not None:
         stats["sse"] = [0.0] * src.bands
         stats["count"] = [0] * src.bands
-    dec = SceneDecoder(_MemoryReader((src.bands, src.rows, src.cols), tile, entries, model.halo_latents, payloads),
-                       model)
+    dec = SceneDecoder(_MemoryReader((src.bands, src.rows, src.cols), tile, entries, model.halo_latents, payloads,
+                                     step), model)
     for e in entries:
         rad = rads[e.band]
         t, mask = rad.forward_unclipped(src.read(e.band, e.row, e.row + e.height, e.col, e.col + e.width))
@@ -332,7 +337,7 @@ def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], write
         return writer.finish(header)
     precision = encoder_precision(precision, next(model.parameters()).device)
     header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch, refine,
-                                          workers, precision, layer, stats)
+                                          workers, precision, layer, stats, latent_step(header.metadata))
     header.metadata["analysis_precision"] = precision
     if layer is not None and layer.active:
         header.metadata["layer"] = layer.to_dict()
@@ -380,6 +385,7 @@ class SceneDecoder:
         # "crop": at the raster's border the synthesis sees the image edge (files since format 2);
         # "replicate": the ring is edge-replicated latents (earlier files, decoded as they were)
         self.border = self.hdr.metadata.get("border", "replicate")
+        self.step = latent_step(self.hdr.metadata)
         self.tile = self.hdr.tile_size
         nb, rows, cols = self.hdr.shape
         self.by_pos: dict[tuple[int, int, int], TileEntry] = {}
@@ -444,7 +450,7 @@ class SceneDecoder:
             e = self.by_pos[key]
             data = self.reader.tile_bytes(e)
             try:
-                y = self.model.decode_latent(data, e.height, e.width)[0]
+                y = self.model.decode_latent(data, e.height, e.width, self.step)[0]
             except CorruptedFileError as err:
                 raise CorruptedFileError(f"{self.reader.name}: tile (band {e.band}, row {e.row}, col {e.col}): {err}") from err
             except (AssertionError, ValueError, RuntimeError, OverflowError, IndexError, TypeError) as err:
@@ -591,7 +597,7 @@ def window_decoder(reader: ContainerReader, model: SarCodec, r0: int, r1: int, c
         yield dec
         return
     n_tiles = sum(1 for b in range(nb) for _ in dec.tiles_in(b, r0, r1, c0, c1))
-    with coder_pool(model.coder(), n_tiles, next(model.parameters()).device.type, workers) as pool:
+    with coder_pool(model.coder(dec.step), n_tiles, next(model.parameters()).device.type, workers) as pool:
         dec.pool = pool
         dec.plan(range(nb), r0, r1, c0, c1)
         yield dec
@@ -602,6 +608,17 @@ def new_header(model_info: dict[str, Any], src: Source, rads: list[Radiometry], 
     bands = [{"radiometry": r.to_dict(), "description": d, "invalid": 0} for r, d in zip(rads, descriptions)]
     return Header(model=model_info, shape=(src.bands, src.rows, src.cols), dtype=str(np.dtype(src.dtype)),
                   bands=bands, tile_size=tile, metadata=metadata)
+
+
+def step_metadata(step: int) -> dict[str, Any]:
+    """The footer entry of a latent quantisation step: none for the unit step (files that older
+    readers still read), else ``latent_step`` (a version-3 container, :func:`required_version`)."""
+    return {} if step == STEP_ONE else {"latent_step": check_step(step)}
+
+
+def latent_step(metadata: dict[str, Any]) -> int:
+    """The latent quantisation step numerator a container was coded with (STEP_ONE if none)."""
+    return int(metadata.get("latent_step", STEP_ONE))
 
 
 def halo_metadata(model: SarCodec) -> dict[str, Any]:

@@ -42,6 +42,12 @@ for _k, _base in FULL_RANGE.items():
 REFERENCE = "jpeg2000"
 # max_error ladder (dB) of a family's ``:ladder`` curve beyond its rate points
 LADDER = (3.0, 2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12)
+QUALITY_STEP = 0.5  # a ``:quality`` family is coded at 0, 0.5, ..., N + 1 (api.quality_point)
+
+
+def quality_grid(n: int) -> list[float]:
+    """The continuous qualities a ``:quality`` family of ``n`` rate points is measured at."""
+    return [k * QUALITY_STEP for k in range(int((n + 1) / QUALITY_STEP) + 1)]
 HEADLINE_RATES = (0.5, 1.0, 2.0)
 
 
@@ -53,18 +59,24 @@ class Family:
     models: list[str]
     refine: int = 0  # steps of encoder-side latent refinement (models/refine.py)
     ladder: bool = False  # also max_error pixel layers (LADDER) on the rate point that codes each smallest
+    quality: bool = False  # points at continuous qualities (QUALITY_GRID) instead of the rate points alone
 
     @classmethod
     def parse(cls, spec: str) -> "Family":
         """``default`` (every bundled quality of an alias), ``a.pt,b.pt`` or ``name=a.pt,b.pt``;
         a ``:refine=N`` suffix codes with N steps of latent refinement (named ``<name>-refineN``);
         ``:ladder`` adds max_error pixel layers beyond the rate points (named ``<name>-ladder``),
-        what ``--max-error`` / ``--psnr`` / ``--bpp`` give a user."""
+        what ``--max-error`` / ``--psnr`` / ``--bpp`` give a user; ``:quality`` codes at the
+        continuous qualities of QUALITY_GRID (``--quality``; named ``<name>-quality``), e.g.
+        ``default:quality:ladder``."""
         from ..checkpoint import list_pretrained
 
         ladder = spec.endswith(":ladder")
         if ladder:
             spec = spec[: -len(":ladder")]
+        quality = spec.endswith(":quality")
+        if quality:
+            spec = spec[: -len(":quality")]
         refine = 0
         if ":refine=" in spec:
             spec, _, n = spec.rpartition(":refine=")
@@ -80,8 +92,8 @@ class Family:
             if qs:
                 items = qs
         name = name or Path(items[0]).stem.split("-q")[0] + (f"-refine{refine}" if refine else "") \
-            + ("-ladder" if ladder else "")
-        return cls(name, items, refine, ladder)
+            + ("-quality" if quality else "") + ("-ladder" if ladder else "")
+        return cls(name, items, refine, ladder, quality)
 
 
 def _domain_to_intensity(dom: BenchmarkDomain, v: np.ndarray) -> np.ndarray:
@@ -210,7 +222,7 @@ class Benchmark:
             self.results["families"][f.name] = {
                 "models": [{"name": m.name, "arch": m.arch, "hash": m.weights_hash(), "config": m.config,
                             "params": int(sum(p.numel() for p in m.parameters()))} for m in ms], "refine": f.refine,
-                "ladder": f.ladder,
+                "ladder": f.ladder, "quality": f.quality,
                 "device": self.device}
         todo = [(s, c) for s in self.scenes for c in self.codecs + [f.name for f in self.families]]
         done_before = 0
@@ -231,7 +243,8 @@ class Benchmark:
                 speed = None
             else:
                 fam = next(f for f in self.families if f.name == key)
-                pts, enc_s, dec_s = self._learned(models[key], img, dom, ref, ref_int, fam.refine, fam.ladder)
+                pts, enc_s, dec_s = self._learned(models[key], img, dom, ref, ref_int, fam.refine, fam.ladder,
+                                                  fam.quality)
                 speed = {"encode_mp_s": img.size / 1e6 / enc_s, "decode_mp_s": img.size / 1e6 / dec_s}
             entry[key] = {"signature": sig, "points": pts, "seconds": round(time.perf_counter() - t0, 2), "speed": speed}
             self._save()
@@ -247,22 +260,26 @@ class Benchmark:
             return f"{key}:{[round(float(k), 6) for k in knobs]}|fidelity1"
         fam = self.results["families"][key]
         return "+".join(m["hash"] for m in fam["models"]) + (f"|refine{fam['refine']}" if fam.get("refine") else "") \
-            + (f"|ladder{list(LADDER)}" if fam.get("ladder") else "") + "|fidelity1"
+            + (f"|ladder{list(LADDER)}" if fam.get("ladder") else "") \
+            + (f"|quality{quality_grid(len(fam['models']))}" if fam.get("quality") else "") + "|fidelity1"
 
     @staticmethod
-    def _learned(models, img, dom, ref, ref_int, refine: int = 0, ladder: bool = False):
+    def _learned(models, img, dom, ref, ref_int, refine: int = 0, ladder: bool = False, quality: bool = False):
         from ..api import decode, encode
 
         pts, enc, dec = [], 0.0, 0.0
-        for m in models:
+        # (label, encode kwargs): the rate points, or the continuous qualities over them
+        runs = [(f"quality={q:g}", {"model": models, "quality": q}) for q in quality_grid(len(models))] \
+            if quality else [(m.name, {"model": m}) for m in models]
+        for label, kw in runs:
             t = time.perf_counter()
-            data = encode(img, m, refine=refine, precision="fp32")  # the reference analysis, on any hardware
+            data = encode(img, refine=refine, precision="fp32", **kw)  # the reference analysis, on any hardware
             t1 = time.perf_counter()
-            rec = decode(data, m)
+            rec = decode(data, models)
             t2 = time.perf_counter()
             enc, dec = enc + t1 - t, dec + t2 - t1
-            pts.append({**measure(ref, ref_int, dom, dom(rec), len(data), img, rec), "model": m.name})
-        n = len(models)
+            pts.append({**measure(ref, ref_int, dom, dom(rec), len(data), img, rec), "model": label})
+        n = len(runs)
         if ladder:  # what --max-error gives: each error bound on the rate point that codes it smallest
             lad = []
             for e in LADDER:

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..entropy import STEP_ONE
 from ..errors import ModelError
 from .latent_codecs import decode_tile
 from .transforms import STRIDE
@@ -92,8 +93,9 @@ class SarCodec(nn.Module):
             self.update()
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor) -> list[bytes]:
-        """x: (B, 1, H, W) in [0, 1] on the model's device. Returns one stream per element."""
+    def compress(self, x: torch.Tensor, step: int = STEP_ONE) -> list[bytes]:
+        """x: (B, 1, H, W) in [0, 1] on the model's device. Returns one stream per element.
+        ``step``: latent quantisation step numerator (Δ = step / 64; see :mod:`sarcodec.entropy`)."""
         if x.ndim != 4 or x.shape[1] != 1:
             raise ModelError(f"compress expects (B, 1, H, W), got {tuple(x.shape)}")
         self._ensure_tables()
@@ -101,19 +103,21 @@ class SarCodec(nn.Module):
         self.eval()
         try:
             y = self.g_a(self._pad(x) - 0.5)
-            return [self.latent_codec.compress(y[i:i + 1]) for i in range(y.shape[0])]
+            coder = self.coder(step)
+            return [coder.encode(*self.latent_codec.prepare(y[i:i + 1])) for i in range(y.shape[0])]
         finally:
             self.train(was)
 
-    def coder(self):
-        """The exact, picklable entropy coder of this model (see ``latent_codecs``)."""
+    def coder(self, step: int = STEP_ONE):
+        """The exact, picklable entropy coder of this model (see ``latent_codecs``) at latent
+        quantisation step ``step`` / 64."""
         self._ensure_tables()
-        return self.latent_codec.coder()
+        return self.latent_codec.coder(step)
 
     @torch.no_grad()
-    def decode_latent(self, data: bytes, h: int, w: int) -> torch.Tensor:
+    def decode_latent(self, data: bytes, h: int, w: int, step: int = STEP_ONE) -> torch.Tensor:
         """Entropy-decode one stream -> ŷ (CPU, exact: identical on every machine)."""
-        return torch.from_numpy(decode_tile(self.coder(), data, self.latent_shape(h, w)))
+        return torch.from_numpy(decode_tile(self.coder(step), data, self.latent_shape(h, w)))
 
     @torch.no_grad()
     def synthesize(self, y_hat: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -132,10 +136,10 @@ class SarCodec(nn.Module):
             self.train(was)
 
     @torch.no_grad()
-    def decompress(self, strings: list[bytes], h: int, w: int) -> torch.Tensor:
+    def decompress(self, strings: list[bytes], h: int, w: int, step: int = STEP_ONE) -> torch.Tensor:
         # One tile at a time: conv kernels pick algorithms by batch shape, so batching would make
         # a tile's pixels depend on its neighbours in the batch.
-        return torch.cat([self.synthesize(self.decode_latent(s, h, w), h, w) for s in strings])
+        return torch.cat([self.synthesize(self.decode_latent(s, h, w, step), h, w) for s in strings])
 
     # -- identity ---------------------------------------------------------------------------
     def tables_state(self) -> dict:

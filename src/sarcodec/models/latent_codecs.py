@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from ..entropy import (
     ACT_BITS,
+    STEP_ONE,
     EntropyBottleneck,
     FixedPointNet,
     TableSet,
@@ -31,6 +32,8 @@ from ..entropy import (
     encode_symbols,
     gaussian_likelihood,
     gaussian_tables,
+    check_step,
+    log_step_fixed,
     quantize,
     scale_index_from_fixed,
 )
@@ -80,7 +83,10 @@ class FactorizedLatentCodec(nn.Module):
     def update(self) -> None:
         self.entropy_bottleneck.update()
 
-    def coder(self) -> FactorizedCoder:
+    def coder(self, step: int = STEP_ONE) -> FactorizedCoder:
+        if step != STEP_ONE:  # its tables are histograms of y at unit step: nothing to rescale
+            raise ModelError("a factorized latent codec has no quantisation step other than 1 "
+                             "(continuous quality needs a hyperprior model)")
         return FactorizedCoder(self.entropy_bottleneck._tables())
 
     def prepare(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None, margin: int = 0
@@ -141,10 +147,11 @@ class HyperpriorLatentCodec(nn.Module):
         self._fx = FixedPointNet(self.h_s)
         self._gtables = gaussian_tables()
 
-    def coder(self) -> "HyperpriorCoder":
+    def coder(self, step: int = STEP_ONE) -> "HyperpriorCoder":
+        """The exact coder; ``step``: the latent quantisation step numerator (Δ = step / STEP_ONE)."""
         if self._fx is None or self._gtables is None:
             raise ModelError("entropy tables not built: call model.update() (or load a checkpoint) first")
-        return HyperpriorCoder(self.entropy_bottleneck._tables(), self._fx, self._gtables, self.means)
+        return HyperpriorCoder(self.entropy_bottleneck._tables(), self._fx, self._gtables, self.means, step)
 
     @torch.no_grad()
     def hyper_analysis(self, y: torch.Tensor, y_ctx: torch.Tensor | None = None,
@@ -192,23 +199,33 @@ class HyperpriorLatentCodec(nn.Module):
 
 class HyperpriorCoder:
     """The exact half of a hyperprior latent codec: ẑ -> (μ, table index) through the fixed-point
-    h_s, and range coding of ẑ and of q = round(y - μ). Integer arithmetic only, so any process
-    on any machine produces the same bytes and latents. A plain, picklable object (no
+    h_s, and range coding of ẑ and of q = round((y - μ) / Δ) (Δ = step / STEP_ONE, 1 by default)
+    with the tables of σ/Δ. Integer arithmetic only, so any process on any machine produces the
+    same bytes and latents (ŷ = μ + q·Δ, exact dyadic rationals). A plain, picklable object (no
     nn.Module), so worker processes can hold a copy (:mod:`sarcodec.parallel`)."""
 
-    def __init__(self, z_tables: TableSet, fx: FixedPointNet, y_tables: TableSet, means: bool):
+    def __init__(self, z_tables: TableSet, fx: FixedPointNet, y_tables: TableSet, means: bool,
+                 step: int = STEP_ONE):
         self.z_tables, self.fx, self.y_tables, self.means = z_tables, fx, y_tables, means
+        self.step = check_step(step) if step != STEP_ONE else STEP_ONE
+
+    @property
+    def delta(self) -> float:
+        return self.step / STEP_ONE  # exact in float64
 
     def _params(self, z_int: np.ndarray) -> tuple[torch.Tensor | None, np.ndarray]:
         mu_fx, ls_fx = split_params(self.fx(torch.from_numpy(z_int)), self.means)
         mu = mu_fx / 2.0**ACT_BITS if mu_fx is not None else None  # exact dyadic rationals
+        if self.step != STEP_ONE:
+            ls_fx = ls_fx - log_step_fixed(self.step)  # tables of σ/Δ
         return mu, scale_index_from_fixed(ls_fx)
 
     def encode(self, y: np.ndarray, z_int: np.ndarray) -> bytes:
         z_bytes = encode_per_channel(z_int, self.z_tables)
         mu, idx = self._params(z_int)
         y64 = torch.from_numpy(np.asarray(y, dtype=np.float64))
-        q = torch.round(y64 - mu) if mu is not None else torch.round(y64)
+        r = y64 - mu if mu is not None else y64
+        q = torch.round(r / self.delta) if self.step != STEP_ONE else torch.round(r)
         return z_bytes + encode_symbols(q.long().numpy(), idx, self.y_tables)
 
     def decode(self, data: bytes, y_shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
@@ -220,6 +237,8 @@ class HyperpriorCoder:
             raise ModelError(f"hyper-synthesis produced {idx.shape}, expected {tuple(y_shape)}")
         q, used_y = decode_symbols(memoryview(data)[used_z:], idx, self.y_tables)
         y_hat = torch.from_numpy(q.reshape(y_shape)).double()
+        if self.step != STEP_ONE:
+            y_hat = y_hat * self.delta  # |q| < 2**31, step < 2**9: exact
         if mu is not None:
             y_hat = y_hat + mu
         return y_hat.float().numpy(), used_z + used_y

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..entropy import gaussian_likelihood
+from ..entropy import STEP_ONE, gaussian_likelihood
 from ..errors import ModelError
 from .codec import MSE_SCALE
 from .latent_codecs import margins
@@ -68,13 +68,14 @@ def model_lambda(model) -> float:
 
 def refine_tile(model, x_ctx: torch.Tensor, y_ctx: torch.Tensor, z0: torch.Tensor,
                 hl: int | tuple[int, int, int, int], core: tuple[int, int],
-                lmbda: float, steps: int, lr: float = 0.05, seed: int = 0) -> RefineResult:
+                lmbda: float, steps: int, lr: float = 0.05, seed: int = 0, step: int = STEP_ONE) -> RefineResult:
     """Refine one tile's latents.
 
     x_ctx: the tile's pixels with a halo of ``16 * hl`` px on every side (or (top, bottom, left,
     right) latents' worth: none at the raster's border), (1, 1, H, W), in [0, 1];
     y_ctx: g_a's latents of x_ctx (the ring stays fixed); z0: the tile's hyper-latent
-    start (h_a's); core: (height, width) in pixels of the tile's real (unpadded) pixels.
+    start (h_a's); core: (height, width) in pixels of the tile's real (unpadded) pixels;
+    step: the latent quantisation step numerator the tile will be coded with (Δ = step / 64).
     """
     _require_hyperprior(model)
     lc = model.latent_codec
@@ -91,21 +92,24 @@ def refine_tile(model, x_ctx: torch.Tensor, y_ctx: torch.Tensor, z0: torch.Tenso
     inner[..., mt:mt + H, ml:ml + W] = True
     gen = torch.Generator(device=y.device)
     gen.manual_seed(seed)  # the same input gives the same stream
+    delta = step / STEP_ONE
 
     def loss_of(y: torch.Tensor, z: torch.Tensor, hard: bool) -> torch.Tensor:
         # hard: the coded result (rounding); else the training proxy, additive uniform noise
         # (straight-through rounding in its place makes Adam's loss rise: measured, see module doc)
-        def noisy(v: torch.Tensor) -> torch.Tensor:
-            return v + torch.empty_like(v).uniform_(-0.5, 0.5, generator=gen)
+        def noisy(v: torch.Tensor, d: float = 1.0) -> torch.Tensor:
+            return v + d * torch.empty_like(v).uniform_(-0.5, 0.5, generator=gen)
 
         z_hat = torch.round(z) if hard else noisy(z)
         bits_z = -torch.log2(lc.entropy_bottleneck.likelihood(z_hat)).sum()
         mu, ls = lc._params(lc.h_s(z_hat))
+        base = mu if mu is not None else torch.zeros_like(y)
         if hard:
-            y_hat = mu + torch.round(y - mu) if mu is not None else torch.round(y)
+            y_hat = base + delta * torch.round((y - base) / delta)
         else:
-            y_hat = noisy(y)
-        bits_y = -torch.log2(gaussian_likelihood(y_hat, mu, ls)).sum()
+            y_hat = noisy(y, delta)
+        # symbols (ŷ - μ)/Δ under the tables of σ/Δ (what the coder does)
+        bits_y = -torch.log2(gaussian_likelihood((y_hat - base) / delta, None, ls - math.log(delta))).sum()
         full = F.pad(y_hat, (ml, mr, mt, mb))
         full = torch.where(inner, full, ring)  # neighbours' latents: fixed
         x_hat = model.g_s(full)[..., p0:p0 + h, q0:q0 + w]

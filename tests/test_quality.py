@@ -1,0 +1,172 @@
+"""Continuous quality: the latent quantisation step Δ = step / 64 (entropy.py, latent codecs,
+container version 3, api.quality_point, the search, the CLI)."""
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import sarcodec
+from sarcodec.api import quality_point
+from sarcodec.container import TRAILER, ContainerReader, ContainerWriter
+from sarcodec.entropy import STEP_MAX, STEP_MIN, STEP_ONE, ACT_BITS, log_step_fixed, step_from_delta
+from sarcodec.errors import CorruptedFileError, InputError, ModelError, UnsupportedVersionError
+
+CLI = [sys.executable, "-m", "sarcodec"]
+
+
+@pytest.fixture(scope="module")
+def family():
+    return sarcodec.api.family_members("default")
+
+
+@pytest.fixture(scope="module")
+def img():
+    return sarcodec.data.synthetic_sar((160, 144), seed=3)
+
+
+def test_log_step_table_is_far_from_rounding_boundaries():
+    """The table's integers cannot differ between libms: every ln(step/64)·2^10 is > 1e-4 from x.5."""
+    for s in range(STEP_MIN, STEP_MAX + 1):
+        v = math.log(s / STEP_ONE) * 2**ACT_BITS
+        assert abs(v - math.floor(v) - 0.5) > 1e-4
+        assert log_step_fixed(s) == round(v)
+    assert log_step_fixed(STEP_ONE) == 0
+
+
+def test_step_codes_latents_exactly(family):
+    """ŷ = μ + q·Δ from the stream equals the encoder's own rounding, and is finer for smaller Δ."""
+    m = family[0]
+    x = torch.from_numpy(sarcodec.data.synthetic_sar((64, 64), seed=1))[None, None]
+    x = (torch.log10(x) + 3).clamp(0, 4) / 4
+    with torch.no_grad():
+        y = m.g_a(m._pad(x) - 0.5)
+    errs = []
+    for st in (32, 64, 181):
+        coder = m.coder(st)
+        y_np, z_int = m.latent_codec.prepare(y)
+        y_hat, used = coder.decode(coder.encode(y_np, z_int), tuple(y.shape))
+        mu, _ = coder._params(z_int)
+        d = st / STEP_ONE
+        want = (mu + d * torch.round((torch.from_numpy(y_np).double() - mu) / d)).float().numpy()
+        assert np.array_equal(y_hat, want)
+        errs.append(float(np.abs(y_hat - y_np).max()))
+    assert errs[0] <= 0.25 + 1e-6 and errs[1] <= 0.5 + 1e-6 and errs[2] <= 181 / 128 + 1e-6
+
+
+def test_quality_point_mapping(family):
+    for k in range(1, 5):
+        assert quality_point(family, k) == (family[k - 1], STEP_ONE)
+    assert quality_point(family, 2.5) == (family[2], step_from_delta(2 ** 0.5))
+    assert quality_point(family, 2.49) == (family[1], step_from_delta(2 ** -0.49))
+    assert quality_point(family, 0)[1] == step_from_delta(2 ** 1.5)
+    assert quality_point(family, 5) == (family[3], 32)
+    for bad in (-0.1, 5.01, float("nan"), True, "3"):
+        with pytest.raises(InputError, match="quality"):
+            quality_point(family, bad)
+    assert quality_point(family[:1], 2) == (family[0], 32)  # one model: quality 0..2
+
+
+def test_quality_is_continuous_and_monotone(family, img):
+    """Bigger quality, bigger file, better PSNR; integers are the trained rate points."""
+    from sarcodec.evaluation.metrics import BenchmarkDomain, psnr
+
+    dom = BenchmarkDomain(img)
+    ref = dom(img)
+    sizes, psnrs = [], []
+    for q in (0, 0.5, 1, 1.5, 2, 2.75, 3.5, 4, 5):
+        d = sarcodec.encode(img, family, quality=q, precision="fp32")
+        sizes.append(len(d))
+        psnrs.append(psnr(ref, dom(sarcodec.decode(d))))
+    assert sizes == sorted(sizes) and psnrs == sorted(psnrs), (sizes, psnrs)
+    assert sizes[0] < sizes[2] / 1.8  # quality 0: well below the first rate point
+    assert sarcodec.encode(img, family, quality=3, precision="fp32") == \
+        sarcodec.encode(img, "default-q3", precision="fp32")
+
+
+def forged(data: bytes, header) -> bytes:
+    """``data`` with ``header`` as its footer, written without the writer's checks (a forger's)."""
+    import io
+
+    off = int(TRAILER.unpack(data[-TRAILER.size:])[0])
+    buf = io.BytesIO(data[:off])
+    buf.seek(off)
+    ContainerWriter.resume(buf, off, header.version).write_footer(header.to_json())
+    return buf.getvalue()
+
+
+def test_step_files_are_version_3_and_checked(family, img):
+    d2 = sarcodec.encode(img, family, quality=2)
+    d25 = sarcodec.encode(img, family, quality=2.5)
+    h2, h25 = ContainerReader(d2).header, ContainerReader(d25).header
+    assert h2.version == 2 and "latent_step" not in h2.metadata  # readable by version-2 readers
+    assert h25.version == 3 and h25.metadata["latent_step"] == step_from_delta(2 ** 0.5)
+    # a version-2 reader refuses a version-3 file (it would decode it wrongly)
+    old = bytearray(d25)
+    old[8:10] = (4).to_bytes(2, "little")
+    with pytest.raises(UnsupportedVersionError):
+        ContainerReader(bytes(old))
+    for bad in (0, 999, "64", True):
+        h25.metadata["latent_step"] = bad
+        with pytest.raises(CorruptedFileError, match="latent_step"):
+            ContainerReader(forged(d25, h25))
+    h2.metadata["latent_step"] = 80  # a version-2 file cannot carry a step
+    with pytest.raises(CorruptedFileError, match="latent_step"):
+        ContainerReader(forged(d2, h2))
+
+
+def test_step_needs_a_hyperprior_and_valid_knobs(img, family):
+    from conftest import small_model
+
+    m = small_model("baseline")  # factorized latent codec: no step but 1
+    m.update()
+    with pytest.raises(ModelError, match="step"):
+        sarcodec.encode(img, m, step=0.7)
+    sarcodec.encode(img, m, step=1.0)
+    with pytest.raises(InputError, match="step"):
+        sarcodec.encode(img, family, step=0.7)  # a family: use quality
+    with pytest.raises(InputError):
+        sarcodec.encode(img, family, quality=2, psnr=30)
+    with pytest.raises(InputError):
+        sarcodec.encode(img, family, quality=2, step=1.0)
+    with pytest.raises(InputError, match="positive"):
+        sarcodec.encode(img, family[0], step=-1.0)
+
+
+def test_search_moves_the_quality(family, img):
+    """A bpp budget between two rate points is met by a quality between them (recorded)."""
+    lo = len(sarcodec.encode(img, family, quality=2))
+    hi = len(sarcodec.encode(img, family, quality=3))
+    budget = 8 * (lo + hi) / 2 / img.size
+    d = sarcodec.encode(img, family, bpp=budget)
+    tg = ContainerReader(d).header.metadata["target"]
+    assert tg["met"] and 8 * len(d) / img.size <= budget and 2 < tg["quality"] < 3, tg
+    assert len(d) > lo
+
+
+def test_refine_with_a_step(family, img):
+    d = sarcodec.encode(img[:64, :64], family, quality=1.5, refine=3)
+    assert ContainerReader(d).header.metadata["latent_step"] == step_from_delta(2 ** 0.5)  # q2 at Δ √2
+    assert sarcodec.decode(d).shape == (64, 64)
+
+
+def test_cli_continuous_quality(tmp_path, img):
+    import rasterio
+
+    src = tmp_path / "a.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=img.shape[1], height=img.shape[0], count=1,
+                      dtype="float32") as ds:
+        ds.write(img.astype("float32"), 1)
+    r = subprocess.run(CLI + ["compress", str(src), "-o", str(tmp_path / "a.sarc"), "-q", "2.5"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    info = subprocess.run(CLI + ["info", str(tmp_path / "a.sarc")], capture_output=True, text=True)
+    assert "v3" in info.stdout and "quantisation step 91/64" in info.stdout.replace("\n", " "), info.stdout
+    r = subprocess.run(CLI + ["decompress", str(tmp_path / "a.sarc"), "-o", str(tmp_path / "b.tif")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(CLI + ["compress", str(src), "-o", str(tmp_path / "c.sarc"), "-q", "9"],
+                       capture_output=True, text=True)
+    assert r.returncode == 3 and "quality" in r.stderr and not (tmp_path / "c.sarc").exists()
