@@ -5,7 +5,8 @@
 
 The second form codes at continuous qualities of a family (``sarcodec.encode(quality=)``);
 ``--ladder`` adds max_error pixel layers (the benchmark's LADDER, on the rate point that codes the
-first one smallest, as the ``--psnr``/``--bpp`` search does) and keeps the Pareto points of all.
+first one smallest, as MSE layers, as the ``--psnr``/``--bpp`` search does) and keeps the Pareto
+points of all.
 
 Benchmark domain as in ANCHORS.md: dB clipped to each image's 0.1/99.9 percentiles, [0, 1]; PSNR
 against that; bpp from bytes on disk (whole .sarc file). Traditional codecs get that domain as
@@ -87,9 +88,10 @@ def main() -> None:
             for label, kw in points:
                 point(label, **kw)
             if a.ladder:
-                base = min(fam_models, key=lambda m: len(sarcodec.encode(img, m, max_error=LADDER[0])))
+                # MSE layers (bound=False), as the psnr / bpp search codes them
+                base = min(fam_models, key=lambda m: len(sarcodec.encode(img, m, max_error=LADDER[0], bound=False)))
                 for e in LADDER:
-                    point(f"max_error={e:g}", model=base, max_error=e)
+                    point(f"max_error={e:g}", model=base, max_error=e, bound=False)
                 pts = pareto(pts)
             entry[fam] = sorted(pts, key=lambda p: p["bpp"])
             print(f"{s.path.name} {fam}: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for p in entry[fam]),

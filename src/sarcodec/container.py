@@ -47,7 +47,8 @@ MAGIC = b"\x89SARC\r\n\x1a"
 END = b"CRAS"
 FORMAT_VERSION = 3  # the newest this reader reads; versions 1 and 2 still read
 # 2: pixel layers (layers.py), tile CRCs bound to their position; 3: a latent quantisation step
-# other than 1 (metadata "latent_step"; continuous quality). Files are written with the lowest
+# other than 1 (metadata "latent_step"; continuous quality) or MSE pixel layers (centroid offsets,
+# layer "bound": false). Files are written with the lowest
 # version that holds what they use, so a reader of version 2 still reads every file that needs no
 # newer feature, and refuses (UnsupportedVersionError) the ones it would decode wrongly.
 BASE_VERSION = 2
@@ -55,7 +56,8 @@ BASE_VERSION = 2
 
 def required_version(metadata: dict[str, Any]) -> int:
     """The format version a container with this footer metadata must be written as."""
-    return 3 if "latent_step" in metadata else BASE_VERSION
+    mse_layer = isinstance(metadata.get("layer"), dict) and metadata["layer"].get("bound") is False
+    return 3 if "latent_step" in metadata or mse_layer else BASE_VERSION
 HEADER = struct.Struct("<8sHHI")
 TRAILER = struct.Struct("<QQI4s")
 
@@ -194,6 +196,8 @@ def validate_header(h: "Header") -> None:
         st = md["latent_step"]
         if h.version < 3 or isinstance(st, bool) or not isinstance(st, int) or not STEP_MIN <= st <= STEP_MAX:
             raise bad("latent_step")
+    if required_version(md) > h.version:
+        raise bad(f"a version-{h.version} file cannot carry what its metadata says (needs version {required_version(md)})")
     if md.get("lossless") and not h.dtype.startswith(("uint", "int")):
         raise bad("lossless needs an integer dtype")
     t = h.tile_size

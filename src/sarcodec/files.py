@@ -43,6 +43,7 @@ from .scene import (
     fit_radiometry,
     halo_metadata,
     new_header,
+    layer_metadata,
     resolve_window,
     step_metadata,
     window_decoder,
@@ -152,7 +153,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                   outliers: str = "high", bias: bool = True, clip: tuple[float, float] | None = None,
                   psnr: float | None = None, bpp: float | None = None, lossless: bool = False,
                   max_pixels: float | None = MAX_PIXELS, quality: float | None = None,
-                  step: float | None = None) -> dict[str, Any]:
+                  step: float | None = None, bound: bool = True) -> dict[str, Any]:
     """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio).
     ``refine`` > 0: steps of encoder-side latent refinement per tile; ``workers``: entropy-coding
     processes; ``precision``: of the analysis transform; ``max_error``, ``outliers``, ``bias``,
@@ -202,12 +203,14 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             check_lossless_dtype(src.dtype)
         geo = geo_metadata(ds)
 
-        def encode_to(fh, m: SarCodec, st: int, err: float | None, stats: dict | None = None, show=progress) -> int:
-            spec = LayerSpec(err, outliers, bias=bias)
+        def encode_to(fh, m: SarCodec, st: int, err: float | None, stats: dict | None = None, show=progress,
+                      bnd: bool = bound) -> int:
+            spec = LayerSpec(err, outliers, bias=bias, bound=bnd)
             st = coding_step(m, st, lossless)
             rads = fit_radiometry(src, kind, ds.nodata, clip_defaults(m, clip), read_decimated=src.read_decimated)
             header = new_header(model_info(m), src, rads, tile_size, list(ds.descriptions),
-                                {"geo": geo, "source": Path(src_path).name, **halo_metadata(m), **step_metadata(st)})
+                                {"geo": geo, "source": Path(src_path).name, **halo_metadata(m), **step_metadata(st),
+                                 **layer_metadata(spec)})
             if clip is not None:
                 header.metadata["clip_percentiles"] = list(clip)
             if lossless:
@@ -216,9 +219,9 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             return encode_container(src, m, rads, writer, header, show, batch, refine, workers, precision, spec,
                                     stats)
 
-        def in_memory(m: SarCodec, st: int, err: float | None, stats: dict | None = None) -> bytes:
+        def in_memory(m: SarCodec, st: int, err: float | None, stats: dict | None = None, bnd: bool = bound) -> bytes:
             buf = io.BytesIO()
-            encode_to(buf, m, st, err, stats, None)
+            encode_to(buf, m, st, err, stats, None, bnd)
             return buf.getvalue()
 
         def unchanged() -> None:  # an input overwritten while we read it would mix two scenes
@@ -234,7 +237,8 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             if psnr is None and bpp is None:
                 data = min((in_memory(m, st, max_error) for m, st in bases), key=len)
             else:
-                data = search_target(in_memory, [m for m, _ in bases], psnr=psnr, bpp=bpp, pixels=pixels)
+                data = search_target(lambda m, st, e, stats: in_memory(m, st, e, stats, False), [m for m, _ in bases],
+                                     psnr=psnr, bpp=bpp, pixels=pixels)  # MSE layers: no bound is asked for
             unchanged()
             atomic_write(dst_path, data, force=force)
             size = len(data)

@@ -60,6 +60,7 @@ N_CLASSES = 1 + 2 * N_ACT
 # bucket of 16 * (sum |q| of neighbours) / n: about log-spaced
 _ACT_EDGES = np.array([1, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256], np.int64)
 HALF = 1024  # table range +-HALF; beyond: escape + raw int32
+N_OFFSETS = 4  # MSE layers: reconstruction offsets for |q| = 1, 2, 3 and >= 4
 _MAGIC = b"L1"
 _HEAD = struct.Struct("<2sBffI")  # magic, flags, step, bias_db, used-class bitmap
 
@@ -72,6 +73,15 @@ class LayerData:
     q: np.ndarray | None
     step: float
     bias_db: float
+    offsets: tuple[int, ...] | None = None  # MSE reconstruction: per |q| = 1..N_OFFSETS, in step/256
+
+    def values(self) -> np.ndarray:
+        """q * step, or with ``offsets`` each bin's centroid: sign(q) (|q| - offset(|q|)/256) step."""
+        if self.offsets is None:
+            return self.q * float(self.step)
+        a = np.abs(self.q)
+        off = np.asarray((0,) + tuple(self.offsets), np.float64)[np.minimum(a, N_OFFSETS)]
+        return np.sign(self.q) * (a - off / 256.0) * float(self.step)
 
     def apply(self, base: np.ndarray, lo_db: float, hi_db: float) -> np.ndarray:
         """t̂ = base + q * step + bias, in normalised units (float32, unclipped)."""
@@ -80,7 +90,7 @@ class LayerData:
         if self.q is None:
             return (out + shift).astype(np.float32)
         # the bias shift is for the learned reconstruction: restored pixels (q != 0) are exact
-        return (out + self.q * float(self.step) + np.where(self.q == 0, shift, 0.0)).astype(np.float32)
+        return (out + self.values() + np.where(self.q == 0, shift, 0.0)).astype(np.float32)
 
 
 def _context(q: np.ndarray, p: int, raw: bool = False) -> tuple[np.ndarray, ...]:
@@ -206,7 +216,8 @@ def _groups(cls: np.ndarray):
             yield int(flat[grp[0]]), grp
 
 
-def encode_layer(q: np.ndarray | None, step: float, bias_db: float = 0.0, raw: bool = False) -> bytes:
+def encode_layer(q: np.ndarray | None, step: float, bias_db: float = 0.0, raw: bool = False,
+                 offsets: tuple[int, ...] | None = None) -> bytes:
     """Code a tile's residual integers ``q`` (None or all zero: none) with its ``step`` and
     ``bias_db``. Returns b"" when there is nothing to send.
 
@@ -218,7 +229,10 @@ def encode_layer(q: np.ndarray | None, step: float, bias_db: float = 0.0, raw: b
     ``raw`` (flag 2): ``q`` is a whole integer image (lossless mode), not a residual: pass 0 is
     coded as differences along its rows (the first column down the column), later passes
     against the rounded mean of their neighbours (alpha 32) with classes from the neighbours'
-    spread."""
+    spread.
+
+    ``offsets`` (flag 3, an MSE layer): N_OFFSETS int8 after the alphas, each bin's centroid
+    (:meth:`LayerData.values`) instead of its centre."""
     import constriction
 
     has_q = q is not None and bool(np.any(q))
@@ -280,9 +294,11 @@ def encode_layer(q: np.ndarray | None, step: float, bias_db: float = 0.0, raw: b
                 enc.encode(sym.astype(np.int32), models.val[k])
     words = enc.get_compressed().astype("<u4")
     esc = np.concatenate(escapes).astype("<i4") if escapes else np.zeros(0, "<i4")
-    parts = [_HEAD.pack(_MAGIC, 2 if raw else 1, float(step), float(bias_db), used)]
+    parts = [_HEAD.pack(_MAGIC, 2 if raw else 3 if offsets is not None else 1, float(step), float(bias_db), used)]
     parts += [struct.pack("<HB", *params[k]) for k in sorted(params)]
     parts.append(struct.pack(f"<{len(PASSES)}b", *alphas))
+    if offsets is not None:
+        parts.append(struct.pack(f"<{N_OFFSETS}b", *offsets))
     parts += [struct.pack("<I", words.size), words.tobytes(), struct.pack("<I", esc.size), esc.tobytes()]
     return b"".join(parts)
 
@@ -294,7 +310,7 @@ def decode_layer(blob: bytes, shape: tuple[int, int], where: str = "tile") -> La
 
     try:
         magic, flags, step, bias_db, used = _HEAD.unpack_from(blob, 0)
-        if magic != _MAGIC or flags not in (0, 1, 2) or not np.isfinite(step) or not np.isfinite(bias_db) \
+        if magic != _MAGIC or flags not in (0, 1, 2, 3) or not np.isfinite(step) or not np.isfinite(bias_db) \
                 or abs(bias_db) > 100 or not 0 < step < 1e3 or used >> N_CLASSES:
             raise ValueError("bad layer header")
         if flags == 0:
@@ -311,6 +327,10 @@ def decode_layer(blob: bytes, shape: tuple[int, int], where: str = "tile") -> La
         pos += len(PASSES)
         if any(abs(a) > 32 for a in alphas):
             raise ValueError("bad prediction weight")
+        offsets = None
+        if flags == 3:
+            offsets = struct.unpack_from(f"<{N_OFFSETS}b", blob, pos)
+            pos += N_OFFSETS
         (n_words,) = struct.unpack_from("<I", blob, pos)
         pos += 4
         if pos + 4 * n_words + 4 > len(blob):
@@ -353,7 +373,7 @@ def decode_layer(blob: bytes, shape: tuple[int, int], where: str = "tile") -> La
                 raise ValueError("value out of range")
         if ei != esc.size:
             raise ValueError("unused escape values")
-        return LayerData(q, step, bias_db)
+        return LayerData(q, step, bias_db, offsets)
     except (CorruptedFileError, struct.error, ValueError, IndexError, OverflowError, AssertionError, RuntimeError,
             TypeError) as e:
         raise CorruptedFileError(f"pixel layer of {where} is corrupted ({e})") from e
@@ -371,13 +391,18 @@ class LayerSpec:
     ``peak_db``: pixels this many dB above the mean dB of their 7x7 neighbourhood count as
     bright targets too, even inside the clip range (a point target the synthesis smooths away);
     16 dB is exceeded by single-look speckle on about 2e-10 of pixels (e^-22.4), by a +20 dB point
-    target over its clutter always. None: only the clip range decides."""
+    target over its clutter always. None: only the clip range decides.
+    ``bound`` (with ``max_error_db``): True, the error bound holds for every pixel (each value
+    reconstructed at its bin's centre); False, an MSE layer with the same step: each bin
+    reconstructed at its centroid on the tile (offsets per |q|, sent), no per-pixel bound but a
+    higher PSNR at the same size (what the psnr / bpp search uses)."""
 
     max_error_db: float | None = None
     outliers: str = "high"
     outlier_tol_db: float = 0.35
     bias: bool = True
     peak_db: float | None = 16.0
+    bound: bool = True
 
     def __post_init__(self) -> None:
         if self.max_error_db is not None and not (isinstance(self.max_error_db, (int, float))
@@ -396,7 +421,7 @@ class LayerSpec:
         """What the layer does, as recorded in a file (a dense residual covers every pixel)."""
         if self.max_error_db is not None:
             return {"max_error_db": self.max_error_db, "outliers": "none", "outlier_tol_db": self.outlier_tol_db,
-                    "bias": False}
+                    "bias": False, **({} if self.bound else {"bound": False})}
         return {"max_error_db": None, "outliers": self.outliers, "outlier_tol_db": self.outlier_tol_db,
                 "bias": self.bias, "peak_db": self.peak_db if self.outliers != "none" else None}
 
@@ -440,5 +465,22 @@ def make_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, spec: L
         den = float(inten(base[kept]).sum())
         if den > 0 and rest > 0:
             bias = float(np.clip(np.round(10.0 * np.log10(rest / den), 4), -30.0, 30.0))
-    blob = encode_layer(q, step, bias)
-    return blob, LayerData(q if q.any() else None, float(np.float32(step)), float(np.float32(bias)) if blob else 0.0)
+    offsets = None
+    if spec.max_error_db is not None and not spec.bound and q.any():
+        offsets = centroid_offsets(q, r[valid], valid, float(np.float32(step)))
+    blob = encode_layer(q, step, bias, offsets=offsets)
+    return blob, LayerData(q if q.any() else None, float(np.float32(step)), float(np.float32(bias)) if blob else 0.0,
+                           offsets)
+
+
+def centroid_offsets(q: np.ndarray, r: np.ndarray, valid: np.ndarray, step: float) -> tuple[int, ...]:
+    """Per |q| = 1..N_OFFSETS (the last: and above), the mean of |q| - |r|/step over the tile's
+    valid values in that bin (``r``: the residuals of the valid pixels), in 1/256: how far the
+    bin's centroid lies towards zero, the MSE-optimal reconstruction of a peaked residual."""
+    a = np.abs(q[valid])
+    d = a - np.abs(r) / step
+    out = []
+    for k in range(1, N_OFFSETS + 1):
+        sel = a == k if k < N_OFFSETS else a >= k
+        out.append(int(np.clip(np.round(256 * d[sel].mean()), -127, 127)) if sel.any() else 0)
+    return tuple(out)

@@ -339,8 +339,7 @@ def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], write
     header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch, refine,
                                           workers, precision, layer, stats, latent_step(header.metadata))
     header.metadata["analysis_precision"] = precision
-    if layer is not None and layer.active:
-        header.metadata["layer"] = layer.to_dict()
+    header.metadata.update(layer_metadata(layer))
     if refine:
         header.metadata["refine_steps"] = int(refine)
     for b, n in enumerate(invalid):
@@ -608,6 +607,11 @@ def new_header(model_info: dict[str, Any], src: Source, rads: list[Radiometry], 
     bands = [{"radiometry": r.to_dict(), "description": d, "invalid": 0} for r, d in zip(rads, descriptions)]
     return Header(model=model_info, shape=(src.bands, src.rows, src.cols), dtype=str(np.dtype(src.dtype)),
                   bands=bands, tile_size=tile, metadata=metadata)
+
+
+def layer_metadata(layer: LayerSpec | None) -> dict[str, Any]:
+    """The footer entry of the pixel layer (none when it sends nothing)."""
+    return {"layer": layer.to_dict()} if layer is not None and layer.active else {}
 
 
 def step_metadata(step: int) -> dict[str, Any]:

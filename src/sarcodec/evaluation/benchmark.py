@@ -65,8 +65,8 @@ class Family:
     def parse(cls, spec: str) -> "Family":
         """``default`` (every bundled quality of an alias), ``a.pt,b.pt`` or ``name=a.pt,b.pt``;
         a ``:refine=N`` suffix codes with N steps of latent refinement (named ``<name>-refineN``);
-        ``:ladder`` adds max_error pixel layers beyond the rate points (named ``<name>-ladder``),
-        what ``--max-error`` / ``--psnr`` / ``--bpp`` give a user; ``:quality`` codes at the
+        ``:ladder`` adds pixel layers beyond the rate points (max_error steps, reconstructed for
+        minimum MSE; named ``<name>-ladder``), what ``--psnr`` / ``--bpp`` give a user; ``:quality`` codes at the
         continuous qualities of QUALITY_GRID (``--quality``; named ``<name>-quality``), e.g.
         ``default:quality:ladder``."""
         from ..checkpoint import list_pretrained
@@ -260,7 +260,7 @@ class Benchmark:
             return f"{key}:{[round(float(k), 6) for k in knobs]}|fidelity1"
         fam = self.results["families"][key]
         return "+".join(m["hash"] for m in fam["models"]) + (f"|refine{fam['refine']}" if fam.get("refine") else "") \
-            + (f"|ladder{list(LADDER)}" if fam.get("ladder") else "") \
+            + (f"|mse-ladder{list(LADDER)}" if fam.get("ladder") else "") \
             + (f"|quality{quality_grid(len(fam['models']))}" if fam.get("quality") else "") + "|fidelity1"
 
     @staticmethod
@@ -280,14 +280,14 @@ class Benchmark:
             enc, dec = enc + t1 - t, dec + t2 - t1
             pts.append({**measure(ref, ref_int, dom, dom(rec), len(data), img, rec), "model": label})
         n = len(runs)
-        if ladder:  # what --max-error gives: each error bound on the rate point that codes it smallest
+        if ladder:  # what --psnr / --bpp give: each step (MSE layers) on the rate point that codes it smallest
             lad = []
             for e in LADDER:
-                data, m = min(((encode(img, m, refine=refine, precision="fp32", max_error=e), m) for m in models),
-                              key=lambda c: len(c[0]))
+                data, m = min(((encode(img, m, refine=refine, precision="fp32", max_error=e, bound=False), m)
+                               for m in models), key=lambda c: len(c[0]))
                 rec = decode(data, m)
                 lad.append({**measure(ref, ref_int, dom, dom(rec), len(data), img, rec),
-                            "model": f"{m.name}+max_error={e}"})
+                            "model": f"{m.name}+mse_layer={e}"})
                 if lad[-1]["bpp"] > 4.5:
                     break
             pts = pareto(pts + lad)
