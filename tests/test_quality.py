@@ -171,3 +171,13 @@ def test_cli_continuous_quality(tmp_path, img):
     r = subprocess.run(CLI + ["compress", str(src), "-o", str(tmp_path / "c.sarc"), "-q", "9"],
                        capture_output=True, text=True)
     assert r.returncode == 3 and "quality" in r.stderr and not (tmp_path / "c.sarc").exists()
+
+
+def test_window_and_multitile_decode_with_a_step(family):
+    """Tiles, windows and worker processes all decode a stepped file like a whole decode."""
+    img = sarcodec.data.synthetic_sar((200, 150), seed=5)
+    d = sarcodec.encode(img, family, quality=3.3, tile_size=64)
+    full = sarcodec.decode(d)
+    win = sarcodec.decode(d, window=(40, 70, 90, 60))
+    assert np.array_equal(win, full[70:130, 40:130])
+    assert np.array_equal(sarcodec.decode(d, workers=1), full)

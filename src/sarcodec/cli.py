@@ -376,7 +376,10 @@ def info(path: Path = typer.Argument(..., help=".sarc file"),
         if h.metadata.get("lossless"):
             how.append("lossless (integer coder, no learned layer)")
         elif lay:
-            parts = [f"max error {lay['max_error_db']:.4g} dB"] if lay.get("max_error_db") is not None else []
+            parts = []
+            if lay.get("max_error_db") is not None:
+                parts.append(f"max error {lay['max_error_db']:.4g} dB" if lay.get("bound", True) else
+                             f"dense MSE layer, step {2 * lay['max_error_db']:.4g} dB (no per-pixel bound)")
             if lay.get("outliers", "none") != "none":
                 parts.append(f"outliers ({lay['outliers']}) within {lay['outlier_tol_db']} dB")
             if lay.get("bias"):
