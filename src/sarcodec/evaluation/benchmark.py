@@ -41,7 +41,7 @@ for _k, _base in FULL_RANGE.items():
                        TRADITIONAL[_base][2] + ", given the full dB range (0/100 percentiles)")
 REFERENCE = "jpeg2000"
 # max_error ladder (dB) of a family's ``:ladder`` curve beyond its rate points
-LADDER = (3.0, 2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12)
+LADDER = (3.0, 2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)  # the search's (api._ERROR_LADDER)
 QUALITY_STEP = 0.5  # a ``:quality`` family is coded at 0, 0.5, ..., N + 1 (api.quality_point)
 
 
