@@ -195,7 +195,7 @@ def quality_point(bases: Sequence[SarCodec], quality: float) -> tuple[SarCodec, 
 
 
 # max_error ladder of the search beyond the learned rate points (dB); finer steps are bisected
-_ERROR_LADDER = (3.0, 2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
+ERROR_LADDER = (3.0, 2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
 _BISECT = 4  # halvings of a bracket: quality to 1/16 of a unit, max_error to a factor ~1.1
 
 
@@ -256,7 +256,7 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         # beyond the rate points: max_error ladder; the base is the one that codes it smallest
         best_base = None
         prev_e = None
-        for e in _ERROR_LADDER:
+        for e in ERROR_LADDER:
             if best_base is None:
                 cands = [(run(m, STEP_ONE, e, {"max_error": e}), m) for m in bases]
                 t, best_base = min(cands, key=lambda c: c[0][1])

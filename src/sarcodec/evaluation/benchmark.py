@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..api import ERROR_LADDER
 from ..errors import InputError
 from .codecs import avif, htj2k, jpeg2000, jpeg8, jpegxl, match_bytes, pareto
 from .metrics import BenchmarkDomain, bd_psnr, bd_rate, bpp, enl_ratio, epi, fidelity, ms_ssim, psnr
@@ -41,7 +42,7 @@ for _k, _base in FULL_RANGE.items():
                        TRADITIONAL[_base][2] + ", given the full dB range (0/100 percentiles)")
 REFERENCE = "jpeg2000"
 # max_error ladder (dB) of a family's ``:ladder`` curve beyond its rate points
-LADDER = (3.0, 2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)  # the search's (api._ERROR_LADDER)
+LADDER = ERROR_LADDER  # the --psnr / --bpp search's steps
 QUALITY_STEP = 0.5  # a ``:quality`` family is coded at 0, 0.5, ..., N + 1 (api.quality_point)
 
 
