@@ -391,14 +391,14 @@ class Benchmark:
 
         keys = ("bpp", "psnr", "ms_ssim", "enl_ratio", "epi", "bias_db", "peak_err_db", "max_err_db")
         for f in self.families:
-            rows = []
-            for m in self.results["families"][f.name]["models"]:
-                pts = [p for n in names for p in imgs[n][f.name]["points"] if p["model"] == m["name"]]
-                if pts:  # (a ladder curve keeps only its Pareto points)
-                    rows.append([m["name"], str(len(pts))] + [f"{np.nanmean([p.get(k, np.nan) for p in pts]):.3f}"
-                                                             for k in keys])
-            rep.table(f"{f.name}: SAR statistics per rate point (mean over the n images where it is on the curve)",
-                      ["rate point", "n", "bpp", "PSNR", "MS-SSIM", "ENL ratio", "EPI", "bias dB", "top-0.1% |err| dB",
+            by_label: dict[str, list[dict]] = {}  # rate points, qualities, layers (a ladder keeps its Pareto points)
+            for n in names:
+                for p in imgs[n][f.name]["points"]:
+                    by_label.setdefault(p["model"].split("+")[-1], []).append(p)  # a layer's base varies
+            rows = [[label, str(len(pts))] + [f"{np.nanmean([p.get(k, np.nan) for p in pts]):.3f}" for k in keys]
+                    for label, pts in sorted(by_label.items(), key=lambda kv: np.mean([p["bpp"] for p in kv[1]]))]
+            rep.table(f"{f.name}: SAR statistics per point (mean over the n images where it is on the curve)",
+                      ["point", "n", "bpp", "PSNR", "MS-SSIM", "ENL ratio", "EPI", "bias dB", "top-0.1% |err| dB",
                        "max |err| dB"], rows)
         rows = []
         for c in self.curves():
