@@ -4,9 +4,9 @@
     python benchmarks/rd_test.py --family default --quality 0 --quality 0.5 ... [--ladder]
 
 The second form codes at continuous qualities of a family (``sarcodec.encode(quality=)``);
-``--ladder`` adds max_error pixel layers (the benchmark's LADDER, on the rate point that codes the
-first one smallest, as MSE layers, as the ``--psnr``/``--bpp`` search does) and keeps the Pareto
-points of all.
+``--ladder`` adds max_error pixel layers (the benchmark's LADDER, each on the rate point that codes
+it smallest, as MSE layers: what the ``--psnr``/``--bpp`` search codes where it crosses its
+target) and keeps the Pareto points of all.
 
 Benchmark domain as in ANCHORS.md: dB clipped to each image's 0.1/99.9 percentiles, [0, 1]; PSNR
 against that; bpp from bytes on disk (whole .sarc file). Traditional codecs get that domain as
@@ -88,10 +88,13 @@ def main() -> None:
             for label, kw in points:
                 point(label, **kw)
             if a.ladder:
-                # MSE layers (bound=False), as the psnr / bpp search codes them
-                base = min(fam_models, key=lambda m: len(sarcodec.encode(img, m, max_error=LADDER[0], bound=False)))
+                # MSE layers (bound=False) on the rate point that codes each smallest, as the psnr /
+                # bpp search codes them where it crosses its target
                 for e in LADDER:
+                    base = min(fam_models, key=lambda m: len(sarcodec.encode(img, m, max_error=e, bound=False)))
                     point(f"max_error={e:g}", model=base, max_error=e, bound=False)
+                    if pts[-1]["bpp"] > 4.5:
+                        break
                 pts = pareto(pts)
             entry[fam] = sorted(pts, key=lambda p: p["bpp"])
             print(f"{s.path.name} {fam}: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for p in entry[fam]),
