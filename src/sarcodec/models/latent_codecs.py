@@ -10,6 +10,9 @@
 
 ``factorized`` (Ballé et al. 2017): ŷ = round(y) coded with a per-channel EntropyBottleneck.
 
+The hyperprior coders also take a quantisation step Δ = step / 64 (``coder(step)``, continuous
+quality): q = round((y - μ) / Δ), ŷ = μ + qΔ, tables of σ/Δ; see :mod:`sarcodec.entropy`.
+
 ``forward`` returns ŷ (straight-through rounded, used by g_s) and likelihoods (from additive
 noise, the rate proxy). ``compress``/``decompress`` work on one batch element at a time so that
 every tile is independently decodable.
