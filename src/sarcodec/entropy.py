@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import CorruptedFileError, ModelError
+from .errors import CorruptedFileError, InputError, ModelError
 
 PROB_BITS = 16  # integer frequency tables sum to about 2**16
 LIKELIHOOD_BOUND = 1e-9
@@ -451,8 +451,6 @@ STEP_MIN, STEP_MAX = 16, 256  # Δ in [0.25, 4]
 
 def check_step(step: int) -> int:
     """A latent step numerator (Δ = step / STEP_ONE) within [STEP_MIN, STEP_MAX], else InputError."""
-    from .errors import InputError
-
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not STEP_MIN <= step <= STEP_MAX:
         raise InputError(f"latent step must be an integer in [{STEP_MIN}, {STEP_MAX}] (Δ = step/{STEP_ONE}), "
                          f"got {step!r}")
@@ -461,8 +459,6 @@ def check_step(step: int) -> int:
 
 def step_from_delta(delta: float) -> int:
     """The nearest step numerator of a quantisation step Δ (a float), within the allowed range."""
-    from .errors import InputError
-
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta) or delta <= 0:
         raise InputError(f"quantisation step must be a positive number, got {delta!r}")
     return int(min(STEP_MAX, max(STEP_MIN, round(delta * STEP_ONE))))

@@ -210,7 +210,7 @@ class HyperpriorCoder:
     def __init__(self, z_tables: TableSet, fx: FixedPointNet, y_tables: TableSet, means: bool,
                  step: int = STEP_ONE):
         self.z_tables, self.fx, self.y_tables, self.means = z_tables, fx, y_tables, means
-        self.step = check_step(step) if step != STEP_ONE else STEP_ONE
+        self.step = check_step(step)
 
     @property
     def delta(self) -> float:
@@ -219,16 +219,14 @@ class HyperpriorCoder:
     def _params(self, z_int: np.ndarray) -> tuple[torch.Tensor | None, np.ndarray]:
         mu_fx, ls_fx = split_params(self.fx(torch.from_numpy(z_int)), self.means)
         mu = mu_fx / 2.0**ACT_BITS if mu_fx is not None else None  # exact dyadic rationals
-        if self.step != STEP_ONE:
-            ls_fx = ls_fx - log_step_fixed(self.step)  # tables of σ/Δ
-        return mu, scale_index_from_fixed(ls_fx)
+        return mu, scale_index_from_fixed(ls_fx - log_step_fixed(self.step))  # tables of σ/Δ
 
     def encode(self, y: np.ndarray, z_int: np.ndarray) -> bytes:
         z_bytes = encode_per_channel(z_int, self.z_tables)
         mu, idx = self._params(z_int)
         y64 = torch.from_numpy(np.asarray(y, dtype=np.float64))
         r = y64 - mu if mu is not None else y64
-        q = torch.round(r / self.delta) if self.step != STEP_ONE else torch.round(r)
+        q = torch.round(r / self.delta)  # Δ = 1: r / 1.0 is r exactly
         return z_bytes + encode_symbols(q.long().numpy(), idx, self.y_tables)
 
     def decode(self, data: bytes, y_shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
@@ -239,9 +237,7 @@ class HyperpriorCoder:
         if idx.shape != tuple(y_shape):
             raise ModelError(f"hyper-synthesis produced {idx.shape}, expected {tuple(y_shape)}")
         q, used_y = decode_symbols(memoryview(data)[used_z:], idx, self.y_tables)
-        y_hat = torch.from_numpy(q.reshape(y_shape)).double()
-        if self.step != STEP_ONE:
-            y_hat = y_hat * self.delta  # |q| < 2**31, step < 2**9: exact
+        y_hat = torch.from_numpy(q.reshape(y_shape)).double() * self.delta  # |q| < 2**31, step < 2**9: exact
         if mu is not None:
             y_hat = y_hat + mu
         return y_hat.float().numpy(), used_z + used_y
