@@ -26,13 +26,11 @@ from .scene import (
     check_lossless_dtype,
     check_precision,
     check_tile_size,
+    coding_metadata,
     encode_container,
     fit_radiometry,
-    halo_metadata,
     new_header,
-    layer_metadata,
     resolve_window,
-    step_metadata,
     window_decoder,
 )
 
@@ -351,14 +349,8 @@ def _encode_one(
     buf = io.BytesIO()
     header = new_header(model_info(model), src, rads, tile_size, descs, dict(metadata or {}))
     header.metadata.setdefault("ndim", arr.ndim)
-    header.metadata.update(halo_metadata(model))
-    header.metadata.update(step_metadata(step))
-    header.metadata.update(layer_metadata(spec))
+    header.metadata.update(coding_metadata(model, step, spec, clip, lossless))
     writer = ContainerWriter(buf, required_version(header.metadata))
-    if clip is not None:
-        header.metadata["clip_percentiles"] = list(clip)
-    if lossless:
-        header.metadata["lossless"] = True
     encode_container(src, model, rads, writer, header, batch=batch, refine=refine, workers=workers,
                      precision=precision, layer=spec, stats=stats)
     return buf.getvalue()

@@ -40,12 +40,10 @@ from .scene import (
     check_precision,
     check_tile_size,
     encode_container,
+    coding_metadata,
     fit_radiometry,
-    halo_metadata,
     new_header,
-    layer_metadata,
     resolve_window,
-    step_metadata,
     window_decoder,
 )
 
@@ -209,12 +207,8 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             st = coding_step(m, st, lossless)
             rads = fit_radiometry(src, kind, ds.nodata, clip_defaults(m, clip), read_decimated=src.read_decimated)
             header = new_header(model_info(m), src, rads, tile_size, list(ds.descriptions),
-                                {"geo": geo, "source": Path(src_path).name, **halo_metadata(m), **step_metadata(st),
-                                 **layer_metadata(spec)})
-            if clip is not None:
-                header.metadata["clip_percentiles"] = list(clip)
-            if lossless:
-                header.metadata["lossless"] = True
+                                {"geo": geo, "source": Path(src_path).name,
+                                 **coding_metadata(m, st, spec, clip, lossless)})
             writer = ContainerWriter(fh, required_version(header.metadata))
             return encode_container(src, m, rads, writer, header, show, batch, refine, workers, precision, spec,
                                     stats)

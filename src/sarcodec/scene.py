@@ -339,7 +339,6 @@ def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], write
     header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch, refine,
                                           workers, precision, layer, stats, latent_step(header.metadata))
     header.metadata["analysis_precision"] = precision
-    header.metadata.update(layer_metadata(layer))
     if refine:
         header.metadata["refine_steps"] = int(refine)
     for b, n in enumerate(invalid):
@@ -609,9 +608,20 @@ def new_header(model_info: dict[str, Any], src: Source, rads: list[Radiometry], 
                   bands=bands, tile_size=tile, metadata=metadata)
 
 
-def layer_metadata(layer: LayerSpec | None) -> dict[str, Any]:
-    """The footer entry of the pixel layer (none when it sends nothing)."""
-    return {"layer": layer.to_dict()} if layer is not None and layer.active else {}
+def coding_metadata(model: SarCodec, step: int, layer: LayerSpec | None, clip: tuple[float, float] | None = None,
+                    lossless: bool = False) -> dict[str, Any]:
+    """The footer entries that say how a container is coded, known before its first byte: how
+    tiles meet, the latent step, the pixel layer (none in lossless mode: no learned layer), the
+    clip percentiles asked for, lossless. :func:`~sarcodec.container.required_version` of them is
+    the version its writer must use."""
+    md = {**halo_metadata(model), **step_metadata(step)}
+    if layer is not None and layer.active and not lossless:
+        md["layer"] = layer.to_dict()
+    if clip is not None:
+        md["clip_percentiles"] = list(clip)
+    if lossless:
+        md["lossless"] = True
+    return md
 
 
 def step_metadata(step: int) -> dict[str, Any]:
