@@ -126,13 +126,9 @@ def encode(
             raise InputError("lossless excludes quality, step, max_error, psnr and bpp")
         return _encode_one(array, family_members(model)[0], **kwargs)
     bases = family_members(model)
-    if quality is not None:
-        m, st = quality_point(bases, quality)
+    if quality is not None or step is not None:
+        (m, st), = coding_points(bases, quality, step)
         return _encode_one(array, m, step=st, max_error=max_error, **kwargs)
-    if step is not None:
-        if len(bases) != 1:
-            raise InputError("step sets the quantisation step of one model; with a family use quality")
-        return _encode_one(array, bases[0], step=step_from_delta(step), max_error=max_error, **kwargs)
     if psnr is None and bpp is None:
         if max_error is None or len(bases) == 1:
             return _encode_one(array, bases[0], max_error=max_error, **kwargs)
@@ -190,6 +186,20 @@ def quality_point(bases: Sequence[SarCodec], quality: float) -> tuple[SarCodec, 
         return bases[0], step_from_delta(2.0 ** (_LOW_SLOPE * (1.0 - q)))
     k = min(n, int(math.floor(q + 0.5)))
     return bases[k - 1], step_from_delta(2.0 ** (k - q))
+
+
+def coding_points(bases: Sequence[SarCodec], quality: float | None, step: float | None
+                  ) -> list[tuple[SarCodec, int]]:
+    """The (model, latent step numerator) pairs an encode chooses from: the one of ``quality``
+    over the family ``bases``, the one model at quantisation step ``step`` (a float Δ), or, with
+    neither, every base at the unit step."""
+    if quality is not None:
+        return [quality_point(bases, quality)]
+    if step is not None:
+        if len(bases) != 1:
+            raise InputError("step sets the quantisation step of one model; with a family use quality")
+        return [(bases[0], step_from_delta(step))]
+    return [(m, STEP_ONE) for m in bases]
 
 
 # max_error ladder of the search beyond the learned rate points (dB); finer steps are bisected

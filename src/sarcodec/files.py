@@ -27,7 +27,6 @@ from .container import (
     required_version,
     temp_prefix,
 )
-from .entropy import STEP_ONE, step_from_delta
 from .errors import InputError, OutputError
 from .layers import LayerSpec
 from .models import SarCodec
@@ -161,7 +160,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
     encodes the scene several times (in memory) and writes the chosen one."""
     import io
 
-    from .api import coding_step, family_members, quality_point, search_target
+    from .api import coding_points, coding_step, family_members, search_target
 
     check_tile_size(tile_size)
     check_workers(workers)
@@ -176,14 +175,9 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
         else [load_model(model) if isinstance(model, str) else model]
     for m in bases:
         check_refine(m, refine)
-    if quality is not None:
-        bases = [quality_point(bases, quality)]  # one (model, step)
-    elif step is not None:
-        if len(bases) != 1:
-            raise InputError("step sets the quantisation step of one model; with a family use quality")
-        bases = [(bases[0], coding_step(bases[0], step_from_delta(step)))]
-    else:
-        bases = [(m, STEP_ONE) for m in bases]
+    bases = coding_points(bases, quality, step)  # (model, step) pairs
+    for m, st in bases:
+        coding_step(m, st)  # a step the model cannot code: refused before any output
     check_output_path(Path(dst_path), force)
     before = _identity(src_path)
     with _gdal_env(gdal_cache_mb(src_path, tile_size)), _open_raster(src_path) as ds:
