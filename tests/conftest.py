@@ -47,6 +47,9 @@ def trained_tiny(tmp_path_factory):
     from sarcodec import save_checkpoint
     from sarcodec.models import bits_from_likelihoods
 
+    # a session fixture is set up before the function-scoped _seed: seed here, or the weights
+    # would depend on which tests ran first
+    torch.manual_seed(0)
     m = small_model("residual")
     m.train()
     opt = torch.optim.Adam(m.parameters(), 1e-3)
