@@ -235,16 +235,15 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
     def ok(t: tuple) -> bool:
         return t[0] >= psnr if psnr is not None else 8 * t[1] / pixels <= bpp
 
-    def bisect(lo: float, hi: float, f, lo_ok: bool) -> None:
-        # f(lo) and f(hi) are on either side of the target (``lo_ok``: which side lo is on)
+    def bisect(lo: float, hi: float, evaluate, midpoint, lo_ok: bool) -> None:
+        # evaluate(lo) and evaluate(hi) lie on either side of the target (``lo_ok``: which side lo is on)
         for _ in range(_BISECT):
-            mid = f[1](lo, hi)
-            if ok(f[0](mid)) == lo_ok:
+            mid = midpoint(lo, hi)
+            if ok(evaluate(mid)) == lo_ok:
                 lo = mid
             else:
                 hi = mid
 
-    quality = (at, lambda a, b: 0.5 * (a + b))
     n = len(bases)
     prev = None
     crossed = False
@@ -257,13 +256,13 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
                 if ok(lo_t) == (psnr is not None):
                     break  # even the smallest quality crosses
                 prev = QUALITY_MIN
-            bisect(prev, float(q), quality, lo_ok=bpp is not None)
+            bisect(prev, float(q), at, lambda a, b: 0.5 * (a + b), lo_ok=bpp is not None)
             break
         prev = float(q)
     if not crossed and psnr is not None or bpp is not None:
         # beyond the rate points: max_error ladder; the base is the one that codes it smallest
         best_base = None
-        prev_e = None
+        prev_e = prev_t = None
         for e in ERROR_LADDER:
             if best_base is None:
                 cands = [(run(m, STEP_ONE, e, {"max_error": e}), m) for m in bases]
@@ -274,18 +273,17 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
                 if prev_e is not None:  # the ladder crossed the target: bisect (geometrically)
                     # the base that codes the crossing smallest (at fine steps the layer's PSNR
                     # hardly depends on the base, its size does: measured up to 7% between bases)
-                    at_e = psnr is not None and e or prev_e
-                    cands = [(t if m is best_base and at_e == e else run(m, STEP_ONE, at_e, {"max_error": at_e}), m)
+                    at_e, known = (e, t) if psnr is not None else (prev_e, prev_t)  # best_base's, coded already
+                    cands = [(known if m is best_base else run(m, STEP_ONE, at_e, {"max_error": at_e}), m)
                              for m in bases]
                     useful = [c for c in cands if ok(c[0])] or cands  # psnr: meets at e; bpp: fits at prev_e
                     best_base = (min(useful, key=lambda c: c[0][1]) if psnr is not None
                                  else max(useful, key=lambda c: c[0][0]))[1]
-                    ladder = (lambda e, b=best_base: run(b, STEP_ONE, e, {"max_error": round(e, 4)}),
-                              lambda a, b: math.sqrt(a * b))
                     # psnr: coarse (prev_e) misses, fine meets; bpp: coarse fits, fine does not
-                    bisect(prev_e, e, ladder, lo_ok=bpp is not None)
+                    bisect(prev_e, e, lambda x, b=best_base: run(b, STEP_ONE, x, {"max_error": round(x, 4)}),
+                           lambda a, b: math.sqrt(a * b), lo_ok=bpp is not None)
                 break
-            prev_e = e
+            prev_e, prev_t = e, t
     good = [t for t in tried if ok(t)]
     if psnr is not None:
         pick = min(good, key=lambda t: t[1]) if good else max(tried, key=lambda t: t[0])
