@@ -76,23 +76,25 @@ def main() -> None:
         for fam, steps in families.items():
             pts = []
 
-            def point(label, **kw):
+            def encoded(**kw) -> tuple[bytes, float]:
                 t0 = time.perf_counter()
                 data = sarcodec.encode(img, refine=steps, **kw)
-                t_enc = time.perf_counter() - t0
+                return data, time.perf_counter() - t0
+
+            def point(label, data, t_enc):
                 rec = sarcodec.decode(data)
                 v = dom(rec)
                 pts.append({"model": label, "bpp": bpp(len(data), img.size), "psnr": psnr(ref, v),
                             "enl_ratio": enl_ratio(img, rec), "epi": epi(ref, v), "encode_s": t_enc})
 
             for label, kw in points:
-                point(label, **kw)
+                point(label, *encoded(**kw))
             if a.ladder:
                 # MSE layers (bound=False) on the rate point that codes each smallest, as the psnr /
                 # bpp search codes them where it crosses its target
                 for e in LADDER:
-                    base = min(fam_models, key=lambda m: len(sarcodec.encode(img, m, max_error=e, bound=False)))
-                    point(f"max_error={e:g}", model=base, max_error=e, bound=False)
+                    point(f"max_error={e:g}", *min((encoded(model=m, max_error=e, bound=False) for m in fam_models),
+                                                   key=lambda c: len(c[0])))
                     if pts[-1]["bpp"] > 4.5:
                         break
                 pts = pareto(pts)
