@@ -467,17 +467,17 @@ def make_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, spec: L
             bias = float(np.clip(np.round(10.0 * np.log10(rest / den), 4), -30.0, 30.0))
     offsets = None
     if spec.max_error_db is not None and not spec.bound and q.any():
-        offsets = centroid_offsets(q, r[valid], valid, float(np.float32(step)))
+        offsets = centroid_offsets(q[valid], r[valid], float(np.float32(step)))
     blob = encode_layer(q, step, bias, offsets=offsets)
     return blob, LayerData(q if q.any() else None, float(np.float32(step)), float(np.float32(bias)) if blob else 0.0,
                            offsets)
 
 
-def centroid_offsets(q: np.ndarray, r: np.ndarray, valid: np.ndarray, step: float) -> tuple[int, ...]:
-    """Per |q| = 1..N_OFFSETS (the last: and above), the mean of |q| - |r|/step over the tile's
-    valid values in that bin (``r``: the residuals of the valid pixels), in 1/256: how far the
-    bin's centroid lies towards zero, the MSE-optimal reconstruction of a peaked residual."""
-    a = np.abs(q[valid])
+def centroid_offsets(q: np.ndarray, r: np.ndarray, step: float) -> tuple[int, ...]:
+    """Per |q| = 1..N_OFFSETS (the last: and above), the mean of |q| - |r|/step over the values
+    ``q`` of residuals ``r`` (the tile's valid pixels) in that bin, in 1/256: how far the bin's
+    centroid lies towards zero, the MSE-optimal reconstruction of a peaked residual."""
+    a = np.abs(q)
     d = a - np.abs(r) / step
     out = []
     for k in range(1, N_OFFSETS + 1):
