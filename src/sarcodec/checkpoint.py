@@ -108,10 +108,14 @@ def list_pretrained() -> list[str]:
     return sorted(set(m.get("models", {})) | set(m.get("aliases", {})))
 
 
+def family_name(name: str) -> str:
+    """The bundled family of ``name`` (an alias, a -qN name or the family itself)."""
+    return bundled_manifest().get("aliases", {}).get(name, name).rsplit("-q", 1)[0]
+
+
 def quality_name(name: str, quality: int) -> str:
     """The bundled model of rate point ``quality`` in the family of ``name`` (an alias or a -qN)."""
-    base = bundled_manifest().get("aliases", {}).get(name, name).rsplit("-q", 1)[0]
-    return f"{base}-q{quality}"
+    return f"{family_name(name)}-q{quality}"
 
 
 def resolve_pretrained(name: str, quality: int | None = None) -> Path | None:

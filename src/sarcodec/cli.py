@@ -225,9 +225,9 @@ def compress(
         raise _input_error("--quality conflicts with --psnr / --bpp (the search picks the quality)")
     family = None
     if quality is not None:
-        from .checkpoint import quality_name
+        from .checkpoint import family_name
 
-        family = quality_name(model, 1).rsplit("-q", 1)[0]  # the family of an alias or a -qN name
+        family = family_name(model)
     clip_pct = None
     if clip is not None:
         try:
