@@ -4,9 +4,9 @@
     python benchmarks/rd_test.py --family default --quality 0 --quality 0.5 ... [--ladder]
 
 The second form codes at continuous qualities of a family (``sarcodec.encode(quality=)``);
-``--ladder`` adds max_error pixel layers (the benchmark's LADDER, each on the rate point that codes
-it smallest, as MSE layers: what the ``--psnr``/``--bpp`` search codes where it crosses its
-target) and keeps the Pareto points of all.
+``--ladder`` adds MSE pixel layers: every max_error step of the ladder on every base quality the
+``--psnr``/``--bpp`` search tries (the benchmark's ``ladder_grid``: what the search chooses
+from), and keeps the Pareto points of all.
 
 Benchmark domain as in ANCHORS.md: dB clipped to each image's 0.1/99.9 percentiles, [0, 1]; PSNR
 against that; bpp from bytes on disk (whole .sarc file). Traditional codecs get that domain as
@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 import sarcodec  # noqa: E402
 from sarcodec.data.scenes import default_data_dir, read_intensity  # noqa: E402
-from sarcodec.evaluation.benchmark import LADDER, TRADITIONAL, at_rate, benchmark_scenes, sweep  # noqa: E402
+from sarcodec.evaluation.benchmark import LADDER_TOP, TRADITIONAL, at_rate, benchmark_scenes, ladder_grid, sweep  # noqa: E402
 from sarcodec.evaluation.codecs import pareto  # noqa: E402
 from sarcodec.evaluation.metrics import BenchmarkDomain, bd_rate, bpp, enl_ratio, epi, psnr  # noqa: E402
 
@@ -89,14 +89,10 @@ def main() -> None:
 
             for label, kw in points:
                 point(label, *encoded(**kw))
-            if a.ladder:
-                # MSE layers (bound=False) on the rate point that codes each smallest, as the psnr /
-                # bpp search codes them where it crosses its target
-                for e in LADDER:
-                    point(f"max_error={e:g}", *min((encoded(model=m, max_error=e, bound=False) for m in fam_models),
-                                                   key=lambda c: len(c[0])))
-                    if pts[-1]["bpp"] > 4.5:
-                        break
+            if a.ladder:  # MSE layers on every base the psnr / bpp search tries (the benchmark's :ladder)
+                for qb, e in ladder_grid(len(fam_models), lambda: pts[-1]["bpp"] > LADDER_TOP):
+                    point(f"q={qb:g}+max_error={e:g}",
+                          *encoded(model=fam_models, quality=qb, max_error=e, bound=False))
                 pts = pareto(pts)
             entry[fam] = sorted(pts, key=lambda p: p["bpp"])
             print(f"{s.path.name} {fam}: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for p in entry[fam]),

@@ -136,15 +136,41 @@ def test_step_needs_a_hyperprior_and_valid_knobs(img, family):
         sarcodec.encode(img, family[0], step=-1.0)
 
 
-def test_search_moves_the_quality(family, img):
-    """A bpp budget between two rate points is met by a quality between them (recorded)."""
+def _psnr(img, data):
+    ref = sarcodec.Radiometry.fit(img)
+    got = np.clip(sarcodec.decode(data, normalized=True), 0, 1)
+    return 10 * np.log10(1 / np.mean((got - ref.forward(img)[0]) ** 2))
+
+
+def test_search_beats_its_candidates(family, img):
+    """A bpp budget between two rate points: the search's file fits, records what it used and
+    the PSNR it reached, and is at least as good as the continuous quality alone or an MSE layer
+    on quality 0.5 or 2 at the ladder step the budget allows."""
+    from sarcodec.api import ERROR_LADDER
+
     lo = len(sarcodec.encode(img, family, quality=2))
     hi = len(sarcodec.encode(img, family, quality=3))
     budget = 8 * (lo + hi) / 2 / img.size
     d = sarcodec.encode(img, family, bpp=budget)
     tg = ContainerReader(d).header.metadata["target"]
-    assert tg["met"] and 8 * len(d) / img.size <= budget and 2 < tg["quality"] < 3, tg
-    assert len(d) > lo
+    assert tg["met"] and 8 * len(d) / img.size <= budget and len(d) > lo, tg
+    assert 0 <= tg["quality"] < 3 and tg["psnr_reached"] == pytest.approx(_psnr(img, d), abs=0.05)
+    rivals = [sarcodec.encode(img, family, quality=2)]
+    for qb in (0.5, 2.0):
+        fits = [x for x in (sarcodec.encode(img, family, quality=qb, max_error=e, bound=False) for e in ERROR_LADDER)
+                if 8 * len(x) / img.size <= budget]
+        rivals += fits[-1:]
+    assert tg["psnr_reached"] >= max(_psnr(img, x) for x in rivals) - 1e-6
+
+
+def test_search_psnr_target_takes_the_smallest(family, img):
+    """A PSNR target: the file meets it and is no larger than quality alone at the first
+    quarter-step quality that meets it."""
+    target = _psnr(img, sarcodec.encode(img, family, quality=2.5))
+    d = sarcodec.encode(img, family, psnr=target)
+    tg = ContainerReader(d).header.metadata["target"]
+    assert tg["met"] and _psnr(img, d) >= target - 0.05
+    assert len(d) <= len(sarcodec.encode(img, family, quality=2.5))
 
 
 def test_refine_with_a_step(family, img):

@@ -6,6 +6,7 @@ are coded without seams and with bounded working memory per tile.
 from __future__ import annotations
 
 import io
+import numbers
 import os
 from typing import Any, Sequence
 
@@ -119,8 +120,9 @@ def encode(
     if quality is not None and step is not None:
         raise InputError("give quality or step, not both")
     for name, v, lo, hi in (("psnr", psnr, 5.0, 120.0), ("bpp", bpp, 0.005, 64.0)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not lo <= v <= hi):
             raise InputError(f"{name} target must be a number in [{lo}, {hi}], got {v!r}")
+    psnr, bpp = (None if v is None else float(v) for v in (psnr, bpp))  # numpy scalars too (JSON metadata)
     if kwargs.get("lossless"):
         if psnr is not None or bpp is not None or max_error is not None or quality is not None or step is not None:
             raise InputError("lossless excludes quality, step, max_error, psnr and bpp")
@@ -178,7 +180,7 @@ def quality_point(bases: Sequence[SarCodec], quality: float) -> tuple[SarCodec, 
     import math
 
     n = len(bases)
-    if isinstance(quality, bool) or not isinstance(quality, (int, float)) or not math.isfinite(quality) \
+    if isinstance(quality, bool) or not isinstance(quality, numbers.Real) or not math.isfinite(quality) \
             or not QUALITY_MIN <= quality <= n + 1:
         raise InputError(f"quality must be a number in [{QUALITY_MIN:g}, {n + 1}] for {n} rate point(s), got {quality!r}")
     q = float(quality)
@@ -202,30 +204,46 @@ def coding_points(bases: Sequence[SarCodec], quality: float | None, step: float 
     return [(m, STEP_ONE) for m in bases]
 
 
-# max_error ladder of the search beyond the learned rate points (dB); finer steps are bisected
-ERROR_LADDER = (3.0, 2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
-_BISECT = 4  # halvings of a bracket: quality to 1/16 of a unit, max_error to a factor ~1.1
+# max_error ladder of the search's MSE pixel layers (dB), coarse to fine; finer steps are bisected.
+# The coarse end (12 .. 4.5 dB, a step of 24 .. 9 dB) is for speckle the learned bases cannot carry
+# (single-look): on a low quality it fills the range where the base alone saturates
+ERROR_LADDER = (12.0, 8.0, 6.0, 4.5, 3.0, 2.0, 1.4, 1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05)
+_BISECT = 4  # halvings of a bracket: quality to 1/16 of a unit, max_error to a factor ~1.1 or finer
+_LADDER_START = ERROR_LADDER.index(3.0)  # where the first base's ladder walk starts
+
+
+def layer_bases(n: int) -> list[float]:
+    """The qualities a search puts MSE pixel layers on (a family of ``n`` rate points): every
+    rate point, quality 0 and 0.5 below them, and N + 1 above. Which one codes a target smallest
+    depends on the image: on single-look speckle a layer on quality 0-0.5 wins from ~0.8 bpp, on
+    GRD the highest rate points, so the search tries them all."""
+    return [QUALITY_MIN, 0.5] + [float(k) for k in range(1, n + 2)]
 
 
 def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: float | None,
                   pixels: int) -> bytes:
     """Search (quality, max_error) for a PSNR or bpp target. ``encode_fn(model, step, max_error,
     stats) -> bytes`` encodes once and fills ``stats`` (squared error and count per band).
-    Candidates: the continuous quality (:func:`quality_point`, the default pixel layer): integer
-    qualities upward until the target is crossed, then bisection; then, when the target lies
-    beyond the highest quality (psnr) or always (bpp), max_error pixel layers on the rate point
-    that codes them smallest. Returns the chosen encoding's bytes, with the target, the quality
-    and the PSNR reached recorded in its metadata."""
+
+    Candidates: (1) the continuous quality alone (:func:`quality_point`, the default pixel layer):
+    integer qualities upward until the target is crossed, then bisection; (2) MSE pixel layers
+    (``max_error`` from :data:`ERROR_LADDER`, bisected geometrically at the crossing) on each of
+    :func:`layer_bases` that the quality scan did not already find past the target, each walk
+    starting where the previous base's crossed. The smallest file that meets a PSNR target, or the
+    best PSNR that fits a bpp budget, wins. Returns its bytes, with the target, the quality (and
+    max_error) used and the PSNR reached recorded in its metadata."""
     import math
 
     tried: list[tuple[float, int, bytes, dict[str, float]]] = []  # (psnr, bytes, data, knob)
+    target = {"psnr": psnr} if psnr is not None else {"bpp": bpp}
 
     def run(m: SarCodec, st: int, e: float | None, knob: dict[str, float]) -> tuple[float, int, bytes, dict]:
         stats: dict[str, Any] = {}
         data = encode_fn(m, st, e, stats)
         sse, cnt = sum(stats.get("sse", [0.0])), sum(stats.get("count", [0]))
         p = math.inf if sse == 0 else 10 * math.log10(max(cnt, 1) / sse)
-        tried.append((p, len(data), data, knob))
+        # sized as it will be written: with the target's record (at most this long: "met" false)
+        tried.append((p, len(_record_target(data, target, p, False, knob)), data, knob))
         return tried[-1]
 
     def at(q: float) -> tuple[float, int, bytes, dict]:
@@ -246,51 +264,62 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
 
     n = len(bases)
     prev = None
-    crossed = False
+    cross = float(n + 1) + 1.0  # the quality where the base alone crosses the target
     for q in list(range(1, n + 2)):  # psnr: first that meets; bpp: first that does not fit
         t = at(float(q))
         if ok(t) == (psnr is not None):
-            crossed = True
+            cross = float(q)
             if prev is None:  # the first rate point already crosses: look below it
                 lo_t = at(QUALITY_MIN)
                 if ok(lo_t) == (psnr is not None):
+                    cross = QUALITY_MIN
                     break  # even the smallest quality crosses
                 prev = QUALITY_MIN
             bisect(prev, float(q), at, lambda a, b: 0.5 * (a + b), lo_ok=bpp is not None)
             break
         prev = float(q)
-    if not crossed and psnr is not None or bpp is not None:
-        # beyond the rate points: max_error ladder; the base is the one that codes it smallest
-        best_base = None
-        prev_e = prev_t = None
-        for e in ERROR_LADDER:
-            if best_base is None:
-                cands = [(run(m, STEP_ONE, e, {"max_error": e}), m) for m in bases]
-                t, best_base = min(cands, key=lambda c: c[0][1])
-            else:
-                t = run(best_base, STEP_ONE, e, {"max_error": e})
-            if psnr is not None and ok(t) or bpp is not None and not ok(t):
-                if prev_e is not None:  # the ladder crossed the target: bisect (geometrically)
-                    # the base that codes the crossing smallest (at fine steps the layer's PSNR
-                    # hardly depends on the base, its size does: measured up to 7% between bases)
-                    at_e, known = (e, t) if psnr is not None else (prev_e, prev_t)  # best_base's, coded already
-                    cands = [(known if m is best_base else run(m, STEP_ONE, at_e, {"max_error": at_e}), m)
-                             for m in bases]
-                    useful = [c for c in cands if ok(c[0])] or cands  # psnr: meets at e; bpp: fits at prev_e
-                    best_base = (min(useful, key=lambda c: c[0][1]) if psnr is not None
-                                 else max(useful, key=lambda c: c[0][0]))[1]
-                    # psnr: coarse (prev_e) misses, fine meets; bpp: coarse fits, fine does not
-                    bisect(prev_e, e, lambda x, b=best_base: run(b, STEP_ONE, x, {"max_error": round(x, 4)}),
-                           lambda a, b: math.sqrt(a * b), lo_ok=bpp is not None)
+
+    # MSE layers on the bases below the crossing (above it the base alone meets a PSNR target
+    # with a smaller file; a bpp budget it does not fit at all)
+    start = _LADDER_START
+    base_size = {t[3]["quality"]: t[1] for t in tried}  # the base alone, where the scan coded it
+    for qb in [q for q in layer_bases(n) if q < cross]:
+        smallest = min((t[1] for t in tried if ok(t)), default=None)
+        if psnr is not None and smallest is not None and base_size.get(qb, 0) >= smallest:
+            break  # a layer only adds to its base, and the bases only grow from here
+        m, st = quality_point(bases, qb)
+
+        def lay(e: float, m=m, st=st, qb=qb) -> tuple:
+            return run(m, st, e, {"quality": qb, "max_error": round(e, 4)})
+
+        # walk the ladder from ``start`` to where ``ok`` flips: psnr meets from some step finer,
+        # a bpp budget fits up to some step finer
+        i = start
+        t_i = lay(ERROR_LADDER[i])
+        going_coarser = ok(t_i) == (psnr is not None)
+        j = i
+        while True:
+            j = i - 1 if going_coarser else i + 1
+            if not 0 <= j < len(ERROR_LADDER):
+                j = None
                 break
-            prev_e, prev_t = e, t
+            t_j = lay(ERROR_LADDER[j])
+            if ok(t_j) != ok(t_i):
+                break
+            i, t_i = j, t_j
+        if j is None:  # the whole ladder is on one side of the target for this base
+            start = i
+            continue
+        c, f = min(i, j), max(i, j)  # coarse and fine index of the crossing
+        start = f if psnr is not None else c
+        bisect(ERROR_LADDER[c], ERROR_LADDER[f], lay, lambda a, b: math.sqrt(a * b),
+               lo_ok=ok(t_i if i == c else t_j))
     good = [t for t in tried if ok(t)]
     if psnr is not None:
         pick = min(good, key=lambda t: t[1]) if good else max(tried, key=lambda t: t[0])
     else:
         pick = max(good, key=lambda t: t[0]) if good else min(tried, key=lambda t: t[1])
-    return _record_target(pick[2], {"psnr": psnr} if psnr is not None else {"bpp": bpp}, pick[0], bool(good),
-                          pick[3])
+    return _record_target(pick[2], target, pick[0], bool(good), pick[3])
 
 
 def _record_target(data: bytes, target: dict[str, float], reached: float, met: bool,

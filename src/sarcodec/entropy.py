@@ -23,6 +23,7 @@ Data flow of the default latent codec (mean-scale hyperprior, Minnen et al. 2018
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import numpy as np
@@ -459,7 +460,7 @@ def check_step(step: int) -> int:
 
 def step_from_delta(delta: float) -> int:
     """The nearest step numerator of a quantisation step Δ (a float), within the allowed range."""
-    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta) or delta <= 0:
+    if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not math.isfinite(delta) or delta <= 0:
         raise InputError(f"quantisation step must be a positive number, got {delta!r}")
     return int(min(STEP_MAX, max(STEP_MIN, round(delta * STEP_ONE))))
 

@@ -38,6 +38,7 @@ class (``p0`` in 1/65536, ``theta`` in 1/256) fitted to the tile by the encoder.
 """
 from __future__ import annotations
 
+import numbers
 import struct
 from dataclasses import dataclass
 
@@ -405,7 +406,7 @@ class LayerSpec:
     bound: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_error_db is not None and not (isinstance(self.max_error_db, (int, float))
+        if self.max_error_db is not None and not (isinstance(self.max_error_db, numbers.Real)
                                                   and 1e-3 <= self.max_error_db <= 20):
             raise InputError(f"max_error must be a number of dB in [0.001, 20], got {self.max_error_db!r}")
         if self.outliers not in ("high", "both", "none"):
@@ -420,7 +421,7 @@ class LayerSpec:
     def to_dict(self) -> dict:
         """What the layer does, as recorded in a file (a dense residual covers every pixel)."""
         if self.max_error_db is not None:
-            return {"max_error_db": self.max_error_db, "outliers": "none", "outlier_tol_db": self.outlier_tol_db,
+            return {"max_error_db": float(self.max_error_db), "outliers": "none", "outlier_tol_db": self.outlier_tol_db,
                     "bias": False, **({} if self.bound else {"bound": False})}
         return {"max_error_db": None, "outliers": self.outliers, "outlier_tol_db": self.outlier_tol_db,
                 "bias": self.bias, "peak_db": self.peak_db if self.outliers != "none" else None}

@@ -14,11 +14,11 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
-from ..api import ERROR_LADDER
+from ..api import ERROR_LADDER, layer_bases
 from ..errors import InputError
 from .codecs import avif, htj2k, jpeg2000, jpeg8, jpegxl, match_bytes, pareto
 from .metrics import BenchmarkDomain, bd_psnr, bd_rate, bpp, enl_ratio, epi, fidelity, ms_ssim, psnr
@@ -43,6 +43,20 @@ for _k, _base in FULL_RANGE.items():
 REFERENCE = "jpeg2000"
 # max_error ladder (dB) of a family's ``:ladder`` curve beyond its rate points
 LADDER = ERROR_LADDER  # the --psnr / --bpp search's steps
+LADDER_TOP = 4.5  # bpp: a base's ladder stops past this
+
+
+def ladder_grid(n: int, past_top) -> Iterator[tuple[float, float]]:
+    """(quality, max_error) of a family's MSE-layer curve: every base the --psnr / --bpp search
+    puts layers on (:func:`sarcodec.api.layer_bases`), each with the ladder coarse to fine until
+    ``past_top()`` (called after each point is measured) says the last one went past the top rate."""
+    for qb in layer_bases(n):
+        for e in LADDER:
+            yield qb, e
+            if past_top():
+                break
+
+
 QUALITY_STEP = 0.5  # a ``:quality`` family is coded at 0, 0.5, ..., N + 1 (api.quality_point)
 
 
@@ -59,15 +73,15 @@ class Family:
     name: str
     models: list[str]
     refine: int = 0  # steps of encoder-side latent refinement (models/refine.py)
-    ladder: bool = False  # also max_error pixel layers (LADDER) on the rate point that codes each smallest
+    ladder: bool = False  # also MSE pixel layers (ladder_grid): every base of the search, every step
     quality: bool = False  # points at continuous qualities (QUALITY_GRID) instead of the rate points alone
 
     @classmethod
     def parse(cls, spec: str) -> "Family":
         """``default`` (every bundled quality of an alias), ``a.pt,b.pt`` or ``name=a.pt,b.pt``;
         a ``:refine=N`` suffix codes with N steps of latent refinement (named ``<name>-refineN``);
-        ``:ladder`` adds pixel layers beyond the rate points (max_error steps, reconstructed for
-        minimum MSE; named ``<name>-ladder``), what ``--psnr`` / ``--bpp`` give a user; ``:quality`` codes at the
+        ``:ladder`` adds MSE pixel layers (:func:`ladder_grid`: every max_error step on every base
+        the ``--psnr`` / ``--bpp`` search tries; named ``<name>-ladder``), what the search chooses from; ``:quality`` codes at the
         continuous qualities of QUALITY_GRID (``--quality``; named ``<name>-quality``), e.g.
         ``default:quality:ladder``."""
         from ..checkpoint import list_pretrained
@@ -261,7 +275,7 @@ class Benchmark:
             return f"{key}:{[round(float(k), 6) for k in knobs]}|fidelity1"
         fam = self.results["families"][key]
         return "+".join(m["hash"] for m in fam["models"]) + (f"|refine{fam['refine']}" if fam.get("refine") else "") \
-            + (f"|mse-ladder{list(LADDER)}" if fam.get("ladder") else "") \
+            + (f"|mse-ladder{list(LADDER)}@{layer_bases(len(fam['models']))}" if fam.get("ladder") else "") \
             + (f"|quality{quality_grid(len(fam['models']))}" if fam.get("quality") else "") + "|fidelity1"
 
     @staticmethod
@@ -281,16 +295,13 @@ class Benchmark:
             enc, dec = enc + t1 - t, dec + t2 - t1
             pts.append({**measure(ref, ref_int, dom, dom(rec), len(data), img, rec), "model": label})
         n = len(runs)
-        if ladder:  # what --psnr / --bpp give: each step (MSE layers) on the rate point that codes it smallest
+        if ladder:  # what --psnr / --bpp choose from: MSE layers on each of the search's bases
             lad = []
-            for e in LADDER:
-                data, m = min(((encode(img, m, refine=refine, precision="fp32", max_error=e, bound=False), m)
-                               for m in models), key=lambda c: len(c[0]))
-                rec = decode(data, m)
+            for qb, e in ladder_grid(len(models), lambda: lad[-1]["bpp"] > LADDER_TOP):
+                data = encode(img, models, quality=qb, refine=refine, precision="fp32", max_error=e, bound=False)
+                rec = decode(data, models)
                 lad.append({**measure(ref, ref_int, dom, dom(rec), len(data), img, rec),
-                            "model": f"{m.name}+mse_layer={e}"})
-                if lad[-1]["bpp"] > 4.5:
-                    break
+                            "model": f"quality={qb:g}+mse_layer={e:g}"})
             pts = pareto(pts + lad)
         return sorted(pts, key=lambda p: p["bpp"]), enc / n, dec / n
 
