@@ -61,8 +61,8 @@ def test_quality_point_mapping(family):
         assert quality_point(family, k) == (family[k - 1], STEP_ONE)
     assert quality_point(family, 2.5) == (family[2], step_from_delta(2 ** 0.5))
     assert quality_point(family, 2.49) == (family[1], step_from_delta(2 ** -0.49))
-    assert quality_point(family, 0) == (family[0], STEP_MAX)
-    assert quality_point(family, 0.5) == (family[0], 128)
+    assert quality_point(family, 0) == (family[0], STEP_MAX)  # Δ 8
+    assert quality_point(family, 0.5) == (family[0], step_from_delta(2 ** 1.5))  # Δ 2.83
     assert quality_point(family, 5) == (family[3], 32)
     for bad in (-0.1, 5.01, float("nan"), True, "3"):
         with pytest.raises(InputError, match="quality"):

@@ -167,11 +167,12 @@ def family_members(model: SarCodec | str | Sequence[SarCodec]) -> list[SarCodec]
 # of rate point k costs about the bits of rate point k + 1 at unit step, with the same PSNR within
 # +-0.3 dB (e.g. mexico-b VV: q1 at Δ 0.5, 0.450 bpp / 34.04 dB; q2 at Δ 1, 0.440 bpp / 33.79 dB).
 # So one quality unit is a factor 2 in Δ: quality Q in [k - 1/2, k + 1/2) is rate point k at
-# Δ = 2^(k - Q). Below 1 the first point's step grows twice as fast, to the coder's coarsest
-# (Δ = 2^(2 (1 - Q)), 4 at Q = 0: 0.06-0.13 bpp on the validation images, single-look included);
-# above N the last point's step shrinks to 0.5.
+# Δ = 2^(k - Q). Below 1 the first point's step grows three times as fast, to the coder's
+# coarsest (Δ = 2^(3 (1 - Q)), 8 at Q = 0: 0.04-0.09 bpp on the validation images, single-look
+# included; Δ 4, the coarsest until session 8, left a GRD test crop at 0.17 bpp); above N the last
+# point's step shrinks to 0.5.
 QUALITY_MIN = 0.0
-_LOW_SLOPE = 2.0
+_LOW_SLOPE = 3.0
 
 
 def quality_point(bases: Sequence[SarCodec], quality: float) -> tuple[SarCodec, int]:

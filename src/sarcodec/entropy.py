@@ -447,7 +447,7 @@ class FixedPointNet:
 # is the same float on every machine. Δ < 1 spends more bits on a model (higher quality), Δ > 1
 # fewer: a continuous quality knob between and beyond the trained rate points.
 STEP_ONE = 64
-STEP_MIN, STEP_MAX = 16, 256  # Δ in [0.25, 4]
+STEP_MIN, STEP_MAX = 16, 512  # Δ in [0.25, 8]
 
 
 def check_step(step: int) -> int:
