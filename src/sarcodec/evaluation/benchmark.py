@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..api import ERROR_LADDER, layer_bases
+from ..api import ERROR_LADDER, layer_bases, quality_point
 from ..errors import InputError
 from .codecs import avif, htj2k, jpeg2000, jpeg8, jpegxl, match_bytes, pareto
 from .metrics import BenchmarkDomain, bd_psnr, bd_rate, bpp, enl_ratio, epi, fidelity, ms_ssim, psnr
@@ -63,6 +63,14 @@ QUALITY_STEP = 0.5  # a ``:quality`` family is coded at 0, 0.5, ..., N + 1 (api.
 def quality_grid(n: int) -> list[float]:
     """The continuous qualities a ``:quality`` family of ``n`` rate points is measured at."""
     return [k * QUALITY_STEP for k in range(int((n + 1) / QUALITY_STEP) + 1)]
+
+
+def quality_signature(n: int, grid=quality_grid) -> str:
+    """What the qualities ``grid(n)`` code with: (rate point index, step) each, so that cached
+    results are redone when the quality mapping changes (quality 0 was Δ 4 until session 8)."""
+    return str([quality_point(list(range(n)), q) for q in grid(n)])
+
+
 HEADLINE_RATES = (0.5, 1.0, 2.0)
 
 
@@ -275,8 +283,8 @@ class Benchmark:
             return f"{key}:{[round(float(k), 6) for k in knobs]}|fidelity1"
         fam = self.results["families"][key]
         return "+".join(m["hash"] for m in fam["models"]) + (f"|refine{fam['refine']}" if fam.get("refine") else "") \
-            + (f"|mse-ladder{list(LADDER)}@{layer_bases(len(fam['models']))}" if fam.get("ladder") else "") \
-            + (f"|quality{quality_grid(len(fam['models']))}" if fam.get("quality") else "") + "|fidelity1"
+            + (f"|mse-ladder{list(LADDER)}@{quality_signature(len(fam['models']), layer_bases)}" if fam.get("ladder") else "") \
+            + (f"|quality{quality_signature(len(fam['models']))}" if fam.get("quality") else "") + "|fidelity1"
 
     @staticmethod
     def _learned(models, img, dom, ref, ref_int, refine: int = 0, ladder: bool = False, quality: bool = False):
