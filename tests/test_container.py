@@ -67,6 +67,51 @@ def test_wrong_version(encoded):
         sarcodec.decode(bytes(bad))
 
 
+def test_footer_dictionary_is_frozen():
+    """The preset dictionary is part of format 4: changing it would make every version-4 file
+    unreadable. A new dictionary needs a new format version."""
+    import zlib
+
+    from sarcodec.container import FOOTER_DICT
+
+    assert (len(FOOTER_DICT), zlib.adler32(FOOTER_DICT)) == (2168, 0xE833A765)
+
+
+def test_older_versions_still_read(encoded):
+    """Files of versions 2 and 3 (plain zlib footers) decode as before; a version-4 footer costs
+    a fraction of theirs; a footer deflated with another dictionary is refused as corrupted."""
+    import io
+    import zlib
+
+    from sarcodec.container import ContainerWriter
+
+    m, img, data = encoded
+    h = ContainerReader(data).header
+    assert h.version == 4
+    off = int(TRAILER.unpack(data[-TRAILER.size:])[0])
+    want = sarcodec.decode(data, m)
+    sizes = {}
+    for v in (2, 3):
+        buf = io.BytesIO(data[:off])
+        buf.seek(off)
+        old = bytearray(buf.getvalue())
+        old[8:10] = v.to_bytes(2, "little")  # the fixed header names the version the footer CRC covers
+        buf = io.BytesIO(bytes(old))
+        buf.seek(off)
+        ContainerWriter.resume(buf, off, v).write_footer(h.to_json())
+        sizes[v] = len(buf.getvalue())
+        assert ContainerReader(buf.getvalue()).header.version == v
+        np.testing.assert_array_equal(sarcodec.decode(buf.getvalue(), m), want)
+    assert len(data) < sizes[2] - 150, (len(data), sizes)
+    forged = bytearray(data[:off])
+    c = zlib.compressobj(9, zdict=b'{"model":')
+    foot = c.compress(b'{"model":{}}') + c.flush()
+    crc = zlib.crc32(bytes(forged[:HEADER.size]) + foot)
+    forged += foot + TRAILER.pack(off, len(foot), crc, b"CRAS")
+    with pytest.raises(CorruptedFileError, match="unreadable"):
+        ContainerReader(bytes(forged))
+
+
 def test_every_flipped_byte_is_detected(encoded):
     """A single flipped byte anywhere -- header, tiles, mask, footer, trailer -- raises a FormatError."""
     m, _, data = encoded

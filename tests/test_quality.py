@@ -92,28 +92,31 @@ def forged(data: bytes, header) -> bytes:
     import io
 
     off = int(TRAILER.unpack(data[-TRAILER.size:])[0])
-    buf = io.BytesIO(data[:off])
+    body = bytearray(data[:off])
+    body[8:10] = header.version.to_bytes(2, "little")  # the fixed header names the footer's version
+    buf = io.BytesIO(bytes(body))
     buf.seek(off)
     ContainerWriter.resume(buf, off, header.version).write_footer(header.to_json())
     return buf.getvalue()
 
 
-def test_step_files_are_version_3_and_checked(family, img):
+def test_step_files_are_checked_against_their_version(family, img):
     d2 = sarcodec.encode(img, family, quality=2)
     d25 = sarcodec.encode(img, family, quality=2.5)
     h2, h25 = ContainerReader(d2).header, ContainerReader(d25).header
-    assert h2.version == 2 and "latent_step" not in h2.metadata  # readable by version-2 readers
-    assert h25.version == 3 and h25.metadata["latent_step"] == step_from_delta(2 ** 0.5)
-    # a version-2 reader refuses a version-3 file (it would decode it wrongly)
-    old = bytearray(d25)
-    old[8:10] = (4).to_bytes(2, "little")
+    assert h2.version == h25.version == 4 and "latent_step" not in h2.metadata
+    assert h25.metadata["latent_step"] == step_from_delta(2 ** 0.5)
+    # a reader refuses a newer version (it would decode it wrongly)
+    new = bytearray(d25)
+    new[8:10] = (5).to_bytes(2, "little")
     with pytest.raises(UnsupportedVersionError):
-        ContainerReader(bytes(old))
+        ContainerReader(bytes(new))
     for bad in (0, 999, "64", True):
         h25.metadata["latent_step"] = bad
         with pytest.raises(CorruptedFileError, match="latent_step"):
             ContainerReader(forged(d25, h25))
     h2.metadata["latent_step"] = 80  # a version-2 file cannot carry a step
+    h2.version = 2
     with pytest.raises(CorruptedFileError, match="latent_step"):
         ContainerReader(forged(d2, h2))
 
@@ -190,7 +193,7 @@ def test_cli_continuous_quality(tmp_path, img):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     info = subprocess.run(CLI + ["info", str(tmp_path / "a.sarc")], capture_output=True, text=True)
-    assert "v3" in info.stdout and "quantisation step 91/64" in info.stdout.replace("\n", " "), info.stdout
+    assert "v4" in info.stdout and "quantisation step 91/64" in info.stdout.replace("\n", " "), info.stdout
     r = subprocess.run(CLI + ["decompress", str(tmp_path / "a.sarc"), "-o", str(tmp_path / "b.tif")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

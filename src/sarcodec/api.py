@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .checkpoint import DEFAULT_RADIOMETRY, load_model
-from .container import ContainerReader, ContainerWriter, Header, required_version, with_header
+from .container import ContainerReader, ContainerWriter, Header, with_header, written_version
 from .entropy import STEP_ONE, step_from_delta
 from .errors import InputError, ModelError, ModelMismatchError
 from .layers import LayerSpec
@@ -388,7 +388,7 @@ def _encode_one(
     header = new_header(model_info(model), src, rads, tile_size, descs, dict(metadata or {}))
     header.metadata.setdefault("ndim", arr.ndim)
     header.metadata.update(coding_metadata(model, step, spec, clip, lossless))
-    writer = ContainerWriter(buf, required_version(header.metadata))
+    writer = ContainerWriter(buf, written_version(header.metadata))
     encode_container(src, model, rads, writer, header, batch=batch, refine=refine, workers=workers,
                      precision=precision, layer=spec, stats=stats)
     return buf.getvalue()

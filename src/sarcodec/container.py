@@ -45,19 +45,62 @@ from .errors import (
 
 MAGIC = b"\x89SARC\r\n\x1a"
 END = b"CRAS"
-FORMAT_VERSION = 3  # the newest this reader reads; versions 1 and 2 still read
+FORMAT_VERSION = 4  # the newest this reader reads; versions 1 to 3 still read
 # 2: pixel layers (layers.py), tile CRCs bound to their position; 3: a latent quantisation step
 # other than 1 (metadata "latent_step"; continuous quality) or MSE pixel layers (centroid offsets,
-# layer "bound": false). Files are written with the lowest
-# version that holds what they use, so a reader of version 2 still reads every file that needs no
-# newer feature, and refuses (UnsupportedVersionError) the ones it would decode wrongly.
-BASE_VERSION = 2
+# layer "bound": false); 4: the footer is deflated with the preset dictionary FOOTER_DICT (a file's
+# fixed cost falls from ~430 to ~130 bytes: 9% of a 512^2 chip at 0.1 bpp, a third of a 120^2
+# BigEarthNet patch at 0.5 bpp). Files are written as version 4; what the metadata uses is still
+# checked against the version (required_version), and a reader of an older version refuses a
+# newer file (UnsupportedVersionError) instead of decoding it wrongly.
+BASE_VERSION = 4
+
+# The preset dictionary of version-4 footers: JSON a footer typically repeats (keys, bundled model
+# configs, radiometry, layers, the search's record, GDAL's WKT for WGS 84 and UTM, GeoTIFF tags).
+# Part of the format: it must never change (a test pins its Adler-32; zlib refuses a stream
+# deflated with another dictionary). A new dictionary is a new format version.
+FOOTER_DICT = "".join((
+    'PROJCS["WGS 84 / UTM zone 33N",PROJECTION["Transverse_Mercator"],PARAMETER["latitude_of_origin",0],',
+    'PARAMETER["central_meridian",15],PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",500000],',
+    'PARAMETER["false_northing",0],UNIT["metre",1,AUTHORITY["EPSG","9001"]],AXIS["Easting",EAST],',
+    'AXIS["Northing",NORTH],AUTHORITY["EPSG","326',
+    'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563,AUTHORITY["EPSG","7030"]],',
+    'AUTHORITY["EPSG","6326"]],PRIMEM["Greenwich",0,AUTHORITY["EPSG","8901"]],UNIT["degree",',
+    '0.0174532925199433,AUTHORITY["EPSG","9122"]],AXIS["Latitude",NORTH],AXIS["Longitude",EAST],',
+    'AUTHORITY["EPSG","4326"]]',
+    '"geo":{"driver":"GTiff","crs":"","transform":[,0.0,,0.0,-,],"has_transform":true,"gcps":[],',
+    '"gcp_crs":null,"nodata":null,"descriptions":[null],"tags":{"SOURCE":"Sentinel-1 GRD',
+    '","UNIT":"linear intensity","AREA_OR_POINT":"Area"},"band_tags":[{}],"units":[null],',
+    '"scales":[1.0],"offsets":[0.0],"colorinterp":["gray"]},"source":".tif",',
+    '"target":{"bpp":,"psnr":,"psnr_reached":,"met":true,"quality":,"max_error":0.',
+    '"lossless":true,"clip":[',
+    '{"model":{"id":"default-q4","hash":"","arch":"residual","config":{"latent_channels":192,',
+    '"base_channels":128,"latent_codec":"factorized","hyper_channels":128}},"shape":[1,1024,1024],',
+    '"dtype":"float32","bands":[{"radiometry":{"kind":"amplitude","lo_db":-2,"hi_db":-1,',
+    '"noise_floor_db":null,"nodata":null,"fill":0.5},"description":null,"invalid":0}],"tile_size":512,',
+    '"tiles":[[0,0,0,512,512,16,0,0,0,0,0,0,0,0]],',
+    '{"model":{"id":"default-q1","hash":"","arch":"hyperprior","config":{"latent_channels":144,',
+    '"base_channels":112,"latent_codec":"hyperprior","hyper_channels":64}},"shape":[1,512,512],',
+    '"dtype":"float32","bands":[{"radiometry":{"kind":"intensity","lo_db":-2,"hi_db":-1,',
+    '"noise_floor_db":null,"nodata":null,"fill":0.5},"description":null,"invalid":0}],"tile_size":1024,',
+    '"tiles":[[0,0,0,512,512,16,0,0,0,0,0,0,0,0]],"metadata":{"ndim":2,"halo_latents":4,',
+    '"border":"crop","latent_step":,"layer":{"max_error_db":0.,"outliers":"none","outlier_tol_db":0.35,',
+    '"bias":false,"bound":false}"layer":{"max_error_db":null,"outliers":"high","outlier_tol_db":0.35,',
+    '"bias":true,"peak_db":16.0},"analysis_precision":"bf16"}}',
+)).encode()
 
 
 def required_version(metadata: dict[str, Any]) -> int:
-    """The format version a container with this footer metadata must be written as."""
+    """The lowest format version that can carry a footer with this metadata."""
     mse_layer = isinstance(metadata.get("layer"), dict) and metadata["layer"].get("bound") is False
-    return 3 if "latent_step" in metadata or mse_layer else BASE_VERSION
+    return 3 if "latent_step" in metadata or mse_layer else 2
+
+
+def written_version(metadata: dict[str, Any]) -> int:
+    """The format version this sarcodec writes a container with this footer metadata as."""
+    return max(BASE_VERSION, required_version(metadata))
+
+
 HEADER = struct.Struct("<8sHHI")
 TRAILER = struct.Struct("<QQI4s")
 
@@ -257,7 +300,7 @@ class ContainerWriter:
     def write_footer(self, doc: Any) -> int:
         """Write ``doc`` (JSON) as the footer and the trailer; returns the container's size. Any
         document goes: :meth:`finish` writes a header's, the fuzzer forges others."""
-        footer = zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 9)
+        footer = deflate_footer(json.dumps(doc, separators=(",", ":")).encode(), self.version)
         crc = zlib.crc32(HEADER.pack(MAGIC, self.version, 0, 0) + footer)
         off = self.pos
         self.fh.write(footer)
@@ -287,9 +330,16 @@ def with_header(data: bytes, header: Header) -> bytes:
 MAX_FOOTER = 64 << 20  # decompressed footer bytes: a 100000^2 raster in 256 px tiles needs ~20 MB
 
 
-def bounded_decompress(blob: bytes, limit: int, what: str) -> bytes:
-    """zlib-decompress at most ``limit`` bytes: a forged blob cannot inflate to gigabytes."""
-    d = zlib.decompressobj()
+def deflate_footer(raw: bytes, version: int) -> bytes:
+    """A footer as written in ``version`` (zlib; from 4 on with the preset FOOTER_DICT)."""
+    c = zlib.compressobj(9, zdict=FOOTER_DICT) if version >= 4 else zlib.compressobj(9)
+    return c.compress(raw) + c.flush()
+
+
+def bounded_decompress(blob: bytes, limit: int, what: str, zdict: bytes | None = None) -> bytes:
+    """zlib-decompress at most ``limit`` bytes: a forged blob cannot inflate to gigabytes.
+    ``zdict``: the preset dictionary (zlib checks that the stream was deflated with it)."""
+    d = zlib.decompressobj(zdict=zdict) if zdict is not None else zlib.decompressobj()
     out = d.decompress(blob, limit)
     if d.unconsumed_tail or not d.eof:
         raise CorruptedFileError(f"{what} is larger than {limit} bytes when decompressed, or incomplete")
@@ -372,7 +422,7 @@ class ContainerReader:
         if zlib.crc32(head + footer) != crc or flags != 0 or reserved != 0:
             raise CorruptedFileError(f"{self.name}: header checksum mismatch (file corrupted)")
         try:
-            meta = json.loads(bounded_decompress(footer, MAX_FOOTER, "header"))
+            meta = json.loads(bounded_decompress(footer, MAX_FOOTER, "header", FOOTER_DICT if version >= 4 else None))
         except (zlib.error, ValueError, RecursionError) as e:
             raise CorruptedFileError(f"{self.name}: header is unreadable ({type(e).__name__}: {e})") from e
         try:

@@ -24,8 +24,8 @@ from .container import (
     atomic_path,
     atomic_write,
     check_output_path,
-    required_version,
     temp_prefix,
+    written_version,
 )
 from .errors import InputError, OutputError
 from .layers import LayerSpec
@@ -203,7 +203,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             header = new_header(model_info(m), src, rads, tile_size, list(ds.descriptions),
                                 {"geo": geo, "source": Path(src_path).name,
                                  **coding_metadata(m, st, spec, clip, lossless)})
-            writer = ContainerWriter(fh, required_version(header.metadata))
+            writer = ContainerWriter(fh, written_version(header.metadata))
             return encode_container(src, m, rads, writer, header, show, batch, refine, workers, precision, spec,
                                     stats)
 
