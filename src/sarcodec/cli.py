@@ -195,7 +195,8 @@ def compress(
                                                    "construction (a residual layer); without -q, on the rate point "
                                                    "that gives the smallest file"),
     psnr: Optional[float] = typer.Option(None, "--psnr", help="Target PSNR (dB, clipped dB domain): the smallest file "
-                                                               "that reaches it (searches rate points and --max-error)"),
+                                                               "that reaches it (searches the quality, and MSE pixel layers on "
+                                                               "each base quality)"),
     bpp: Optional[float] = typer.Option(None, "--bpp", help="Target bits per pixel: the best PSNR within it"),
     clip: Optional[str] = typer.Option(None, "--clip", help="LO,HI percentiles of the coded dB range (default 0.1,99.9)"),
     outliers: str = typer.Option("high", "--outliers",
