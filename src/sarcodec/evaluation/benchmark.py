@@ -418,7 +418,8 @@ class Benchmark:
                     by_label.setdefault(p["model"].split("+")[-1], []).append(p)  # a layer's base varies
             rows = [[label, str(len(pts))] + [f"{np.nanmean([p.get(k, np.nan) for p in pts]):.3f}" for k in keys]
                     for label, pts in sorted(by_label.items(), key=lambda kv: np.mean([p["bpp"] for p in kv[1]]))]
-            rep.table(f"{f.name}: SAR statistics per point (mean over the n images where it is on the curve)",
+            rep.table(f"{f.name}: SAR statistics per point (mean over the n points on the curves of all images; "
+                      "a layer step counts once for every base it is on)",
                       ["point", "n", "bpp", "PSNR", "MS-SSIM", "ENL ratio", "EPI", "bias dB", "top-0.1% |err| dB",
                        "max |err| dB"], rows)
         rows = []
