@@ -229,8 +229,8 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
     Candidates: (1) the continuous quality alone (:func:`quality_point`, the default pixel layer):
     integer qualities upward until the target is crossed, then bisection; (2) MSE pixel layers
     (``max_error`` from :data:`ERROR_LADDER`, bisected geometrically at the crossing) on each of
-    :func:`layer_bases` that the quality scan did not already find past the target, each walk
-    starting where the previous base's crossed. The smallest file that meets a PSNR target, or the
+    :func:`layer_bases` below the quality scan's crossing, from the crossing downward while a lower
+    base does better, each walk starting where the previous base's crossed. The smallest file that meets a PSNR target, or the
     best PSNR that fits a bpp budget, wins. Returns its bytes, with the target, the quality (and
     max_error) used and the PSNR reached recorded in its metadata."""
     import math
@@ -282,12 +282,19 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
 
     # MSE layers on the bases below the crossing (above it the base alone meets a PSNR target
     # with a smaller file; a bpp budget it does not fit at all)
+    def best(ts: list) -> tuple | None:  # the winner among ``ts`` (None: none meets the target)
+        good = [t for t in ts if ok(t)]
+        if not good:
+            return None
+        return min(good, key=lambda t: t[1]) if psnr is not None else max(good, key=lambda t: t[0])
+
     start = _LADDER_START
-    base_size = {t[3]["quality"]: t[1] for t in tried}  # the base alone, where the scan coded it
-    for qb in [q for q in layer_bases(n) if q < cross]:
-        smallest = min((t[1] for t in tried if ok(t)), default=None)
-        if psnr is not None and smallest is not None and base_size.get(qb, 0) >= smallest:
-            break  # a layer only adds to its base, and the bases only grow from here
+    prev_best = best(tried)  # the quality alone
+    # downward from the crossing, while a lower base does better: the size that meets a PSNR (the
+    # PSNR that fits a budget) is unimodal in the base (GRD: the base next to the crossing wins
+    # or nothing does, one base tried; single-look: bases down to 0-1)
+    for qb in sorted((q for q in layer_bases(n) if q < cross), reverse=True):
+        first = len(tried)
         m, st = quality_point(bases, qb)
 
         def lay(e: float, m=m, st=st, qb=qb) -> tuple:
@@ -310,17 +317,20 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
             i, t_i = j, t_j
         if j is None:  # the whole ladder is on one side of the target for this base
             start = i
-            continue
-        c, f = min(i, j), max(i, j)  # coarse and fine index of the crossing
-        start = f if psnr is not None else c
-        bisect(ERROR_LADDER[c], ERROR_LADDER[f], lay, lambda a, b: math.sqrt(a * b),
-               lo_ok=ok(t_i if i == c else t_j))
-    good = [t for t in tried if ok(t)]
-    if psnr is not None:
-        pick = min(good, key=lambda t: t[1]) if good else max(tried, key=lambda t: t[0])
-    else:
-        pick = max(good, key=lambda t: t[0]) if good else min(tried, key=lambda t: t[1])
-    return _record_target(pick[2], target, pick[0], bool(good), pick[3])
+        else:
+            c, f = min(i, j), max(i, j)  # coarse and fine index of the crossing
+            start = c if psnr is not None else f
+            bisect(ERROR_LADDER[c], ERROR_LADDER[f], lay, lambda a, b: math.sqrt(a * b),
+                   lo_ok=ok(t_i if i == c else t_j))
+        mine = best(tried[first:])
+        if prev_best is not None and (mine is None or best([prev_best, mine]) is prev_best):
+            break  # this base does worse than the one above it (or the quality alone)
+        prev_best = mine if mine is not None else prev_best
+    pick = best(tried)
+    met = pick is not None
+    if not met:  # closest: the best PSNR, or the smallest file
+        pick = max(tried, key=lambda t: t[0]) if psnr is not None else min(tried, key=lambda t: t[1])
+    return _record_target(pick[2], target, pick[0], met, pick[3])
 
 
 def _record_target(data: bytes, target: dict[str, float], reached: float, met: bool,
