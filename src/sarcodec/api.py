@@ -230,9 +230,9 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
     integer qualities upward until the target is crossed, then bisection; (2) MSE pixel layers
     (``max_error`` from :data:`ERROR_LADDER`, bisected geometrically at the crossing) on each of
     :func:`layer_bases` below the quality scan's crossing, from the crossing downward while a lower
-    base does better, each walk starting where the previous base's crossed. The smallest file that meets a PSNR target, or the
-    best PSNR that fits a bpp budget, wins. Returns its bytes, with the target, the quality (and
-    max_error) used and the PSNR reached recorded in its metadata."""
+    base does better, each walk starting where the previous base's crossed. The smallest file that
+    meets a PSNR target, or the best PSNR that fits a bpp budget, wins. Returns its bytes, with the
+    target, the quality (and max_error) used and the PSNR reached recorded in its metadata."""
     import math
 
     tried: list[tuple[float, int, bytes, dict[str, float]]] = []  # (psnr, bytes, data, knob)
@@ -280,14 +280,14 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
             break
         prev = float(q)
 
-    # MSE layers on the bases below the crossing (above it the base alone meets a PSNR target
-    # with a smaller file; a bpp budget it does not fit at all)
     def best(ts: list) -> tuple | None:  # the winner among ``ts`` (None: none meets the target)
         good = [t for t in ts if ok(t)]
         if not good:
             return None
         return min(good, key=lambda t: t[1]) if psnr is not None else max(good, key=lambda t: t[0])
 
+    # MSE layers on the bases below the crossing (above it the base alone meets a PSNR target
+    # with a smaller file; a bpp budget it does not fit at all)
     start = _LADDER_START
     prev_best = best(tried)  # the quality alone
     # downward from the crossing, while a lower base does better: the size that meets a PSNR (the
@@ -305,7 +305,6 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         i = start
         t_i = lay(ERROR_LADDER[i])
         going_coarser = ok(t_i) == (psnr is not None)
-        j = i
         while True:
             j = i - 1 if going_coarser else i + 1
             if not 0 <= j < len(ERROR_LADDER):
