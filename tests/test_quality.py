@@ -10,9 +10,10 @@ import torch
 
 import sarcodec
 from sarcodec.api import quality_point
-from sarcodec.container import TRAILER, ContainerReader, ContainerWriter
+from sarcodec.container import ContainerReader
 from sarcodec.entropy import STEP_MAX, STEP_MIN, STEP_ONE, ACT_BITS, log_step_fixed, step_from_delta
 from sarcodec.errors import CorruptedFileError, InputError, ModelError, UnsupportedVersionError
+from sarcodec.fuzz import rewrite_footer
 
 CLI = [sys.executable, "-m", "sarcodec"]
 
@@ -89,15 +90,7 @@ def test_quality_is_continuous_and_monotone(family, img):
 
 def forged(data: bytes, header) -> bytes:
     """``data`` with ``header`` as its footer, written without the writer's checks (a forger's)."""
-    import io
-
-    off = int(TRAILER.unpack(data[-TRAILER.size:])[0])
-    body = bytearray(data[:off])
-    body[8:10] = header.version.to_bytes(2, "little")  # the fixed header names the footer's version
-    buf = io.BytesIO(bytes(body))
-    buf.seek(off)
-    ContainerWriter.resume(buf, off, header.version).write_footer(header.to_json())
-    return buf.getvalue()
+    return rewrite_footer(data, header.to_json(), header.version)
 
 
 def test_step_files_are_checked_against_their_version(family, img):

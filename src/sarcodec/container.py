@@ -330,9 +330,15 @@ def with_header(data: bytes, header: Header) -> bytes:
 MAX_FOOTER = 64 << 20  # decompressed footer bytes: a 100000^2 raster in 256 px tiles needs ~20 MB
 
 
+def footer_dict(version: int) -> bytes | None:
+    """The preset dictionary a footer of format ``version`` is deflated with (None: plain zlib)."""
+    return FOOTER_DICT if version >= 4 else None
+
+
 def deflate_footer(raw: bytes, version: int) -> bytes:
-    """A footer as written in ``version`` (zlib; from 4 on with the preset FOOTER_DICT)."""
-    c = zlib.compressobj(9, zdict=FOOTER_DICT) if version >= 4 else zlib.compressobj(9)
+    """A footer as written in ``version`` (zlib, with :func:`footer_dict`)."""
+    zdict = footer_dict(version)
+    c = zlib.compressobj(9, zdict=zdict) if zdict is not None else zlib.compressobj(9)
     return c.compress(raw) + c.flush()
 
 
@@ -422,7 +428,7 @@ class ContainerReader:
         if zlib.crc32(head + footer) != crc or flags != 0 or reserved != 0:
             raise CorruptedFileError(f"{self.name}: header checksum mismatch (file corrupted)")
         try:
-            meta = json.loads(bounded_decompress(footer, MAX_FOOTER, "header", FOOTER_DICT if version >= 4 else None))
+            meta = json.loads(bounded_decompress(footer, MAX_FOOTER, "header", footer_dict(version)))
         except (zlib.error, ValueError, RecursionError) as e:
             raise CorruptedFileError(f"{self.name}: header is unreadable ({type(e).__name__}: {e})") from e
         try:

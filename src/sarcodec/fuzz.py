@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .container import TRAILER, ContainerReader, ContainerWriter, Header
+from .container import HEADER, MAGIC, TRAILER, ContainerReader, ContainerWriter, Header, deflate_footer
 from .errors import FormatError, InputError, ModelError
 
 HOSTILE: list[Any] = [-1, 0, 1, 2**31, 2**63, 1e308, -1e308, float("nan"), "x", "", None, True, [], {}, [1, 2],
@@ -53,11 +53,15 @@ def _set(obj: Any, path: tuple, value: Any) -> Any:
     return obj
 
 
-def _rewrite(data: bytes, footer_json: Any, version: int) -> bytes:
-    """The body of ``data`` with a new footer (checksums recomputed; may be any JSON)."""
+def rewrite_footer(data: bytes, footer_json: Any, version: int) -> bytes:
+    """The body of ``data`` with a new footer written as format ``version`` (the fixed header
+    names it; checksums recomputed; the footer may be any JSON): a forger's, without the
+    writer's checks."""
     off = int(TRAILER.unpack(data[-TRAILER.size:])[0])
-    buf = io.BytesIO()
-    buf.write(data[:off])
+    body = bytearray(data[:off])
+    body[8:10] = version.to_bytes(2, "little")
+    buf = io.BytesIO(bytes(body))
+    buf.seek(off)
     ContainerWriter.resume(buf, off, version).write_footer(footer_json)
     return buf.getvalue()
 
@@ -84,7 +88,7 @@ def _replace_blob(data: bytes, hdr: Header, which: str, rng: np.random.Generator
         e.mask_crc = zlib.crc32(junk)
     else:
         e.layer_crc = zlib.crc32(junk)
-    return _rewrite(bytes(body), hdr.to_json(), hdr.version)
+    return rewrite_footer(bytes(body), hdr.to_json(), hdr.version)
 
 
 def sample_file(model, seed: int = 0) -> bytes:
@@ -164,7 +168,7 @@ def fuzz_container(model, n_random: int = 100, n_forged: int = 100, seed: int = 
                 if isinstance(cur, (int, float)) and not isinstance(cur, bool):
                     val = type(cur)(cur + int(rng.choice([-1, 1, 64, -64]))) if isinstance(cur, int) else cur * 1.5
             doc = _set(copy.deepcopy(doc0), path, val)
-            run("forged", _rewrite(base, doc, hdr0.version), f"{'/'.join(map(str, path))}={val!r}"[:120])
+            run("forged", rewrite_footer(base, doc, hdr0.version), f"{'/'.join(map(str, path))}={val!r}"[:120])
         elif r < 0.75:
             deep: Any = 0
             for _ in range(int(rng.integers(1000, 100000))):
@@ -172,7 +176,7 @@ def fuzz_container(model, n_random: int = 100, n_forged: int = 100, seed: int = 
             doc = copy.deepcopy(doc0)
             doc["metadata"]["x"] = deep
             try:
-                data = _rewrite(base, doc, hdr0.version)
+                data = rewrite_footer(base, doc, hdr0.version)
             except RecursionError:  # json.dumps itself cannot write it: write it by hand
                 n = int(rng.integers(1000, 100000))
                 raw = json.dumps(doc0).replace('"metadata": {', '"metadata": {"x": ' + "[" * n + "]" * n + ", ", 1)
@@ -197,14 +201,12 @@ def fuzz_container(model, n_random: int = 100, n_forged: int = 100, seed: int = 
         ta.offset, tb.offset = tb.offset, ta.offset
         ta.length, tb.length = tb.length, ta.length
         ta.crc, tb.crc = tb.crc, ta.crc
-        run("moved", _rewrite(base, hdr.to_json(), hdr.version), f"tiles {a} <-> {b}")
+        run("moved", rewrite_footer(base, hdr.to_json(), hdr.version), f"tiles {a} <-> {b}")
     return {"counts": counts, **findings}
 
 
 def _rewrite_raw(data: bytes, footer: bytes, version: int, compressed: bool = False) -> bytes:
-    from .container import HEADER, MAGIC
-
     off = int(TRAILER.unpack(data[-TRAILER.size:])[0])
-    comp = footer if compressed else zlib.compress(footer, 9)
+    comp = footer if compressed else deflate_footer(footer, version)
     crc = zlib.crc32(HEADER.pack(MAGIC, version, 0, 0) + comp)
     return data[:off] + comp + TRAILER.pack(off, len(comp), crc, b"CRAS")
