@@ -1,5 +1,6 @@
 """The pixel layer (layers.py): exact context coding, bright targets, unbiased mean intensity,
 error bounds by construction, targets, and what a damaged layer gives."""
+import struct
 import subprocess
 import sys
 import zlib
@@ -238,15 +239,28 @@ def test_cli_fidelity_options(trained_tiny, tmp_path, capsys):
         assert not (tmp_path / "c.sarc").exists()
 
 
-def test_layer_decode_is_identical_across_processes(model, trained_tiny, tmp_path):
+@pytest.mark.parametrize("bound", [True, False])
+def test_layer_decode_is_identical_across_processes(model, trained_tiny, tmp_path, bound):
+    """Bound layers and MSE layers (pixel or wavelet form) decode to the same pixels in another
+    process with one thread."""
+    from scipy.ndimage import gaussian_filter
+
     img, _ = _point_targets(128, seed=14)
-    data = sarcodec.encode(img, model, tile_size=64, max_error=0.3)
+    if not bound:  # smooth texture without speckle: correlated residuals, some tiles take the wavelet form
+        img = np.power(10, gaussian_filter(np.random.default_rng(2).normal(0, 30, img.shape), 2) / 10 - 1)
+        img = img.astype(np.float32)
+    data = sarcodec.encode(img, model, tile_size=64, max_error=0.3, bound=bound)
+    r = ContainerReader(data)
+    forms = {lay.residual is not None for lay in (r.tile_layer(e) for e in r.header.tiles) if lay is not None}
+    assert forms == {False} if bound else True in forms
     (tmp_path / "x.sarc").write_bytes(data)
     here = sarcodec.decode(data, model)
     code = ("import sys, numpy as np, torch, sarcodec; torch.set_num_threads(1); "
             f"np.save(sys.argv[1], sarcodec.decode(open(sys.argv[2], 'rb').read(), sarcodec.load_model({str(trained_tiny)!r})))")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "y.npy"), str(tmp_path / "x.sarc")], check=True)
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), here)
+    win = sarcodec.decode(data, model, window=(20, 30, 90, 70))
+    np.testing.assert_array_equal(win, here[30:100, 20:110])
 
 
 def test_lossless_dn_round_trip(tmp_path):
@@ -290,7 +304,8 @@ def test_layer_offsets_round_trip():
 
 def test_mse_layer_beats_the_bound_at_the_same_size(model):
     """bound=False: the same integers and step, each bin reconstructed at its centroid: higher
-    PSNR for 4 more bytes per tile; the file says so and needs a version-3 reader."""
+    PSNR for 4 more bytes per tile (or a wavelet layer where that costs less); the file says so
+    and needs a version-5 reader."""
     from sarcodec.fuzz import rewrite_footer
 
     img = synthetic_sar((192, 192), seed=13).astype(np.float32)
@@ -306,8 +321,9 @@ def test_mse_layer_beats_the_bound_at_the_same_size(model):
     # a version-2 footer that claims an MSE layer is refused (its reader would ignore the offsets)
     h, d = res[True][2], res[True][3]
     h.metadata["layer"]["bound"] = False
-    with pytest.raises(CorruptedFileError, match="version 3"):
-        ContainerReader(rewrite_footer(d, h.to_json(), 2))
+    for v in (2, 4):
+        with pytest.raises(CorruptedFileError, match="version 5"):
+            ContainerReader(rewrite_footer(d, h.to_json(), v))
 
 
 def test_search_layers_minimise_mse(model):
@@ -315,3 +331,77 @@ def test_search_layers_minimise_mse(model):
     data = sarcodec.encode(img, [model], psnr=40.0, tile_size=64)
     md = ContainerReader(data).header.metadata
     assert md["target"]["met"] and "max_error" in md["target"] and md["layer"]["bound"] is False
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (2, 3), (37, 53), (64, 64)])
+def test_wavelet_transform_is_invertible_on_any_shape(shape):
+    from sarcodec.layers import band_shapes, dwt2, idwt2
+
+    x = np.random.default_rng(3).normal(size=shape)
+    bands = dwt2(x, 2)
+    assert [b.shape for b in bands] == band_shapes(shape, 2)
+    np.testing.assert_allclose(idwt2(bands, 2), x, atol=1e-12)
+
+
+def _correlated_residual(shape, seed, smooth):
+    from scipy.ndimage import gaussian_filter
+
+    r = np.random.default_rng(seed).normal(0, 0.05, shape)
+    return gaussian_filter(r, smooth) * (1 + 2 * smooth) if smooth else r
+
+
+def test_mse_layer_takes_the_wavelet_form_where_it_costs_less():
+    """Spatially correlated residuals (what the base leaves on multi-looked GRD) get the wavelet
+    form, white ones (single-look speckle) the pixel form; either decodes to exactly what the
+    encoder reconstructed, and the wavelet layer is the better trade of size for error there."""
+    from sarcodec.layers import make_layer
+
+    shape, lo, hi = (96, 80), -25.0, 5.0
+    base = np.full(shape, 0.5)
+    mask = np.zeros(shape, bool)
+    mask[:7, :11] = True
+    for smooth, wavelet in ((2.0, True), (0.0, False)):
+        t = base + _correlated_residual(shape, 4, smooth)
+        blob, lay = make_layer(t, base, mask, LayerSpec(0.3, bound=False), lo, hi)
+        assert (lay.residual is not None) == wavelet and (lay.q is None) == wavelet
+        got = decode_layer(blob, shape)
+        np.testing.assert_array_equal(got.apply(base, lo, hi), lay.apply(base, lo, hi))
+        if wavelet:
+            pix = encode_layer(lay.q if lay.q is not None else np.rint((t - base) / lay.step).astype(np.int64),
+                               lay.step, offsets=(0, 0, 0, 0))
+            err = np.mean((got.apply(base, lo, hi) - t)[~mask] ** 2)
+            assert len(blob) < len(pix) and err < (lay.step ** 2) / 12 * 1.2
+            win = decode_layer(blob, shape)
+            win.crop((10, 50), (5, 70))
+            np.testing.assert_array_equal(win.apply(base[10:50, 5:70], lo, hi), lay.apply(base, lo, hi)[10:50, 5:70])
+    # the bound (max_error) layer never takes the wavelet form: its per-pixel bound would not hold
+    t = base + _correlated_residual(shape, 4, 2.0)
+    blob, lay = make_layer(t, base, mask, LayerSpec(0.3), lo, hi)
+    assert lay.residual is None and lay.q is not None
+
+
+def test_damaged_wavelet_layer_is_refused():
+    from sarcodec.layers import encode_wavelet_layer
+
+    shape = (48, 40)
+    blob, res = encode_wavelet_layer(_correlated_residual(shape, 5, 2.0), 0.004)
+    got = decode_layer(blob, shape)
+    np.testing.assert_array_equal(got.residual, res)
+    rng = np.random.default_rng(6)
+    for cut in (len(blob) - 1, len(blob) // 2, 20, 19):
+        with pytest.raises(CorruptedFileError):
+            decode_layer(blob[:cut], shape)
+    with pytest.raises(CorruptedFileError):
+        decode_layer(blob + b"\0", shape)
+    for _ in range(60):  # flipped bytes: a clear error or some residual, never a crash
+        b = bytearray(blob)
+        b[int(rng.integers(len(b)))] ^= 1 << int(rng.integers(8))
+        try:
+            decode_layer(bytes(b), shape)
+        except CorruptedFileError:
+            pass
+    # a subband that claims to be a wavelet layer itself (recursion) is refused
+    sub = encode_wavelet_layer(_correlated_residual((24, 20), 7, 2.0), 0.004)[0]
+    nested = blob[:20] + struct.pack("<I", len(sub)) + sub
+    with pytest.raises(CorruptedFileError, match="subband"):
+        decode_layer(nested, shape)

@@ -10,7 +10,7 @@ import torch
 
 import sarcodec
 from sarcodec.api import quality_point
-from sarcodec.container import ContainerReader
+from sarcodec.container import FORMAT_VERSION, ContainerReader
 from sarcodec.entropy import STEP_MAX, STEP_MIN, STEP_ONE, ACT_BITS, log_step_fixed, step_from_delta
 from sarcodec.errors import CorruptedFileError, InputError, ModelError, UnsupportedVersionError
 from sarcodec.fuzz import rewrite_footer
@@ -101,7 +101,7 @@ def test_step_files_are_checked_against_their_version(family, img):
     assert h25.metadata["latent_step"] == step_from_delta(2 ** 0.5)
     # a reader refuses a newer version (it would decode it wrongly)
     new = bytearray(d25)
-    new[8:10] = (5).to_bytes(2, "little")
+    new[8:10] = (FORMAT_VERSION + 1).to_bytes(2, "little")
     with pytest.raises(UnsupportedVersionError):
         ContainerReader(bytes(new))
     for bad in (0, 999, "64", True):

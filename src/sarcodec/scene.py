@@ -525,8 +525,7 @@ class SceneDecoder:
             lay = self.reader.tile_layer(e)
             if lay is None:
                 return pix
-            if lay.q is not None:
-                lay.q = lay.q[rows[0]:rows[1], cols[0]:cols[1]]
+            lay.crop(rows, cols)
             return lay.apply(pix, rad.lo_db, rad.hi_db)
 
         v, m = self._assemble(band, r0, r1, c0, c1, block, np.float32, progress)

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..api import ERROR_LADDER, layer_bases, quality_point
-from ..container import BASE_VERSION
+from ..container import FORMAT_VERSION
 from ..errors import InputError
 from .codecs import avif, htj2k, jpeg2000, jpeg8, jpegxl, match_bytes, pareto
 from .metrics import BenchmarkDomain, bd_psnr, bd_rate, bpp, enl_ratio, epi, fidelity, ms_ssim, psnr
@@ -286,7 +286,7 @@ class Benchmark:
         return "+".join(m["hash"] for m in fam["models"]) + (f"|refine{fam['refine']}" if fam.get("refine") else "") \
             + (f"|mse-ladder{list(LADDER)}@{quality_signature(len(fam['models']), layer_bases)}" if fam.get("ladder") else "") \
             + (f"|quality{quality_signature(len(fam['models']))}" if fam.get("quality") else "") + "|fidelity1" \
-            + f"|container{BASE_VERSION}"  # sizes depend on the container format
+            + f"|container{FORMAT_VERSION}"  # sizes depend on the container format (the newest written)
 
     @staticmethod
     def _learned(models, img, dom, ref, ref_int, refine: int = 0, ladder: bool = False, quality: bool = False):
