@@ -240,7 +240,7 @@ def test_cli_fidelity_options(trained_tiny, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bound", [True, False])
-def test_layer_decode_is_identical_across_processes(model, trained_tiny, tmp_path, bound):
+def test_layer_decode_is_identical_across_processes(model, trained_tiny, tmp_path, bound, capsys):
     """Bound layers and MSE layers (pixel or wavelet form) decode to the same pixels in another
     process with one thread."""
     from scipy.ndimage import gaussian_filter
@@ -251,7 +251,8 @@ def test_layer_decode_is_identical_across_processes(model, trained_tiny, tmp_pat
         img = img.astype(np.float32)
     data = sarcodec.encode(img, model, tile_size=64, max_error=0.3, bound=bound)
     r = ContainerReader(data)
-    forms = {lay.residual is not None for lay in (r.tile_layer(e) for e in r.header.tiles) if lay is not None}
+    forms_n = [lay.residual is not None for lay in (r.tile_layer(e) for e in r.header.tiles) if lay is not None]
+    forms = set(forms_n)
     assert forms == {False} if bound else True in forms
     (tmp_path / "x.sarc").write_bytes(data)
     here = sarcodec.decode(data, model)
@@ -261,6 +262,9 @@ def test_layer_decode_is_identical_across_processes(model, trained_tiny, tmp_pat
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), here)
     win = sarcodec.decode(data, model, window=(20, 30, 90, 70))
     np.testing.assert_array_equal(win, here[30:100, 20:110])
+    if not bound:  # info says how many tiles took the wavelet form
+        assert _run(["info", str(tmp_path / "x.sarc")]) == 0
+        assert f"wavelet form on {sum(forms_n)} of {len(r.header.tiles)} tiles" in capsys.readouterr().out
 
 
 def test_lossless_dn_round_trip(tmp_path):

@@ -1,0 +1,77 @@
+"""Speed of the pixel layer's two MSE forms (pixel and wavelet), and what an MSE layer costs a
+whole-file decode with the bundled ``default`` family.
+
+    python benchmarks/layer_speed.py [--size 512] [--repeat 3] [--image PATH]
+
+Layer timings use a spatially correlated residual (smoothed Gaussian noise, the wavelet form's
+case) at max_error 0.5 dB; file timings use ``--image`` (a GeoTIFF, e.g. a validation scene) or
+synthetic SAR. Medians of --repeat runs, all measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import numpy as np  # noqa: E402
+
+import sarcodec  # noqa: E402
+from sarcodec.data import synthetic_sar  # noqa: E402
+from sarcodec.api import family_members  # noqa: E402
+from sarcodec.layers import decode_layer, encode_layer, encode_wavelet_layer  # noqa: E402
+
+
+def _median(fn, repeat: int) -> float:
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    from scipy.ndimage import gaussian_filter
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--image", type=Path, default=None)
+    a = ap.parse_args()
+    n = a.size
+    mp = n * n / 1e6
+    step = 2 * 0.5 / 30.0  # max_error 0.5 dB over a 30 dB clip range
+    r = gaussian_filter(np.random.default_rng(0).normal(0, 0.05, (n, n)), 1.5) * 4
+    q = np.rint(r / step).astype(np.int64)
+    pix = encode_layer(q, step, offsets=(0, 0, 0, 0))
+    wav, _ = encode_wavelet_layer(r, step)
+    print(f"{n}x{n} correlated residual, max_error 0.5 dB, median of {a.repeat}")
+    print(f"{'layer form':12s} {'bytes':>8s} {'encode MP/s':>12s} {'decode MP/s':>12s}")
+    for name, blob, enc in (("pixel", pix, lambda: encode_layer(q, step, offsets=(0, 0, 0, 0))),
+                            ("wavelet", wav, lambda: encode_wavelet_layer(r, step))):
+        te = _median(enc, a.repeat)
+        td = _median(lambda blob=blob: decode_layer(blob, (n, n)), a.repeat)
+        print(f"{name:12s} {len(blob):8d} {mp / te:12.2f} {mp / td:12.2f}")
+    if a.image is not None:
+        from sarcodec.data.scenes import read_intensity
+
+        img = read_intensity(a.image)
+    else:
+        img = synthetic_sar((n, n), seed=0)
+    fam = family_members("default")
+    mp = img.size / 1e6
+    print(f"\nwhole file, {img.shape[0]}x{img.shape[1]} ({a.image.name if a.image else 'synthetic'}), default family")
+    print(f"{'file':28s} {'bpp':>6s} {'decode MP/s':>12s}")
+    for label, kw in (("quality 2", {"quality": 2}), ("quality 1 + MSE layer 0.5 dB", {"quality": 1, "max_error": 0.5,
+                                                                                        "bound": False})):
+        data = sarcodec.encode(img, fam, **kw)
+        td = _median(lambda data=data: sarcodec.decode(data, fam), a.repeat)
+        print(f"{label:28s} {8 * len(data) / img.size:6.2f} {mp / td:12.2f}")
+
+
+if __name__ == "__main__":
+    main()
