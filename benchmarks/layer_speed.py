@@ -10,28 +10,19 @@ synthetic SAR. Medians of --repeat runs, all measured in the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
 
 import sarcodec  # noqa: E402
 from sarcodec.data import synthetic_sar  # noqa: E402
+from codec_speed import _median_time as _median  # noqa: E402
 from sarcodec.api import family_members  # noqa: E402
 from sarcodec.layers import decode_layer, encode_layer, encode_wavelet_layer  # noqa: E402
-
-
-def _median(fn, repeat: int) -> float:
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def main() -> None:
