@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import numpy as np  # noqa: E402
 
 import sarcodec  # noqa: E402
-from sarcodec.data import synthetic_sar  # noqa: E402
 from codec_speed import _median_time as _median  # noqa: E402
 from sarcodec.api import family_members  # noqa: E402
+from sarcodec.data import synthetic_sar  # noqa: E402
 from sarcodec.layers import decode_layer, encode_layer, encode_wavelet_layer  # noqa: E402
 
 

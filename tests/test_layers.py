@@ -371,8 +371,7 @@ def test_mse_layer_takes_the_wavelet_form_where_it_costs_less():
         got = decode_layer(blob, shape)
         np.testing.assert_array_equal(got.apply(base, lo, hi), lay.apply(base, lo, hi))
         if wavelet:
-            pix = encode_layer(lay.q if lay.q is not None else np.rint((t - base) / lay.step).astype(np.int64),
-                               lay.step, offsets=(0, 0, 0, 0))
+            pix = encode_layer(np.rint((t - base) / lay.step).astype(np.int64), lay.step, offsets=(0, 0, 0, 0))
             err = np.mean((got.apply(base, lo, hi) - t)[~mask] ** 2)
             assert len(blob) < len(pix) and err < (lay.step ** 2) / 12 * 1.2
             win = decode_layer(blob, shape)

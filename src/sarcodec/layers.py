@@ -406,7 +406,7 @@ def band_shapes(shape: tuple[int, int], levels: int) -> list[tuple[int, int]]:
 
 
 @functools.lru_cache(maxsize=64)
-def band_norms(shape: tuple[int, int], levels: int) -> list[float]:
+def band_norms(shape: tuple[int, int], levels: int) -> tuple[float, ...]:
     """L2 norm of each subband's synthesis function (an impulse at the band's centre through
     :func:`idwt2`, on at most 64 x 64 pixels: the functions of two levels span ~30): a quantiser
     step of ``step / norm`` gives every band the same share of MSE."""
@@ -419,7 +419,7 @@ def band_norms(shape: tuple[int, int], levels: int) -> list[float]:
             continue
         bands[k][sh[0] // 2, sh[1] // 2] = 1.0
         out.append(float(np.sqrt(np.sum(idwt2(bands, levels) ** 2))))
-    return out
+    return tuple(out)
 
 
 def encode_wavelet_layer(r: np.ndarray, step: float, levels: int = WAVELET_LEVELS) -> tuple[bytes, np.ndarray]:
@@ -449,7 +449,7 @@ def encode_wavelet_layer(r: np.ndarray, step: float, levels: int = WAVELET_LEVEL
     return b"".join(parts), idwt2(recs, levels)
 
 
-def _decode_wavelet(blob: bytes, shape: tuple[int, int], step: float, where: str) -> LayerData:
+def _decode_wavelet(blob: bytes, shape: tuple[int, int], step: float) -> LayerData:
     (levels,) = struct.unpack_from("<B", blob, _HEAD.size)
     if not 1 <= levels <= 8:
         raise ValueError("bad wavelet depth")
@@ -467,8 +467,7 @@ def _decode_wavelet(blob: bytes, shape: tuple[int, int], step: float, where: str
             continue
         if sub[2:3] not in (b"\x01", b"\x03"):
             raise ValueError("a subband must be a plain or MSE layer")
-        lay = decode_layer(sub, sh, where)
-        recs.append(np.zeros(sh) if lay.q is None else lay.values())
+        recs.append(_decode_blob(sub, sh).values())
     if pos != len(blob):
         raise ValueError("trailing bytes after the subbands")
     return LayerData(None, step, 0.0, residual=idwt2(recs, levels))
@@ -477,81 +476,87 @@ def _decode_wavelet(blob: bytes, shape: tuple[int, int], step: float, where: str
 def decode_layer(blob: bytes, shape: tuple[int, int], where: str = "tile") -> LayerData:
     """Inverse of :func:`encode_layer` for a tile of ``shape``. A malformed blob raises
     :class:`CorruptedFileError` naming ``where``."""
-    import constriction
-
     try:
-        magic, flags, step, bias_db, used = _HEAD.unpack_from(blob, 0)
-        if magic != _MAGIC or flags not in (0, 1, 2, 3, 4) or not np.isfinite(step) or not np.isfinite(bias_db) \
-                or abs(bias_db) > 100 or not 0 < step < 1e3 or used >> N_CLASSES:
-            raise ValueError("bad layer header")
-        if flags == 0:
-            if len(blob) != _HEAD.size:
-                raise ValueError("trailing bytes")
-            return LayerData(None, step, bias_db)
-        if flags == 4:
-            if bias_db or used:
-                raise ValueError("a wavelet layer carries no bias shift or classes")
-            return _decode_wavelet(blob, shape, step, where)
-        pos = _HEAD.size
-        params = {}
-        for k in range(N_CLASSES):
-            if used >> k & 1:
-                params[k] = struct.unpack_from("<HB", blob, pos)
-                pos += 3
-        alphas = struct.unpack_from(f"<{len(PASSES)}b", blob, pos)
-        pos += len(PASSES)
-        if any(abs(a) > 32 for a in alphas):
-            raise ValueError("bad prediction weight")
-        offsets = None
-        if flags == 3:
-            offsets = struct.unpack_from(f"<{N_OFFSETS}b", blob, pos)
-            pos += N_OFFSETS
-        (n_words,) = struct.unpack_from("<I", blob, pos)
-        pos += 4
-        if pos + 4 * n_words + 4 > len(blob):
-            raise ValueError("stream is truncated")
-        words = np.frombuffer(blob, "<u4", n_words, pos).astype(np.uint32)
-        pos += 4 * n_words
-        (n_esc,) = struct.unpack_from("<I", blob, pos)
-        pos += 4
-        if pos + 4 * n_esc != len(blob):
-            raise ValueError("escape list does not match the blob size")
-        esc = np.frombuffer(blob, "<i4", n_esc, pos).astype(np.int64)
-        models = _Models(params)
-        dec = constriction.stream.queue.RangeDecoder(words)
-        q = np.zeros(shape, np.int64)
-        ei = 0
-        raw = flags == 2
-        for p in range(len(PASSES)):
-            rr, cc, cls, ssum, n = _context(q, p, raw)
-            if rr.size == 0:
-                continue
-            e = np.zeros(rr.size, np.int64)
-            for k, grp in _groups(cls):
-                if k not in params:
-                    raise ValueError("a context class has no table")
-                nz = np.asarray(dec.decode(models.sig[k], grp.size), np.int64) == 1
-                m = int(nz.sum())
-                if m:
-                    h = models.half[k]
-                    sym = np.asarray(dec.decode(models.val[k], m), np.int64)
-                    vals = sym - h
-                    ei = fill_escapes(vals, sym == 2 * h + 1, esc, ei)
-                    if np.any(vals == 0):
-                        raise ValueError("a non-zero value decoded as zero")
-                    e[grp[nz]] = vals
-            if raw and not PASSES[p][3]:
-                q[rr, cc] = _row_undiff(e.reshape(rr.shape))
-            else:
-                q[rr, cc] = e.reshape(rr.shape) + _predict(alphas[p], ssum, n)
-            if np.abs(q).max() >= 2**31:
-                raise ValueError("value out of range")
-        if ei != esc.size:
-            raise ValueError("unused escape values")
-        return LayerData(q, step, bias_db, offsets)
+        return _decode_blob(blob, shape)
     except (CorruptedFileError, struct.error, ValueError, IndexError, OverflowError, AssertionError, RuntimeError,
             TypeError) as e:
         raise CorruptedFileError(f"pixel layer of {where} is corrupted ({e})") from e
+
+
+def _decode_blob(blob: bytes, shape: tuple[int, int]) -> LayerData:
+    """:func:`decode_layer` without the error wrapping (a malformed blob raises what it hits;
+    a wavelet layer decodes its subbands with it, so an error is wrapped once)."""
+    import constriction
+
+    magic, flags, step, bias_db, used = _HEAD.unpack_from(blob, 0)
+    if magic != _MAGIC or flags not in (0, 1, 2, 3, 4) or not np.isfinite(step) or not np.isfinite(bias_db) \
+            or abs(bias_db) > 100 or not 0 < step < 1e3 or used >> N_CLASSES:
+        raise ValueError("bad layer header")
+    if flags == 0:
+        if len(blob) != _HEAD.size:
+            raise ValueError("trailing bytes")
+        return LayerData(None, step, bias_db)
+    if flags == 4:
+        if bias_db or used:
+            raise ValueError("a wavelet layer carries no bias shift or classes")
+        return _decode_wavelet(blob, shape, step)
+    pos = _HEAD.size
+    params = {}
+    for k in range(N_CLASSES):
+        if used >> k & 1:
+            params[k] = struct.unpack_from("<HB", blob, pos)
+            pos += 3
+    alphas = struct.unpack_from(f"<{len(PASSES)}b", blob, pos)
+    pos += len(PASSES)
+    if any(abs(a) > 32 for a in alphas):
+        raise ValueError("bad prediction weight")
+    offsets = None
+    if flags == 3:
+        offsets = struct.unpack_from(f"<{N_OFFSETS}b", blob, pos)
+        pos += N_OFFSETS
+    (n_words,) = struct.unpack_from("<I", blob, pos)
+    pos += 4
+    if pos + 4 * n_words + 4 > len(blob):
+        raise ValueError("stream is truncated")
+    words = np.frombuffer(blob, "<u4", n_words, pos).astype(np.uint32)
+    pos += 4 * n_words
+    (n_esc,) = struct.unpack_from("<I", blob, pos)
+    pos += 4
+    if pos + 4 * n_esc != len(blob):
+        raise ValueError("escape list does not match the blob size")
+    esc = np.frombuffer(blob, "<i4", n_esc, pos).astype(np.int64)
+    models = _Models(params)
+    dec = constriction.stream.queue.RangeDecoder(words)
+    q = np.zeros(shape, np.int64)
+    ei = 0
+    raw = flags == 2
+    for p in range(len(PASSES)):
+        rr, cc, cls, ssum, n = _context(q, p, raw)
+        if rr.size == 0:
+            continue
+        e = np.zeros(rr.size, np.int64)
+        for k, grp in _groups(cls):
+            if k not in params:
+                raise ValueError("a context class has no table")
+            nz = np.asarray(dec.decode(models.sig[k], grp.size), np.int64) == 1
+            m = int(nz.sum())
+            if m:
+                h = models.half[k]
+                sym = np.asarray(dec.decode(models.val[k], m), np.int64)
+                vals = sym - h
+                ei = fill_escapes(vals, sym == 2 * h + 1, esc, ei)
+                if np.any(vals == 0):
+                    raise ValueError("a non-zero value decoded as zero")
+                e[grp[nz]] = vals
+        if raw and not PASSES[p][3]:
+            q[rr, cc] = _row_undiff(e.reshape(rr.shape))
+        else:
+            q[rr, cc] = e.reshape(rr.shape) + _predict(alphas[p], ssum, n)
+        if np.abs(q).max() >= 2**31:
+            raise ValueError("value out of range")
+    if ei != esc.size:
+        raise ValueError("unused escape values")
+    return LayerData(q, step, bias_db, offsets)
 
 
 # ------------------------------------------------------------------------------------------------
