@@ -246,10 +246,11 @@ def test_layer_decode_is_identical_across_processes(model, trained_tiny, tmp_pat
     from scipy.ndimage import gaussian_filter
 
     img, _ = _point_targets(128, seed=14)
-    if not bound:  # smooth texture without speckle: correlated residuals, some tiles take the wavelet form
-        img = np.power(10, gaussian_filter(np.random.default_rng(2).normal(0, 30, img.shape), 2) / 10 - 1)
+    if not bound:  # texture without speckle: correlated residuals, some tiles take the wavelet form, a filter
+        img = np.power(10, gaussian_filter(np.random.default_rng(2).normal(0, 20, (256, 192)), 1.5) / 10 - 1)
         img = img.astype(np.float32)
-    data = sarcodec.encode(img, model, tile_size=64, max_error=0.3, bound=bound)
+    data = sarcodec.encode(img, model, tile_size=128 if not bound else 64, max_error=0.5 if not bound else 0.3,
+                           bound=bound)
     r = ContainerReader(data)
     forms_n = [lay.residual is not None for lay in (r.tile_layer(e) for e in r.header.tiles) if lay is not None]
     forms = set(forms_n)
@@ -262,9 +263,14 @@ def test_layer_decode_is_identical_across_processes(model, trained_tiny, tmp_pat
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), here)
     win = sarcodec.decode(data, model, window=(20, 30, 90, 70))
     np.testing.assert_array_equal(win, here[30:100, 20:110])
-    if not bound:  # info says how many tiles took the wavelet form
+    if not bound:  # across tile borders (and filtered tiles' reach)
+        win = sarcodec.decode(data, model, window=(100, 90, 80, 100))
+        np.testing.assert_array_equal(win, here[90:190, 100:180])  # info says how many tiles took the wavelet form
         assert _run(["info", str(tmp_path / "x.sarc")]) == 0
-        assert f"wavelet form on {sum(forms_n)} of {len(r.header.tiles)} tiles" in capsys.readouterr().out
+        nf = sum(lay.filter is not None for lay in (r.tile_layer(e) for e in r.header.tiles) if lay is not None)
+        assert nf > 0  # the window above crossed filtered tiles (their reach)
+        assert f"wavelet form on {sum(forms_n)}, restoration filter on {nf} of {len(r.header.tiles)} tiles" \
+            in capsys.readouterr().out
 
 
 def test_lossless_dn_round_trip(tmp_path):
@@ -309,7 +315,7 @@ def test_layer_offsets_round_trip():
 def test_mse_layer_beats_the_bound_at_the_same_size(model):
     """bound=False: the same integers and step, each bin reconstructed at its centroid: higher
     PSNR for 4 more bytes per tile (or a wavelet layer where that costs less); the file says so
-    and needs a version-5 reader."""
+    and needs a version-6 reader."""
     from sarcodec.fuzz import rewrite_footer
 
     img = synthetic_sar((192, 192), seed=13).astype(np.float32)
@@ -326,7 +332,7 @@ def test_mse_layer_beats_the_bound_at_the_same_size(model):
     h, d = res[True][2], res[True][3]
     h.metadata["layer"]["bound"] = False
     for v in (2, 4):
-        with pytest.raises(CorruptedFileError, match="version 5"):
+        with pytest.raises(CorruptedFileError, match="version 6"):
             ContainerReader(rewrite_footer(d, h.to_json(), v))
 
 
@@ -408,3 +414,77 @@ def test_damaged_wavelet_layer_is_refused():
     nested = blob[:20] + struct.pack("<I", len(sub)) + sub
     with pytest.raises(CorruptedFileError, match="subband"):
         decode_layer(nested, shape)
+
+
+def test_restoration_filter_where_it_pays():
+    """On a correlated image coded coarsely the MSE layer carries a restoration filter: lower
+    error than without it, the same pixels from the blob as the encoder computed, the same pixels
+    from any window widened by the filter's reach; on white residuals the encoder leaves it out."""
+    from scipy.ndimage import gaussian_filter
+
+    from sarcodec.layers import make_layer
+
+    shape, lo, hi = (96, 112), -25.0, 5.0
+    rng = np.random.default_rng(21)
+    t = 0.5 + gaussian_filter(rng.normal(0, 0.6, shape), 1.5)  # multi-looked-like texture
+    base = 0.5 + gaussian_filter(t - 0.5, 3.0)  # a blurred base: correlated residual
+    mask = np.zeros(shape, bool)
+    mask[40:44, 60:90] = True
+    blob, lay = make_layer(t, base, mask, LayerSpec(0.5, bound=False), lo, hi)
+    assert lay.filter is not None and blob[2] == 5 and lay.reach == 3
+    ok = ~mask
+    err = lambda v: float(np.mean((v - t)[ok] ** 2))  # noqa: E731
+    assert err(lay.apply(base, lo, hi)) < 0.97 * err(lay.unfiltered(base, lo, hi))
+    got = decode_layer(blob, shape)
+    full = got.apply(base, lo, hi)
+    np.testing.assert_array_equal(full, lay.apply(base, lo, hi))
+    for rows, cols in (((0, 96), (0, 112)), ((10, 50), (5, 70)), ((0, 7), (100, 112)), ((93, 96), (0, 1))):
+        w = decode_layer(blob, shape)
+        g = w.reach
+        rr = (max(0, rows[0] - g), min(shape[0], rows[1] + g))
+        cc = (max(0, cols[0] - g), min(shape[1], cols[1] + g))
+        w.crop(rr, cc)
+        part = w.apply(base[rr[0]:rr[1], cc[0]:cc[1]], lo, hi)
+        np.testing.assert_array_equal(part[rows[0] - rr[0]:rows[1] - rr[0], cols[0] - cc[0]:cols[1] - cc[0]],
+                                      full[rows[0]:rows[1], cols[0]:cols[1]])
+    white = 0.5 + rng.normal(0, 0.05, shape)  # single-look-like: nothing to filter
+    _, lay_w = make_layer(white, np.full(shape, 0.5), None, LayerSpec(1.0, bound=False), lo, hi)
+    assert lay_w.filter is None
+    # a bound layer never carries one (the filter would break the per-pixel bound)
+    _, lay_b = make_layer(t, base, mask, LayerSpec(0.5), lo, hi)
+    assert lay_b.filter is None and lay_b.reach == 0
+
+
+def test_damaged_filtered_layer_is_refused():
+    from scipy.ndimage import gaussian_filter
+
+    from sarcodec.layers import _HEAD, RestorationFilter, make_layer
+
+    shape, lo, hi = (64, 64), -25.0, 5.0
+    rng = np.random.default_rng(22)
+    t = 0.5 + gaussian_filter(rng.normal(0, 0.6, shape), 1.5)
+    base = 0.5 + gaussian_filter(t - 0.5, 3.0)
+    blob, lay = make_layer(t, base, None, LayerSpec(0.5, bound=False), lo, hi)
+    assert lay.filter is not None
+    for cut in (len(blob) - 1, _HEAD.size + 40, _HEAD.size + 1, _HEAD.size):
+        with pytest.raises(CorruptedFileError):
+            decode_layer(blob[:cut], shape)
+    filt, pos = RestorationFilter.unpack(blob, _HEAD.size)
+    inner = blob[pos:]
+    with pytest.raises(CorruptedFileError, match="MSE layer"):  # a filter around a filter
+        decode_layer(blob[:pos] + blob, shape)
+    bound = encode_layer(np.ones(shape, np.int64), 0.01)  # or around a bound layer
+    with pytest.raises(CorruptedFileError, match="MSE layer"):
+        decode_layer(blob[:pos] + bound, shape)
+    bad = bytearray(blob)
+    bad[_HEAD.size] = 0  # zero classes
+    with pytest.raises(CorruptedFileError, match="filter"):
+        decode_layer(bytes(bad), shape)
+    for _ in range(60):  # flipped bytes: a clear error or some pixels, never a crash
+        b = bytearray(blob)
+        b[int(rng.integers(len(b)))] ^= 1 << int(rng.integers(8))
+        try:
+            decode_layer(bytes(b), shape).apply(base, lo, hi)
+        except CorruptedFileError:
+            pass
+    assert decode_layer(_HEAD.pack(b"L1", 5, lay.step, 0.0, 0) + filt.pack() + inner, shape).filter is not None

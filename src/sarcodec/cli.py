@@ -357,13 +357,14 @@ def info(path: Path = typer.Argument(..., help=".sarc file"),
         raise _input_error(f"{path}: file not found")
     with ContainerReader(path) as r:
         h = r.header
-        wavelet = 0  # MSE layers coded in the wavelet domain (known after decoding the layers)
+        wavelet = filtered = 0  # MSE layers in the wavelet domain / with a restoration filter (from the layers)
         if verify:  # a damaged blob is a FormatError (exit 5) before anything is printed
             for e in h.tiles:
                 r.tile_bytes(e)
                 r.tile_mask(e)
                 lay_e = r.tile_layer(e)
                 wavelet += lay_e is not None and lay_e.residual is not None
+                filtered += lay_e is not None and lay_e.filter is not None
         nb, rows, cols = h.shape
         size = path.stat().st_size
         import numpy as np
@@ -383,7 +384,8 @@ def info(path: Path = typer.Argument(..., help=".sarc file"),
             if lay.get("max_error_db") is not None:
                 parts.append(f"max error {lay['max_error_db']:.4g} dB" if lay.get("bound", True) else
                              f"dense MSE layer, step {2 * lay['max_error_db']:.4g} dB (no per-pixel bound"
-                             + (f"; wavelet form on {wavelet} of {len(h.tiles)} tiles)" if verify else ")"))
+                             + (f"; wavelet form on {wavelet}, restoration filter on {filtered} of {len(h.tiles)} tiles)"
+                                if verify else ")"))
             if lay.get("outliers", "none") != "none":
                 parts.append(f"outliers ({lay['outliers']}) within {lay['outlier_tol_db']} dB")
             if lay.get("bias"):

@@ -521,12 +521,15 @@ class SceneDecoder:
         rad = Radiometry.from_dict(self.hdr.bands[band]["radiometry"])
 
         def block(e: TileEntry, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-            pix = self.tile_pixels(e, rows, cols)  # only the part of the tile the window needs
             lay = self.reader.tile_layer(e)
             if lay is None:
-                return pix
-            lay.crop(rows, cols)
-            return lay.apply(pix, rad.lo_db, rad.hi_db)
+                return self.tile_pixels(e, rows, cols)  # only the part of the tile the window needs
+            g = lay.reach  # a restoration filter reads a ring around the window (within the tile)
+            rr = (max(0, rows[0] - g), min(e.height, rows[1] + g))
+            cc = (max(0, cols[0] - g), min(e.width, cols[1] + g))
+            lay.crop(rr, cc)
+            out = lay.apply(self.tile_pixels(e, rr, cc), rad.lo_db, rad.hi_db)
+            return out[rows[0] - rr[0]:rows[1] - rr[0], cols[0] - cc[0]:cols[1] - cc[0]]
 
         v, m = self._assemble(band, r0, r1, c0, c1, block, np.float32, progress)
         if normalized:  # the codec's [0, 1] domain (restored outliers lie beyond it: clipped here)
