@@ -1,5 +1,6 @@
-"""Speed of the pixel layer's two MSE forms (pixel and wavelet), and what an MSE layer costs a
-whole-file decode with the bundled ``default`` family.
+"""Speed of the pixel layer's two MSE forms (pixel and wavelet), of its restoration filter (fit by
+the encoder, applied by the decoder), and what an MSE layer costs a whole-file decode with the
+bundled ``default`` family.
 
     python benchmarks/layer_speed.py [--size 512] [--repeat 3] [--image PATH]
 
@@ -21,8 +22,9 @@ import numpy as np  # noqa: E402
 import sarcodec  # noqa: E402
 from codec_speed import _median_time as _median  # noqa: E402
 from sarcodec.api import family_members  # noqa: E402
+from sarcodec.container import ContainerReader  # noqa: E402
 from sarcodec.data import synthetic_sar  # noqa: E402
-from sarcodec.layers import decode_layer, encode_layer, encode_wavelet_layer  # noqa: E402
+from sarcodec.layers import decode_layer, encode_layer, encode_wavelet_layer, fit_filter  # noqa: E402
 
 
 def main() -> None:
@@ -47,6 +49,12 @@ def main() -> None:
         te = _median(enc, a.repeat)
         td = _median(lambda blob=blob: decode_layer(blob, (n, n)), a.repeat)
         print(f"{name:12s} {len(blob):8d} {mp / te:12.2f} {mp / td:12.2f}")
+    rec = 0.5 + decode_layer(wav, (n, n)).residual  # the wavelet layer's reconstruction of t = 0.5 + r
+    ok = np.ones((n, n), bool)
+    filt = fit_filter(rec, 0.5 + r, ok)
+    te = _median(lambda: fit_filter(rec, 0.5 + r, ok), a.repeat)
+    td = _median(lambda: filt.apply(rec), a.repeat)
+    print(f"{'+ filter':12s} {filt.nbytes:8d} {mp / te:12.2f} {mp / td:12.2f}   (fit / apply on its reconstruction)")
     if a.image is not None:
         from sarcodec.data.scenes import read_intensity
 
@@ -61,7 +69,11 @@ def main() -> None:
                                                                                         "bound": False})):
         data = sarcodec.encode(img, fam, **kw)
         td = _median(lambda data=data: sarcodec.decode(data, fam), a.repeat)
-        print(f"{label:28s} {8 * len(data) / img.size:6.2f} {mp / td:12.2f}")
+        r_ = ContainerReader(data)
+        lays = [r_.tile_layer(e) for e in r_.header.tiles]
+        nf = sum(lay is not None and lay.filter is not None for lay in lays)
+        print(f"{label:28s} {8 * len(data) / img.size:6.2f} {mp / td:12.2f}"
+              + (f"   (restoration filter on {nf} of {len(lays)} tiles)" if "max_error" in kw else ""))
 
 
 if __name__ == "__main__":

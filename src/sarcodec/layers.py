@@ -29,7 +29,11 @@ two-level CDF 9/7 transform, each subband quantised with ``step / norm`` and cod
 layer blob by the same context coder. Where the base leaves spatially correlated residuals
 (multi-looked GRD at 1-2 bpp) the fine subbands it already matches cost almost nothing; on white
 residuals (single-look) the pixel form stays cheaper. The encoder keeps the form with the lower
-``SSE + lambda * bits`` per tile (:func:`make_layer`); both decode from exact integers.
+``SSE + lambda * bits`` per tile (:func:`make_layer`); both decode from exact integers. Either
+form may then carry a **restoration filter** (flag 5 around it, :class:`RestorationFilter`): a
+per-tile least-squares Wiener filter on the reconstructed pixels, kept where it lowers the same
+cost. It reads 3 pixels around each output pixel (:attr:`LayerData.reach`), so a decoder of a
+window widens it by that much within the tile.
 
 **Determinism.** Every probability comes from exactly decoded integers: the ``q`` of neighbours
 decoded in earlier passes, never from the float base pixels (which may differ by 1e-7 between
