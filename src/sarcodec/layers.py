@@ -686,7 +686,7 @@ def make_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, spec: L
         cost = lambda e, n: float(np.sum(np.where(valid, e, 0.0) ** 2)) + lam * 8 * n  # noqa: E731
         if cost(r - res, len(wblob)) < cost(r - lay.values(), len(blob)):
             blob, lay = wblob, LayerData(None, float(np.float32(step)), 0.0, residual=res)
-        return _with_filter(blob, lay, t, base, valid, lo_db, hi_db, lam)
+        return _with_filter(blob, lay, t, base, valid, lo_db, hi_db, cost)
     return blob, lay
 
 
@@ -826,15 +826,14 @@ def fit_filter(x: np.ndarray, t: np.ndarray, valid: np.ndarray, classes: int = F
 
 
 def _with_filter(blob: bytes, lay: LayerData, t: np.ndarray, base: np.ndarray, valid: np.ndarray,
-                 lo_db: float, hi_db: float, lam: float) -> tuple[bytes, LayerData]:
-    """An MSE layer's blob and layer with a restoration filter where it pays (lower SSE + lambda
-    * bits over the tile's valid pixels), else as they are. Layout (flag 5): header, the filter,
-    then the inner MSE layer blob (flag 3 or 4) to the end."""
+                 lo_db: float, hi_db: float, cost) -> tuple[bytes, LayerData]:
+    """An MSE layer's blob and layer with a restoration filter where it pays (lower
+    ``cost(error, extra bytes)``: make_layer's SSE + lambda * bits over the valid pixels), else as
+    they are. Layout (flag 5): header, the filter, then the inner MSE layer blob (flag 3 or 4) to
+    the end."""
     x = lay.unfiltered(base, lo_db, hi_db)
     filt = fit_filter(x, t, valid)
-    sse = lambda v: float(np.sum(np.where(valid, v - t, 0.0) ** 2))  # noqa: E731
-    before, after = sse(x), sse(filt.apply(x))
-    if before - after <= lam * 8 * (filt.nbytes + _HEAD.size):
+    if cost(x - t, 0) <= cost(filt.apply(x) - t, filt.nbytes + _HEAD.size):
         return blob, lay
     lay.filter = filt
     return _HEAD.pack(_MAGIC, 5, lay.step, 0.0, 0) + filt.pack() + blob, lay
