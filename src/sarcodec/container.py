@@ -45,14 +45,15 @@ from .errors import (
 
 MAGIC = b"\x89SARC\r\n\x1a"
 END = b"CRAS"
-FORMAT_VERSION = 6  # the newest this reader reads; versions 1 to 5 still read
+FORMAT_VERSION = 7  # the newest this reader reads; versions 1 to 6 still read
 # 2: pixel layers (layers.py), tile CRCs bound to their position; 3: a latent quantisation step
 # other than 1 (metadata "latent_step"; continuous quality) or MSE pixel layers (centroid offsets,
 # layer "bound": false); 4: the footer is deflated with the preset dictionary FOOTER_DICT (a file's
 # fixed cost falls from ~430 to ~130 bytes: 9% of a 512^2 chip at 0.1 bpp, a third of a 120^2
 # BigEarthNet patch at 0.5 bpp); 5: MSE pixel layers may be coded in the wavelet domain (layer
 # flag 4, layers.encode_wavelet_layer); 6: an MSE layer may carry a restoration filter (layer flag 5,
-# layers.RestorationFilter), so a file with MSE layers is version 6. Files are written as
+# layers.RestorationFilter); 7: MSE layers are coded with dependent (trellis-coded) quantisation
+# (layer flag 6, dq.py), so a file with MSE layers is version 7. Files are written as
 # version 4 unless what the metadata uses needs more (required_version), and a reader of an older
 # version refuses a newer file (UnsupportedVersionError) instead of decoding it wrongly.
 BASE_VERSION = 4
@@ -95,7 +96,7 @@ FOOTER_DICT = "".join((
 def required_version(metadata: dict[str, Any]) -> int:
     """The lowest format version that can carry a footer with this metadata."""
     mse_layer = isinstance(metadata.get("layer"), dict) and metadata["layer"].get("bound") is False
-    return 6 if mse_layer else 3 if "latent_step" in metadata else 2
+    return 7 if mse_layer else 3 if "latent_step" in metadata else 2
 
 
 def written_version(metadata: dict[str, Any]) -> int:

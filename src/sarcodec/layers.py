@@ -29,8 +29,11 @@ two-level CDF 9/7 transform, each subband quantised with ``step / norm`` and cod
 layer blob by the same context coder. Where the base leaves spatially correlated residuals
 (multi-looked GRD at 1-2 bpp) the fine subbands it already matches cost almost nothing; on white
 residuals (single-look) the pixel form stays cheaper. The encoder keeps the form with the lower
-``SSE + lambda * bits`` per tile (:func:`make_layer`); both decode from exact integers. Either
-form may then carry a **restoration filter** (flag 5 around it, :class:`RestorationFilter`): a
+``SSE + lambda * bits`` per tile (:func:`make_layer`); both decode from exact integers. In
+both forms an MSE layer is quantised with **dependent (trellis-coded) quantisation**
+(:mod:`sarcodec.dq`, flag 6: two interleaved quantisers, a 4-state machine on the parity of each
+level, levels chosen by a Viterbi search; +0.3-0.5 dB over the scalar quantiser at 1-3 bpp).
+Either form may then carry a **restoration filter** (flag 5 around it, :class:`RestorationFilter`): a
 per-tile least-squares Wiener filter on the reconstructed pixels, kept where it lowers the same
 cost. It reads 3 pixels around each output pixel (:attr:`LayerData.reach`), so a decoder of a
 window widens it by that much within the tile.
@@ -441,18 +444,30 @@ def band_norms(shape: tuple[int, int], levels: int) -> tuple[float, ...]:
     return tuple(out)
 
 
-def encode_wavelet_layer(r: np.ndarray, step: float, levels: int = WAVELET_LEVELS) -> tuple[bytes, np.ndarray]:
+def encode_wavelet_layer(r: np.ndarray, step: float, levels: int = WAVELET_LEVELS,
+                         dependent: bool = True) -> tuple[bytes, np.ndarray]:
     """An MSE layer coded in the wavelet domain: the residual ``r`` (normalised units, 0 on
     invalid pixels) through :func:`dwt2`, each subband quantised with ``step / norm`` (centroid
-    reconstruction) and coded as its own layer blob. Returns (blob, the residual a decoder will
-    reconstruct). Layout: header (flags 4, ``step``), u8 levels, per subband u32 length + an
-    :func:`encode_layer` blob (length 0: an all-zero subband).
+    reconstruction) and coded as its own layer blob: ``dependent``, with dependent quantisation
+    (:mod:`sarcodec.dq`, flag 6), else with the scalar quantiser (:func:`encode_layer`, flag 3).
+    Returns (blob, the residual a decoder will reconstruct). Layout: header (flags 4, ``step``),
+    u8 levels, per subband u32 length + a layer blob (length 0: an all-zero subband).
 
     Where the learned base leaves spatially correlated residuals (GRD, Sen1Floods11 at 1-2 bpp),
     the transform lets a fine layer skip the high-frequency bands the base already matches; the
     encoder keeps whichever form (pixel or wavelet) costs less (:func:`make_layer`)."""
     shape = r.shape
     parts = [_HEAD.pack(_MAGIC, 4, float(step), 0.0, 0), struct.pack("<B", levels)]
+    if dependent:
+        from . import dq
+
+        bands = dwt2(r, levels)
+        coded = dq.encode_dq_bands(bands, [step / nrm for nrm in band_norms(shape, levels)])
+        recs = []
+        for band, (sub, lay) in zip(bands, coded):
+            parts += [struct.pack("<I", len(sub)), sub]
+            recs.append(lay.values() if sub else np.zeros(band.shape))
+        return b"".join(parts), idwt2(recs, levels)
     recs = []
     for band, nrm in zip(dwt2(r, levels), band_norms(shape, levels)):
         s = float(np.float32(step / nrm))
@@ -484,8 +499,8 @@ def _decode_wavelet(blob: bytes, shape: tuple[int, int], step: float) -> LayerDa
         if not n:
             recs.append(np.zeros(sh))
             continue
-        if sub[2:3] not in (b"\x01", b"\x03"):
-            raise ValueError("a subband must be a plain or MSE layer")
+        if sub[2:3] not in (b"\x01", b"\x03", b"\x06"):
+            raise ValueError("a subband must be a plain, MSE or dependent-quantisation layer")
         recs.append(_decode_blob(sub, sh).values())
     if pos != len(blob):
         raise ValueError("trailing bytes after the subbands")
@@ -508,13 +523,17 @@ def _decode_blob(blob: bytes, shape: tuple[int, int]) -> LayerData:
     import constriction
 
     magic, flags, step, bias_db, used = _HEAD.unpack_from(blob, 0)
-    if magic != _MAGIC or flags not in (0, 1, 2, 3, 4, 5) or not np.isfinite(step) or not np.isfinite(bias_db) \
+    if magic != _MAGIC or flags not in (0, 1, 2, 3, 4, 5, 6) or not np.isfinite(step) or not np.isfinite(bias_db) \
             or abs(bias_db) > 100 or not 0 < step < 1e3 or used >> N_CLASSES:
         raise ValueError("bad layer header")
     if flags == 0:
         if len(blob) != _HEAD.size:
             raise ValueError("trailing bytes")
         return LayerData(None, step, bias_db)
+    if flags == 6:
+        from . import dq
+
+        return dq.decode_dq(blob, shape)
     if flags == 4:
         if bias_db or used:
             raise ValueError("a wavelet layer carries no bias shift or classes")
@@ -524,7 +543,7 @@ def _decode_blob(blob: bytes, shape: tuple[int, int]) -> LayerData:
             raise ValueError("a filtered layer carries no bias shift or classes")
         filt, pos = RestorationFilter.unpack(blob, _HEAD.size)
         inner = blob[pos:]
-        if inner[:2] != _MAGIC or inner[2:3] not in (b"\x03", b"\x04"):
+        if inner[:2] != _MAGIC or inner[2:3] not in (b"\x03", b"\x04", b"\x06"):
             raise ValueError("a restoration filter must wrap an MSE layer")
         lay = _decode_blob(inner, shape)
         lay.filter = filt
@@ -674,19 +693,26 @@ def make_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, spec: L
         den = float(inten(base[kept]).sum())
         if den > 0 and rest > 0:
             bias = float(np.clip(np.round(10.0 * np.log10(rest / den), 4), -30.0, 30.0))
-    offsets = None
     if spec.max_error_db is not None and not spec.bound and q.any():
-        offsets = centroid_offsets(q[valid], r[valid], float(np.float32(step)))
-    blob = encode_layer(q, step, bias, offsets=offsets)
-    lay = LayerData(q if q.any() else None, float(np.float32(step)), float(np.float32(bias)) if blob else 0.0, offsets)
-    if offsets is not None:  # an MSE layer: the wavelet form where it costs less (rate + distortion)
-        wblob, res = encode_wavelet_layer(r, float(np.float32(step)))
+        # an MSE layer: dependent quantisation (dq.py) in the pixel or the wavelet form, whichever
+        # costs less (rate + distortion), then the restoration filter where it pays
+        from . import dq
+
+        step = float(np.float32(step))
+        blob, lay = dq.encode_dq(r, step)
+        if not blob:
+            lay = LayerData(None, step, 0.0)
+        wblob, res = encode_wavelet_layer(r, step)
         # Lagrangian cost: lambda = 2 ln2 step^2 / 12 per bit, the slope of a uniform quantiser at high rate
         lam = 2.0 * np.log(2.0) * step * step / 12.0
         cost = lambda e, n: float(np.sum(np.where(valid, e, 0.0) ** 2)) + lam * 8 * n  # noqa: E731
-        if cost(r - res, len(wblob)) < cost(r - lay.values(), len(blob)):
-            blob, lay = wblob, LayerData(None, float(np.float32(step)), 0.0, residual=res)
+        if cost(r - res, len(wblob)) < cost(r - (lay.values() if blob else 0.0), len(blob)):
+            blob, lay = wblob, LayerData(None, step, 0.0, residual=res)
+        if not blob:
+            return blob, lay
         return _with_filter(blob, lay, t, base, valid, lo_db, hi_db, cost)
+    blob = encode_layer(q, step, bias)
+    lay = LayerData(q if q.any() else None, float(np.float32(step)), float(np.float32(bias)) if blob else 0.0)
     return blob, lay
 
 
@@ -829,8 +855,8 @@ def _with_filter(blob: bytes, lay: LayerData, t: np.ndarray, base: np.ndarray, v
                  lo_db: float, hi_db: float, cost) -> tuple[bytes, LayerData]:
     """An MSE layer's blob and layer with a restoration filter where it pays (lower
     ``cost(error, extra bytes)``: make_layer's SSE + lambda * bits over the valid pixels), else as
-    they are. Layout (flag 5): header, the filter, then the inner MSE layer blob (flag 3 or 4) to
-    the end."""
+    they are. Layout (flag 5): header, the filter, then the inner MSE layer blob (flag 3, 4 or 6)
+    to the end."""
     x = lay.unfiltered(base, lo_db, hi_db)
     filt = fit_filter(x, t, valid)
     if cost(x - t, 0) <= cost(filt.apply(x) - t, filt.nbytes + _HEAD.size):

@@ -1,0 +1,417 @@
+"""Dependent (trellis-coded) quantisation of an MSE layer: layer flag 6.
+
+A scalar quantiser leaves ~1.5 dB of the rate-distortion bound on the table at high rate (its
+cells are cubes). Dependent quantisation (VVC's 4-state DQ, a trellis-coded quantiser) recovers
+most of that: two quantisers, Q0 (even multiples of ``delta``) and Q1 (zero and odd multiples),
+and a 4-state machine driven by the parity of each coded level picks which one the next value
+uses. The encoder chooses the levels of a whole chain with the Viterbi algorithm (cost = squared
+error + lambda * bits); the decoder only follows the state machine.
+
+Chains and contexts follow the layer coder's passes (:data:`layers.PASSES`): within a pass, each
+row of the pass's lattice is one chain (state 0 at its left end), and the context class of every
+value comes, as for the scalar layer, from the magnitudes of the four nearest values of earlier
+passes. The table of a value is chosen by its (class, quantiser): the state says which quantiser
+(and so what a level means), so zero and small levels get different probabilities in Q0 and Q1.
+A decoder steps along the chains one lattice column at a time, every row at once (vectorised).
+
+Each table is the layer coder's zero-inflated geometric law over |level| (``p0`` in 1/65536,
+``theta`` in 1/256, integers fitted by the encoder), truncated to ``ALPHABET - 1`` symbols plus
+an escape (the excess sent raw as int32); signs follow as raw bits. Every probability comes from
+exactly decoded integers, so decoding is identical on every machine.
+
+The decoded layer is a :class:`layers.LayerData` whose ``q`` is the reconstruction index
+``2 k - sgn(k) [Q1]`` (the value in units of ``delta``), reconstructed with per-index centroid
+offsets like any MSE layer.
+
+Measured on the validation residuals (wavelet subbands over a low base): +0.3 dB at 0.75-1 bpp
+and +0.45-0.6 dB at 1.5-2.5 bpp over the scalar quantiser at equal estimated rate.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from . import layers as L
+
+NEXT = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], np.int64)  # state x parity -> state
+SCALE = 0.6  # delta of the union of both quantisers, relative to the scalar layer's step
+LAMBDA = 0.3  # Viterbi cost: squared error in delta^2 + LAMBDA * bits
+DIRECT = 16  # |level| < DIRECT is a symbol of its own; larger levels: a bucket [2^n, 2^(n+1)), n raw bits
+ALPHABET = DIRECT + 27  # buckets up to 2^31
+N_TABLES = 2 * L.N_CLASSES
+_FLAG = 6
+_TAIL = struct.Struct("<Q")  # used-table bitmap
+
+
+def recon_index(k: np.ndarray, st: np.ndarray) -> np.ndarray:
+    """The value of level ``k`` in state ``st``, in units of delta: 2k in Q0, 2k - sgn(k) in Q1."""
+    return 2 * k - np.where(st > 1, np.sign(k), 0)
+
+
+def _table(p0: int, theta: int) -> np.ndarray:
+    """Integer frequencies (in 2^-32) of the symbols: |level| = 0 .. DIRECT - 1, then the buckets
+    [2^n, 2^(n+1)) for n = 4 .. 30, from (p0, theta) only: P(0) = p0 / 2^16 and P(|k| >= a | k != 0)
+    = (theta / 256)^(a - 1), powers in 2^-32 fixed point, each product floored (integers only)."""
+    p0 = min(max(int(p0), 1), 65535)
+    theta = min(max(int(theta), 0), 255)
+    nonzero = (65536 - p0) << 16
+    t = theta << 24  # theta / 256 in 2^-32
+    pw = [1 << 32]  # (theta / 256)^e for e = 0 .. DIRECT
+    for _ in range(DIRECT):
+        pw.append(pw[-1] * t >> 32)
+    big = [pw[DIRECT - 1]]  # e = 2^n - 1 for n = 4 .. 31: e' = 2 e + 1
+    for _ in range(ALPHABET - DIRECT):
+        big.append((big[-1] * big[-1] >> 32) * t >> 32)
+    tail = [nonzero * x >> 32 for x in pw]  # mass of |k| >= e + 1
+    btail = [nonzero * x >> 32 for x in big]  # mass of |k| >= 2^n, n = 4 .. 31
+    f = [p0 << 16] + [max(1, tail[e] - tail[e + 1]) for e in range(DIRECT - 1)]
+    f += [max(1, btail[i] - btail[i + 1]) for i in range(ALPHABET - DIRECT)]
+    return np.asarray(f, np.int64)
+
+
+def _symbol(a: np.ndarray) -> np.ndarray:
+    """The symbol of magnitudes ``a``: itself below DIRECT, else DIRECT + (bit length - 5)."""
+    sym = np.minimum(a, DIRECT)
+    big = a >= DIRECT
+    if big.any():
+        sym[big] = DIRECT - 5 + np.frexp(a[big].astype(np.float64))[1]  # bit length (exact below 2^53)
+    return sym
+
+
+def _fit(a: np.ndarray) -> tuple[int, int]:
+    """(p0, theta) by maximum likelihood for magnitudes ``a``."""
+    return L._fit_class(a)
+
+
+class _Tables:
+    """Per used table: the probability row (float64 from integers) and the bits of each symbol."""
+
+    def __init__(self, params: dict[int, tuple[int, int]]):
+        self.prob = np.zeros((N_TABLES, ALPHABET))
+        self.prob[:, 0] = 1.0  # unused tables: never read by a valid stream
+        for t, pt in params.items():
+            f = _table(*pt)
+            self.prob[t] = f / float(f.sum())
+        with np.errstate(divide="ignore"):
+            self.bits = -np.log2(self.prob)
+        self.bits[:, 1:] += 1.0  # the sign
+        self.bits[:, DIRECT:] += np.arange(4, 4 + ALPHABET - DIRECT)  # a bucket's raw bits
+        self.bits = np.minimum(self.bits, 96.0)
+
+
+def _lattice(shape: tuple[int, int], p: int) -> tuple[np.ndarray, np.ndarray]:
+    r0, c0, s, _ = L.PASSES[p]
+    return np.arange(r0, shape[0], s), np.arange(c0, shape[1], s)
+
+
+def _khat(mu: np.ndarray, q1: bool) -> np.ndarray:
+    """The level whose value is nearest the prediction ``mu`` (integers, units of delta) in Q0
+    (value 2k: round(mu / 2), half up) or Q1 (value 2k - sgn k)."""
+    if q1:
+        return np.sign(mu) * ((np.abs(mu) + 1) // 2)
+    return np.floor_divide(mu + 1, 2)
+
+
+def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.ndarray, np.ndarray],
+             lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Levels and states of chains = rows of ``x`` (values in units of delta) minimising
+    sum (x - value)^2 + lam * bits: ``tab`` the bits per (table, symbol), ``cls`` the class of each
+    position, ``khat`` its predicted level in Q0 and in Q1 (a level is coded as its difference)."""
+    R, C = x.shape
+    # the best level of each (quantiser, parity) at every position: independent of the path, so
+    # computed for all positions at once; the trellis then only adds and compares
+    best = {}
+    for q1 in (0, 1):
+        if q1:
+            kk = np.floor((x + 1) / 2)
+            k = np.stack([kk - 1, kk, kk + 1, np.zeros_like(x)]).astype(np.int64)
+            rec = 2 * k - np.sign(k)
+        else:
+            kk = np.floor(x / 2)
+            k = np.stack([kk, kk + 1, np.zeros_like(x)]).astype(np.int64)
+            rec = 2 * k
+        inc = (x - rec) ** 2 + lam * tab[2 * cls + q1, _symbol(np.abs(k - khat[q1]))]
+        par = k & 1
+        for p in (0, 1):
+            ip = np.where(par == p, inc, np.inf)
+            i = ip.argmin(0)
+            best[q1, p] = (np.take_along_axis(ip, i[None], 0)[0].T.copy(), np.take_along_axis(k, i[None], 0)[0].T.copy())
+    cost = np.full((R, 4), np.inf)
+    cost[:, 0] = 0.0
+    back = np.zeros((C, R, 4), np.int8)  # which of the two predecessors
+    pred = [[(s, p) for s in range(4) for p in range(2) if NEXT[s][p] == t] for t in range(4)]
+    new = np.empty((R, 4))
+    for j in range(C):
+        for t in range(4):
+            (s0, p0), (s1, p1) = pred[t]
+            c0 = cost[:, s0] + best[s0 > 1, p0][0][j]
+            c1 = cost[:, s1] + best[s1 > 1, p1][0][j]
+            take1 = c1 < c0
+            new[:, t] = np.where(take1, c1, c0)
+            back[j, :, t] = take1
+        cost, new = new, cost
+    s = np.argmin(cost, 1)
+    rows = np.arange(R)
+    ks = np.zeros((R, C), np.int64)
+    st = np.zeros((R, C), np.int64)
+    ps = np.array([[pred[t][i][0] for i in range(2)] for t in range(4)])  # predecessor state
+    pp = np.array([[pred[t][i][1] for i in range(2)] for t in range(4)])  # its level's parity
+    kall = np.stack([np.stack([best[0, 0][1], best[0, 1][1]]), np.stack([best[1, 0][1], best[1, 1][1]])])  # q1,p,C,R
+    for j in range(C - 1, -1, -1):
+        b = back[j][rows, s]
+        prev = ps[s, b]
+        ks[:, j] = kall[(prev > 1).astype(np.int64), pp[s, b], j, rows]
+        s = prev
+        st[:, j] = s
+    return ks, st
+
+
+def _estimate_bits(e: np.ndarray, tid: np.ndarray) -> float:
+    """Bits of ``e`` under a zero-inflated geometric law fitted per table id (for choices only)."""
+    a = np.abs(e).astype(np.float64)
+    n = np.bincount(tid, minlength=N_TABLES).astype(np.float64)
+    nz = np.bincount(tid, a > 0, minlength=N_TABLES)
+    tot = np.bincount(tid, a, minlength=N_TABLES)
+    p0 = (n - nz + 0.5) / (n + 1.0)
+    mean = np.where(nz > 0, tot / np.maximum(nz, 1), 1.0)
+    th = np.clip(1.0 - 1.0 / np.maximum(mean, 1.0), 1 / 256, 255 / 256)
+    return float(np.sum(-(n - nz) * np.log2(p0) - nz * np.log2((1 - p0) / 2 * (1 - th))
+                        - (tot - nz) * np.log2(th)))
+
+
+def _contexts(m: np.ndarray, k: np.ndarray, st: np.ndarray):
+    """Per position of a band with reconstruction indices ``m`` (levels ``k``, states ``st``): its
+    class and predicted level in Q0 and Q1, each pass from the values of earlier passes (what a
+    decoder knows), with per pass the prediction weight (in 1/32 of the neighbours' mean value)
+    that codes the levels in fewer estimated bits: 0 or the least-squares one. Returns (weights,
+    class, predicted level in Q0, in Q1)."""
+    cls = np.zeros(m.shape, np.int64)
+    k0 = np.zeros(m.shape, np.int64)
+    k1 = np.zeros(m.shape, np.int64)
+    out = []
+    for p in range(len(L.PASSES)):
+        rr, cc, c, ssum, n = L._context(m, p)
+        if rr.size == 0:
+            out.append(0)
+            continue
+        a = 0
+        if L.PASSES[p][3]:
+            mean = ssum / n
+            den = float(np.sum(mean * mean))
+            cand = int(np.clip(round(32 * float(np.sum(m[rr, cc] * mean)) / den), -32, 32)) if den > 0 else 0
+            best = None
+            q1 = st[rr, cc] > 1
+            tid = (2 * c + q1).reshape(-1)
+            for al in ((0, cand) if cand else ()):
+                mu = L._predict(al, ssum, n)
+                bits = _estimate_bits((k[rr, cc] - np.where(q1, _khat(mu, True), _khat(mu, False))).reshape(-1), tid)
+                if best is None or bits < best:
+                    a, best = al, bits
+        out.append(a)
+        mu = L._predict(a, ssum, n)
+        cls[rr, cc], k0[rr, cc], k1[rr, cc] = c, _khat(mu, False), _khat(mu, True)
+    return out, cls, k0, k1
+
+
+def _residuals(m, k, st):
+    """What is coded for levels ``k`` in states ``st`` (values ``m``): the prediction weights, the
+    differences e = k - predicted level, the table id of every position, and the contexts."""
+    alphas, cls, k0, k1 = _contexts(m, k, st)
+    q1 = st > 1
+    return alphas, k - np.where(q1, k1, k0), 2 * cls + q1, (cls, k0, k1)
+
+
+def _quantise(xs: list[np.ndarray], lam: float, iterations: int = 2):
+    """Levels, states, prediction weights, differences, table ids and table parameters of bands
+    ``xs`` (units of delta, all of one shape).
+
+    Each iteration runs the Viterbi on every chain of every pass at once (the chains of the
+    passes of one lattice stride, of all bands, are rows of one array), with the contexts,
+    predictions and tables of the previous iteration's levels (the first: the scalar quantiser at
+    the union's mean spacing); what is coded is then computed from the final levels, exactly as
+    a decoder will see them."""
+    shape = xs[0].shape
+    nb = len(xs)
+    groups = {}
+    for p in range(len(L.PASSES)):
+        rr, cc = _lattice(shape, p)
+        if rr.size and cc.size:
+            groups.setdefault(cc.size, []).append((rr, cc))
+    state = []
+    for x in xs:
+        k0 = np.rint(x / 2.0).astype(np.int64)
+        st0 = np.zeros(shape, np.int64)
+        m0 = 2 * k0
+        alphas, e, tid, ctx = _residuals(m0, k0, st0)
+        pr = {}
+        for t in np.unique(tid // 2):
+            pr[2 * t] = pr[2 * t + 1] = _fit(np.abs(e[tid // 2 == t]))
+        state.append((ctx, pr))
+    for _ in range(iterations):
+        tab = np.concatenate([_Tables(pr).bits for _, pr in state])
+        ctx = [c for c, _ in state]
+        k = np.zeros((nb,) + shape, np.int64)
+        st = np.zeros((nb,) + shape, np.int64)
+        for lats in groups.values():
+            sel = lambda arrs, off=0: np.concatenate([a[np.ix_(rr, cc)] + off * i  # noqa: E731
+                                                      for i, a in enumerate(arrs) for rr, cc in lats])
+            kp, sp = _viterbi(sel(xs), tab, sel([c[0] for c in ctx], L.N_CLASSES),
+                              (sel([c[1] for c in ctx]), sel([c[2] for c in ctx])), lam)
+            pos = 0
+            for i in range(nb):
+                for rr, cc in lats:
+                    n = rr.size
+                    k[i][np.ix_(rr, cc)] = kp[pos:pos + n]
+                    st[i][np.ix_(rr, cc)] = sp[pos:pos + n]
+                    pos += n
+        state = []
+        out = []
+        for i in range(nb):
+            m = recon_index(k[i], st[i])
+            alphas, e, tid, c = _residuals(m, k[i], st[i])
+            pr = {int(t): _fit(np.abs(e[tid == t])) for t in np.unique(tid)}
+            state.append((c, pr))
+            out.append((k[i], st[i], alphas, e, tid, pr))
+    return out
+
+
+def encode_dq(band: np.ndarray, step: float, lam: float = LAMBDA) -> tuple[bytes, L.LayerData]:
+    """Code ``band`` (normalised units) with dependent quantisation at delta = SCALE * ``step``.
+    Returns (blob, the layer a decoder reads: ``q`` the reconstruction indices; b"" and a layer
+    without values when every level is zero). Layout: layer header (flags 6, delta), u64
+    used-table bitmap, per used table (p0 u16, theta u8), N_OFFSETS int8 centroid offsets, one
+    prediction weight per pass (int8), u32 word count, range-coder words, u32 count and the raw
+    bits (packed) of the buckets' low bits and the signs, in coding order."""
+    return encode_dq_bands([band], [step], lam)[0]
+
+
+def encode_dq_bands(bands: list[np.ndarray], steps: list[float], lam: float = LAMBDA
+                    ) -> list[tuple[bytes, L.LayerData]]:
+    """:func:`encode_dq` of several bands (bands of one shape share the Viterbi's steps)."""
+    out: list = [None] * len(bands)
+    groups: dict = {}
+    for i, b in enumerate(bands):
+        groups.setdefault(np.shape(b), []).append(i)
+    for idx in groups.values():
+        deltas = [float(np.float32(SCALE * steps[i])) for i in idx]
+        xs = [np.asarray(bands[i], np.float64) / d for i, d in zip(idx, deltas)]
+        for j, (i, res) in enumerate(zip(idx, _quantise(xs, lam))):
+            out[i] = _pack(np.asarray(bands[i], np.float64), deltas[j], *res)
+    return out
+
+
+def _pack(band, delta, k, st, alphas, e, tid, params) -> tuple[bytes, L.LayerData]:
+    import constriction
+
+    m = recon_index(k, st)
+    if not m.any():
+        return b"", L.LayerData(None, delta, 0.0)
+    offsets = L.centroid_offsets(m.reshape(-1), band.reshape(-1), delta)
+    tables = _Tables(params)
+    fam = constriction.stream.model.Categorical(perfect=False)
+    enc = constriction.stream.queue.RangeEncoder()
+    raw: list[int] = []
+    for p in range(len(L.PASSES)):
+        rr, cc = _lattice(k.shape, p)
+        if rr.size == 0 or cc.size == 0:
+            continue
+        ep, tp = e[np.ix_(rr, cc)], tid[np.ix_(rr, cc)]
+        for j in range(ep.shape[1]):
+            a = np.abs(ep[:, j])
+            sym = _symbol(a)
+            enc.encode(sym.astype(np.int32), fam, tables.prob[tp[:, j]])
+            for v, sy in zip(a[sym >= DIRECT].tolist(), sym[sym >= DIRECT].tolist()):
+                nb = sy - DIRECT + 4  # the bits below the leading one, most significant first
+                raw.extend((v >> i) & 1 for i in range(nb - 1, -1, -1))
+            raw.extend((ep[:, j][a > 0] < 0).astype(np.uint8).tolist())
+    words = enc.get_compressed().astype("<u4")
+    used = sum(1 << t for t in params)
+    parts = [L._HEAD.pack(L._MAGIC, _FLAG, delta, 0.0, 0), _TAIL.pack(used)]
+    parts += [struct.pack("<HB", *params[t]) for t in sorted(params)]
+    parts.append(struct.pack(f"<{L.N_OFFSETS}b", *offsets))
+    parts.append(struct.pack(f"<{len(L.PASSES)}b", *alphas))
+    parts += [struct.pack("<I", words.size), words.tobytes(), struct.pack("<I", len(raw)),
+              np.packbits(np.asarray(raw, np.uint8)).tobytes()]
+    return b"".join(parts), L.LayerData(m, delta, 0.0, offsets)
+
+
+def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
+    """Inverse of :func:`encode_dq` (raises ValueError / struct.error on a malformed blob)."""
+    import constriction
+
+    magic, flags, delta, bias_db, used0 = L._HEAD.unpack_from(blob, 0)
+    if magic != L._MAGIC or flags != _FLAG or bias_db or used0 or not np.isfinite(delta) or not 0 < delta < 1e3:
+        raise ValueError("bad dependent-quantisation header")
+    pos = L._HEAD.size
+    (used,) = _TAIL.unpack_from(blob, pos)
+    pos += _TAIL.size
+    if used >> N_TABLES:
+        raise ValueError("bad table bitmap")
+    params = {}
+    for t in range(N_TABLES):
+        if used >> t & 1:
+            params[t] = struct.unpack_from("<HB", blob, pos)
+            pos += 3
+    offsets = struct.unpack_from(f"<{L.N_OFFSETS}b", blob, pos)
+    pos += L.N_OFFSETS
+    alphas = struct.unpack_from(f"<{len(L.PASSES)}b", blob, pos)
+    pos += len(L.PASSES)
+    if any(abs(a) > 32 for a in alphas):
+        raise ValueError("bad prediction weight")
+    (n_words,) = struct.unpack_from("<I", blob, pos)
+    pos += 4
+    if pos + 4 * n_words + 4 > len(blob):
+        raise ValueError("stream is truncated")
+    words = np.frombuffer(blob, "<u4", n_words, pos).astype(np.uint32)
+    pos += 4 * n_words
+    (n_raw,) = struct.unpack_from("<I", blob, pos)
+    pos += 4
+    if pos + (n_raw + 7) // 8 != len(blob):
+        raise ValueError("raw bits do not match the blob size")
+    raw = np.unpackbits(np.frombuffer(blob, np.uint8, (n_raw + 7) // 8, pos))[:n_raw].astype(np.int64)
+    tables = _Tables(params)
+    fam = constriction.stream.model.Categorical(perfect=False)
+    dec = constriction.stream.queue.RangeDecoder(words)
+    m = np.zeros(shape, np.int64)  # reconstruction indices: the contexts and predictions
+    ri = 0
+    for p in range(len(L.PASSES)):
+        rr, cc, cls, ssum, n = L._context(m, p)
+        if rr.size == 0:
+            continue
+        mu = L._predict(alphas[p], ssum, n)
+        k0, k1 = _khat(mu, False), _khat(mu, True)
+        st = np.zeros(rr.shape[0], np.int64)
+        kp = np.zeros(rr.shape, np.int64)
+        sp = np.zeros(rr.shape, np.int64)
+        for j in range(rr.shape[1]):
+            q1 = st > 1
+            a = np.asarray(dec.decode(fam, tables.prob[2 * cls[:, j] + q1]), np.int64)
+            big = a >= DIRECT
+            if big.any():  # buckets: 2^nb + nb raw bits
+                nb = a[big] - DIRECT + 4
+                start = ri + np.concatenate([[0], np.cumsum(nb)[:-1]])
+                ri += int(nb.sum())
+                if ri > raw.size:
+                    raise ValueError("raw bits are short")
+                v = np.ones(nb.size, np.int64)
+                for i in range(int(nb.max())):
+                    live = i < nb
+                    v = np.where(live, (v << 1) | raw[np.where(live, start + i, 0)], v)
+                a[big] = v
+            nz = a > 0
+            c = int(nz.sum())
+            if ri + c > raw.size:
+                raise ValueError("raw bits are short")
+            a[nz] = np.where(raw[ri:ri + c] == 1, -a[nz], a[nz])
+            ri += c
+            k = np.where(q1, k1[:, j], k0[:, j]) + a
+            kp[:, j] = k
+            sp[:, j] = st
+            st = NEXT[st, k & 1]
+        m[rr, cc] = recon_index(kp, sp)
+        if np.abs(m).max() >= 2**40:
+            raise ValueError("value out of range")
+    if ri != raw.size:
+        raise ValueError("unused raw bits")
+    return L.LayerData(m, delta, 0.0, offsets)
