@@ -1,6 +1,7 @@
-"""Speed of the pixel layer's two MSE forms (pixel and wavelet), of its restoration filter (fit by
-the encoder, applied by the decoder), and what an MSE layer costs a whole-file decode with the
-bundled ``default`` family.
+"""Speed of the pixel layer's two MSE forms (pixel and wavelet, both with dependent quantisation,
+and the scalar-quantised forms of session 10 beside them), of its restoration filter (fit by the
+encoder, applied by the decoder), and what an MSE layer costs a whole-file decode with the bundled
+``default`` family.
 
     python benchmarks/layer_speed.py [--size 512] [--repeat 3] [--image PATH]
 
@@ -24,7 +25,8 @@ from codec_speed import _median_time as _median  # noqa: E402
 from sarcodec.api import family_members  # noqa: E402
 from sarcodec.container import ContainerReader  # noqa: E402
 from sarcodec.data import synthetic_sar  # noqa: E402
-from sarcodec.layers import decode_layer, encode_layer, encode_wavelet_layer, fit_filter  # noqa: E402
+from sarcodec.dq import encode_dq  # noqa: E402
+from sarcodec.layers import centroid_offsets, decode_layer, encode_layer, encode_wavelet_layer, fit_filter  # noqa: E402
 
 
 def main() -> None:
@@ -40,15 +42,21 @@ def main() -> None:
     step = 2 * 0.5 / 30.0  # max_error 0.5 dB over a 30 dB clip range
     r = gaussian_filter(np.random.default_rng(0).normal(0, 0.05, (n, n)), 1.5) * 4
     q = np.rint(r / step).astype(np.int64)
-    pix = encode_layer(q, step, offsets=(0, 0, 0, 0))
+    off = centroid_offsets(q.reshape(-1), r.reshape(-1), step)
     wav, _ = encode_wavelet_layer(r, step)
     print(f"{n}x{n} correlated residual, max_error 0.5 dB, median of {a.repeat}")
-    print(f"{'layer form':12s} {'bytes':>8s} {'encode MP/s':>12s} {'decode MP/s':>12s}")
-    for name, blob, enc in (("pixel", pix, lambda: encode_layer(q, step, offsets=(0, 0, 0, 0))),
-                            ("wavelet", wav, lambda: encode_wavelet_layer(r, step))):
+    print(f"{'layer form':18s} {'bytes':>8s} {'PSNR dB':>8s} {'encode MP/s':>12s} {'decode MP/s':>12s}")
+    forms = (("pixel, DQ", lambda: encode_dq(r, step)[0]),
+             ("wavelet, DQ", lambda: encode_wavelet_layer(r, step)[0]),
+             ("pixel, scalar", lambda: encode_layer(q, step, offsets=off)),
+             ("wavelet, scalar", lambda: encode_wavelet_layer(r, step, dependent=False)[0]))
+    for name, enc in forms:
+        blob = enc()
         te = _median(enc, a.repeat)
         td = _median(lambda blob=blob: decode_layer(blob, (n, n)), a.repeat)
-        print(f"{name:12s} {len(blob):8d} {mp / te:12.2f} {mp / td:12.2f}")
+        d = decode_layer(blob, (n, n))
+        err = (d.residual if d.residual is not None else d.values()) - r
+        print(f"{name:18s} {len(blob):8d} {10 * np.log10(1 / np.mean(err ** 2)):8.2f} {mp / te:12.2f} {mp / td:12.2f}")
     rec = 0.5 + decode_layer(wav, (n, n)).residual  # the wavelet layer's reconstruction of t = 0.5 + r
     ok = np.ones((n, n), bool)
     filt = fit_filter(rec, 0.5 + r, ok)
