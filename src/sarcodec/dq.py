@@ -355,16 +355,8 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
             pos += 3
     offsets = struct.unpack_from(f"<{L.N_OFFSETS}b", blob, pos)
     pos += L.N_OFFSETS
-    alphas = struct.unpack_from(f"<{len(L.PASSES)}b", blob, pos)
-    pos += len(L.PASSES)
-    if any(abs(a) > 32 for a in alphas):
-        raise ValueError("bad prediction weight")
-    (n_words,) = struct.unpack_from("<I", blob, pos)
-    pos += 4
-    if pos + 4 * n_words + 4 > len(blob):
-        raise ValueError("stream is truncated")
-    words = np.frombuffer(blob, "<u4", n_words, pos).astype(np.uint32)
-    pos += 4 * n_words
+    alphas, pos = L.read_alphas(blob, pos)
+    words, pos = L.read_words(blob, pos)
     (n_raw,) = struct.unpack_from("<I", blob, pos)
     pos += 4
     if pos + (n_raw + 7) // 8 != len(blob):

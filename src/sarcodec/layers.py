@@ -517,6 +517,24 @@ def decode_layer(blob: bytes, shape: tuple[int, int], where: str = "tile") -> La
         raise CorruptedFileError(f"pixel layer of {where} is corrupted ({e})") from e
 
 
+def read_alphas(blob: bytes, pos: int) -> tuple[tuple[int, ...], int]:
+    """A layer blob's per-pass prediction weights (int8, |alpha| <= 32) at ``pos``."""
+    alphas = struct.unpack_from(f"<{len(PASSES)}b", blob, pos)
+    if any(abs(a) > 32 for a in alphas):
+        raise ValueError("bad prediction weight")
+    return alphas, pos + len(PASSES)
+
+
+def read_words(blob: bytes, pos: int) -> tuple[np.ndarray, int]:
+    """A layer blob's range-coder stream (u32 count, then the words) at ``pos``; at least one
+    u32 must follow it."""
+    (n_words,) = struct.unpack_from("<I", blob, pos)
+    pos += 4
+    if pos + 4 * n_words + 4 > len(blob):
+        raise ValueError("stream is truncated")
+    return np.frombuffer(blob, "<u4", n_words, pos).astype(np.uint32), pos + 4 * n_words
+
+
 def _decode_blob(blob: bytes, shape: tuple[int, int]) -> LayerData:
     """:func:`decode_layer` without the error wrapping (a malformed blob raises what it hits;
     a wavelet layer decodes its subbands with it, so an error is wrapped once)."""
@@ -554,20 +572,12 @@ def _decode_blob(blob: bytes, shape: tuple[int, int]) -> LayerData:
         if used >> k & 1:
             params[k] = struct.unpack_from("<HB", blob, pos)
             pos += 3
-    alphas = struct.unpack_from(f"<{len(PASSES)}b", blob, pos)
-    pos += len(PASSES)
-    if any(abs(a) > 32 for a in alphas):
-        raise ValueError("bad prediction weight")
+    alphas, pos = read_alphas(blob, pos)
     offsets = None
     if flags == 3:
         offsets = struct.unpack_from(f"<{N_OFFSETS}b", blob, pos)
         pos += N_OFFSETS
-    (n_words,) = struct.unpack_from("<I", blob, pos)
-    pos += 4
-    if pos + 4 * n_words + 4 > len(blob):
-        raise ValueError("stream is truncated")
-    words = np.frombuffer(blob, "<u4", n_words, pos).astype(np.uint32)
-    pos += 4 * n_words
+    words, pos = read_words(blob, pos)
     (n_esc,) = struct.unpack_from("<I", blob, pos)
     pos += 4
     if pos + 4 * n_esc != len(blob):
