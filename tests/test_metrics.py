@@ -3,7 +3,7 @@ import pytest
 
 from sarcodec.data import synthetic_sar
 from sarcodec.evaluation.metrics import (
-    BenchmarkDomain, bd_psnr, bd_rate, enl, enl_ratio, epi, ms_ssim, psnr, rmse_db, ssim,
+    BenchmarkDomain, bd_psnr, bd_rate, bd_rate_pchip, enl, enl_ratio, epi, ms_ssim, psnr, rmse_db, ssim,
 )
 
 
@@ -50,3 +50,27 @@ def test_bd_rate_against_itself_and_double_rate():
     assert bd_rate(r, p, 2 * r, p) == pytest.approx(100.0, rel=1e-6)
     assert bd_rate(r, p, 0.5 * r, p) == pytest.approx(-50.0, rel=1e-6)
     assert bd_psnr(r, p, r, p + 0.5) == pytest.approx(0.5, abs=1e-9)
+
+
+def test_pchip_bd_rate_is_exact_on_shifted_curves_and_local():
+    """The piecewise (PCHIP) BD-rate gives exact answers on rate-scaled curves like the cubic one,
+    and a curve densely sampled in one region does not move it: on a many-point, wavy curve the
+    one least-squares cubic bends towards the dense region, PCHIP follows each curve."""
+    r = np.array([0.25, 0.5, 1.0, 2.0])
+    p = np.array([28.0, 31.0, 34.0, 37.0])
+    assert bd_rate_pchip(r, p, r, p) == pytest.approx(0.0, abs=1e-9)
+    assert bd_rate_pchip(r, p, 2 * r, p) == pytest.approx(100.0, rel=1e-6)
+    assert bd_rate_pchip(r, p, 0.5 * r, p) == pytest.approx(-50.0, rel=1e-6)
+    # the same true curve, sampled sparsely and with many extra points at its low end
+    curve = lambda q: np.exp((q - 30.0) / 4.5 + 0.08 * np.sin(q))  # noqa: E731
+    q_sparse = np.linspace(25, 45, 9)
+    q_dense = np.sort(np.concatenate([q_sparse, np.linspace(25, 30, 40)]))
+    ref_q = np.linspace(25, 45, 12)
+    ref_r = 1.1 * curve(ref_q)
+    a = bd_rate_pchip(ref_r, ref_q, curve(q_sparse), q_sparse)
+    b = bd_rate_pchip(ref_r, ref_q, curve(q_dense), q_dense)
+    assert a == pytest.approx(100 / 1.1 - 100, abs=0.3) and b == pytest.approx(a, abs=0.3)
+    # the single cubic moves by more than a point with where the samples are
+    assert abs(bd_rate(ref_r, ref_q, curve(q_dense), q_dense) - bd_rate(ref_r, ref_q, curve(q_sparse), q_sparse)) > 1.0
+    with pytest.raises(ValueError):
+        bd_rate_pchip(r, p, r, p + 20)  # no overlap

@@ -481,12 +481,13 @@ def benchmark(
     res = _run_benchmark(data, out, models or ["default"], [c for c in codecs.split(",") if c], split, gallery,
                          _device(device))
     t = Table(title="Against JPEG 2000 (mean over images; BD-rate negative = fewer bits, BD-PSNR positive = better)")
-    for col in ("codec", "BD-rate", "BD-PSNR", "PSNR @0.5", "@1", "@2 bpp (n images)"):
+    for col in ("codec", "BD-rate", "(PCHIP)", "BD-PSNR", "PSNR @0.5", "@1", "@2 bpp (n images)"):
         t.add_column(col, justify="left" if col == "codec" else "right")
+    pct = lambda v: "-" if v is None else f"{v:+.1f}%"  # noqa: E731
     for c, at in res["psnr_at"].items():
         s = res["summary"].get(c)
-        cells = ["0 (reference)"] * 2 if s is None else [
-            "-" if s["bd_rate"] is None else f"{s['bd_rate']:+.1f}%", "-" if s["bd_psnr"] is None else f"{s['bd_psnr']:+.2f} dB"]
+        cells = ["0 (reference)"] * 3 if s is None else [
+            pct(s["bd_rate"]), pct(s.get("bd_rate_pchip")), "-" if s["bd_psnr"] is None else f"{s['bd_psnr']:+.2f} dB"]
         cells += ["-" if v["mean"] is None else f"{v['mean']:.2f} ({v['n']})" for v in at.values()]
         t.add_row(c, *cells)
     console.print(t)
