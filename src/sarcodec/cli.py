@@ -487,7 +487,7 @@ def benchmark(
     for c, at in res["psnr_at"].items():
         s = res["summary"].get(c)
         cells = ["0 (reference)"] * 3 if s is None else [
-            pct(s["bd_rate"]), pct(s.get("bd_rate_pchip")), "-" if s["bd_psnr"] is None else f"{s['bd_psnr']:+.2f} dB"]
+            pct(s["bd_rate"]), pct(s["bd_rate_pchip"]), "-" if s["bd_psnr"] is None else f"{s['bd_psnr']:+.2f} dB"]
         cells += ["-" if v["mean"] is None else f"{v['mean']:.2f} ({v['n']})" for v in at.values()]
         t.add_row(c, *cells)
     console.print(t)

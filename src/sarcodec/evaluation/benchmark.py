@@ -388,7 +388,7 @@ class Benchmark:
             s = summ.get(c)
             at = self.results["psnr_at"][c]
             rows.append([c, "0 (reference)" if s is None else _pct(s["bd_rate"]),
-                         "0 (reference)" if s is None else _pct(s.get("bd_rate_pchip")),
+                         "0 (reference)" if s is None else _pct(s["bd_rate_pchip"]),
                          "0 (reference)" if s is None else _db(s["bd_psnr"])]
                         + ["-" if at[str(r)]["n"] == 0 else f"{at[str(r)]['mean']:.2f} dB ({at[str(r)]['n']})"
                            for r in HEADLINE_RATES])
@@ -401,7 +401,7 @@ class Benchmark:
             rows.append([c, _pct(s["bd_rate"])] + [_pct(s["bd_rate_per_image"][n]) for n in names])
         rep.table("BD-rate against JPEG 2000", head, rows)
         head = ["codec", "BD-rate (PCHIP) vs JPEG 2000 (mean)"] + [n.replace(".tif", "") for n in names]
-        rows = [[c, _pct(s.get("bd_rate_pchip"))] + [_pct(s.get("bd_rate_pchip_per_image", {}).get(n)) for n in names]
+        rows = [[c, _pct(s["bd_rate_pchip"])] + [_pct(s["bd_rate_pchip_per_image"][n]) for n in names]
                 for c, s in summ.items()]
         rep.table("BD-rate against JPEG 2000, log-rate interpolated piecewise (PCHIP, as JVET's test conditions) "
                   "instead of one least-squares cubic per curve", head, rows)

@@ -139,26 +139,43 @@ def epi(original: np.ndarray, reconstructed: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else float("nan")
 
 
-def _bd_average(x_ref, y_ref, x_test, y_test) -> float:
+def _pchip_integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
+    """Integral over [lo, hi] of the piecewise monotone cubic (PCHIP) through the points (x, y);
+    of points with equal x the one with the lowest y is kept (the cheaper, for log-rate on PSNR)."""
+    from scipy.interpolate import PchipInterpolator
+
+    o = np.lexsort((y, x))
+    x, y = x[o], y[o]
+    keep = np.concatenate([[True], np.diff(x) > 1e-9])
+    if keep.sum() < 2:
+        raise ValueError("a Bjøntegaard delta needs at least two points per curve")
+    return float(PchipInterpolator(x[keep], y[keep]).integrate(lo, hi))
+
+
+def _bd_average(x_ref, y_ref, x_test, y_test, pchip: bool = False) -> float:
     """Bjøntegaard: mean of (fit_test - fit_ref) over the overlapping x range, each curve a
-    polynomial fit of y on x (cubic with >= 4 points)."""
+    polynomial fit of y on x (cubic with >= 4 points), or with ``pchip`` a piecewise monotone
+    cubic through its points."""
     x_ref, y_ref, x_test, y_test = (np.asarray(v, float) for v in (x_ref, y_ref, x_test, y_test))
     if min(len(x_ref), len(x_test)) < 2:
         raise ValueError("a Bjøntegaard delta needs at least two points per curve")
-    deg = min(3, len(x_ref) - 1, len(x_test) - 1)
-    f_ref = np.polyint(np.polyfit(x_ref, y_ref, deg))
-    f_test = np.polyint(np.polyfit(x_test, y_test, deg))
     lo, hi = max(x_ref.min(), x_test.min()), min(x_ref.max(), x_test.max())
     if hi <= lo:
         raise ValueError("the two curves do not overlap")
+    if pchip:
+        return (_pchip_integral(x_test, y_test, lo, hi) - _pchip_integral(x_ref, y_ref, lo, hi)) / (hi - lo)
+    deg = min(3, len(x_ref) - 1, len(x_test) - 1)
+    f_ref = np.polyint(np.polyfit(x_ref, y_ref, deg))
+    f_test = np.polyint(np.polyfit(x_test, y_test, deg))
     return float(((np.polyval(f_test, hi) - np.polyval(f_test, lo)) - (np.polyval(f_ref, hi) - np.polyval(f_ref, lo))) / (hi - lo))
 
 
-def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
+def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test, pchip: bool = False) -> float:
     """Bjøntegaard delta rate (VCEG-M33), in percent: average bitrate change of ``test`` versus
-    ``ref`` at equal PSNR over the overlapping PSNR range (log-rate fitted on PSNR).
-    Negative = test needs fewer bits."""
-    avg = _bd_average(psnr_ref, np.log(np.asarray(rate_ref, float)), psnr_test, np.log(np.asarray(rate_test, float)))
+    ``ref`` at equal PSNR over the overlapping PSNR range (log-rate fitted on PSNR; ``pchip``: see
+    :func:`bd_rate_pchip`). Negative = test needs fewer bits."""
+    avg = _bd_average(psnr_ref, np.log(np.asarray(rate_ref, float)), psnr_test, np.log(np.asarray(rate_test, float)),
+                      pchip)
     return float((np.exp(avg) - 1) * 100)
 
 
@@ -168,24 +185,7 @@ def bd_rate_pchip(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
     follows curves of many points (a search's operating points over 0.02-5 bpp, a codec's sweep)
     locally, where one cubic over the whole range bends with where the points are dense.
     Negative = test needs fewer bits."""
-    from scipy.interpolate import PchipInterpolator
-
-    def interp(r, p):
-        r, p = np.asarray(r, float), np.asarray(p, float)
-        o = np.argsort(p, kind="stable")
-        p, lr = p[o], np.log(r[o])
-        keep = np.concatenate([[True], np.diff(p) > 1e-9])  # equal PSNR twice: keep the cheaper
-        if keep.sum() < 2:
-            raise ValueError("a Bjøntegaard delta needs at least two points per curve")
-        return PchipInterpolator(p[keep], lr[keep]), p[0], p[-1]
-
-    f_ref, lo_ref, hi_ref = interp(rate_ref, psnr_ref)
-    f_test, lo_test, hi_test = interp(rate_test, psnr_test)
-    lo, hi = max(lo_ref, lo_test), min(hi_ref, hi_test)
-    if hi <= lo:
-        raise ValueError("the two curves do not overlap")
-    avg = (f_test.integrate(lo, hi) - f_ref.integrate(lo, hi)) / (hi - lo)
-    return float((np.exp(avg) - 1) * 100)
+    return bd_rate(rate_ref, psnr_ref, rate_test, psnr_test, pchip=True)
 
 
 def bd_psnr(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
