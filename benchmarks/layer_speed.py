@@ -1,5 +1,6 @@
-"""Speed of the pixel layer's two MSE forms (pixel and wavelet, both with dependent quantisation,
-and the scalar-quantised forms of session 10 beside them), of its restoration filter (fit by the
+"""Speed of the pixel layer's two MSE forms (pixel and wavelet, both with dependent quantisation
+on the 8-state trellis, and beside them the 4-state trellis of session 11 and the scalar-quantised
+forms of session 10), of its restoration filter (fit by the
 encoder, applied by the decoder), and what an MSE layer costs a whole-file decode with the bundled
 ``default`` family.
 
@@ -47,6 +48,7 @@ def main() -> None:
     print(f"{n}x{n} correlated residual, max_error 0.5 dB, median of {a.repeat}")
     print(f"{'layer form':18s} {'bytes':>8s} {'PSNR dB':>8s} {'encode MP/s':>12s} {'decode MP/s':>12s}")
     forms = (("pixel, DQ", lambda: encode_dq(r, step)[0]),
+             ("pixel, DQ 4-state", lambda: encode_dq(r, step, flag=6)[0]),
              ("wavelet, DQ", lambda: encode_wavelet_layer(r, step)[0]),
              ("pixel, scalar", lambda: encode_layer(q, step, offsets=off)),
              ("wavelet, scalar", lambda: encode_wavelet_layer(r, step, dependent=False)[0]))

@@ -45,7 +45,7 @@ from .errors import (
 
 MAGIC = b"\x89SARC\r\n\x1a"
 END = b"CRAS"
-FORMAT_VERSION = 7  # the newest this reader reads; versions 1 to 6 still read
+FORMAT_VERSION = 8  # the newest this reader reads; versions 1 to 7 still read
 # 2: pixel layers (layers.py), tile CRCs bound to their position; 3: a latent quantisation step
 # other than 1 (metadata "latent_step"; continuous quality) or MSE pixel layers (centroid offsets,
 # layer "bound": false); 4: the footer is deflated with the preset dictionary FOOTER_DICT (a file's
@@ -53,7 +53,8 @@ FORMAT_VERSION = 7  # the newest this reader reads; versions 1 to 6 still read
 # BigEarthNet patch at 0.5 bpp); 5: MSE pixel layers may be coded in the wavelet domain (layer
 # flag 4, layers.encode_wavelet_layer); 6: an MSE layer may carry a restoration filter (layer flag 5,
 # layers.RestorationFilter); 7: MSE layers are coded with dependent (trellis-coded) quantisation
-# (layer flag 6, dq.py), so a file with MSE layers is version 7. Files are written as
+# (layer flag 6, dq.py); 8: MSE layers may use the 8-state trellis (layer flag 7), so a file with MSE
+# layers is written as version 8 (version-7 files still read: their layers say flag 6). Files are written as
 # version 4 unless what the metadata uses needs more (required_version), and a reader of an older
 # version refuses a newer file (UnsupportedVersionError) instead of decoding it wrongly.
 BASE_VERSION = 4
@@ -101,7 +102,8 @@ def required_version(metadata: dict[str, Any]) -> int:
 
 def written_version(metadata: dict[str, Any]) -> int:
     """The format version this sarcodec writes a container with this footer metadata as."""
-    return max(BASE_VERSION, required_version(metadata))
+    v = max(BASE_VERSION, required_version(metadata))
+    return 8 if v == 7 else v  # MSE layers: the 8-state trellis (layer flag 7) needs version 8
 
 
 HEADER = struct.Struct("<8sHHI")

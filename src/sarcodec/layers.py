@@ -31,8 +31,9 @@ layer blob by the same context coder. Where the base leaves spatially correlated
 residuals (single-look) the pixel form stays cheaper. The encoder keeps the form with the lower
 ``SSE + lambda * bits`` per tile (:func:`make_layer`); both decode from exact integers. In
 both forms an MSE layer is quantised with **dependent (trellis-coded) quantisation**
-(:mod:`sarcodec.dq`, flag 6: two interleaved quantisers, a 4-state machine on the parity of each
-level, levels chosen by a Viterbi search; +0.3-0.5 dB over the scalar quantiser at 1-3 bpp).
+(:mod:`sarcodec.dq`, flag 7: two interleaved quantisers, an 8-state machine on the parity of each
+level, levels chosen by a Viterbi search; +0.3-0.6 dB over the scalar quantiser at 1-3 bpp; flag
+6, 4 states, from session 11, still decodes).
 Either form may then carry a **restoration filter** (flag 5 around it, :class:`RestorationFilter`): a
 per-tile least-squares Wiener filter on the reconstructed pixels, kept where it lowers the same
 cost. It reads 3 pixels around each output pixel (:attr:`LayerData.reach`), so a decoder of a
@@ -449,7 +450,7 @@ def encode_wavelet_layer(r: np.ndarray, step: float, levels: int = WAVELET_LEVEL
     """An MSE layer coded in the wavelet domain: the residual ``r`` (normalised units, 0 on
     invalid pixels) through :func:`dwt2`, each subband quantised with ``step / norm`` (centroid
     reconstruction) and coded as its own layer blob: ``dependent``, with dependent quantisation
-    (:mod:`sarcodec.dq`, flag 6), else with the scalar quantiser (:func:`encode_layer`, flag 3).
+    (:mod:`sarcodec.dq`, flag 7), else with the scalar quantiser (:func:`encode_layer`, flag 3).
     Returns (blob, the residual a decoder will reconstruct). Layout: header (flags 4, ``step``),
     u8 levels, per subband u32 length + a layer blob (length 0: an all-zero subband).
 
@@ -499,7 +500,7 @@ def _decode_wavelet(blob: bytes, shape: tuple[int, int], step: float) -> LayerDa
         if not n:
             recs.append(np.zeros(sh))
             continue
-        if sub[2:3] not in (b"\x01", b"\x03", b"\x06"):
+        if sub[2:3] not in (b"\x01", b"\x03", b"\x06", b"\x07"):
             raise ValueError("a subband must be a plain, MSE or dependent-quantisation layer")
         recs.append(_decode_blob(sub, sh).values())
     if pos != len(blob):
@@ -541,14 +542,14 @@ def _decode_blob(blob: bytes, shape: tuple[int, int]) -> LayerData:
     import constriction
 
     magic, flags, step, bias_db, used = _HEAD.unpack_from(blob, 0)
-    if magic != _MAGIC or flags not in (0, 1, 2, 3, 4, 5, 6) or not np.isfinite(step) or not np.isfinite(bias_db) \
+    if magic != _MAGIC or flags not in (0, 1, 2, 3, 4, 5, 6, 7) or not np.isfinite(step) or not np.isfinite(bias_db) \
             or abs(bias_db) > 100 or not 0 < step < 1e3 or used >> N_CLASSES:
         raise ValueError("bad layer header")
     if flags == 0:
         if len(blob) != _HEAD.size:
             raise ValueError("trailing bytes")
         return LayerData(None, step, bias_db)
-    if flags == 6:
+    if flags in (6, 7):
         from . import dq
 
         return dq.decode_dq(blob, shape)
@@ -561,7 +562,7 @@ def _decode_blob(blob: bytes, shape: tuple[int, int]) -> LayerData:
             raise ValueError("a filtered layer carries no bias shift or classes")
         filt, pos = RestorationFilter.unpack(blob, _HEAD.size)
         inner = blob[pos:]
-        if inner[:2] != _MAGIC or inner[2:3] not in (b"\x03", b"\x04", b"\x06"):
+        if inner[:2] != _MAGIC or inner[2:3] not in (b"\x03", b"\x04", b"\x06", b"\x07"):
             raise ValueError("a restoration filter must wrap an MSE layer")
         lay = _decode_blob(inner, shape)
         lay.filter = filt
@@ -865,7 +866,7 @@ def _with_filter(blob: bytes, lay: LayerData, t: np.ndarray, base: np.ndarray, v
                  lo_db: float, hi_db: float, cost) -> tuple[bytes, LayerData]:
     """An MSE layer's blob and layer with a restoration filter where it pays (lower
     ``cost(error, extra bytes)``: make_layer's SSE + lambda * bits over the valid pixels), else as
-    they are. Layout (flag 5): header, the filter, then the inner MSE layer blob (flag 3, 4 or 6)
+    they are. Layout (flag 5): header, the filter, then the inner MSE layer blob (flag 3, 4, 6 or 7)
     to the end."""
     x = lay.unfiltered(base, lo_db, hi_db)
     filt = fit_filter(x, t, valid)
