@@ -27,7 +27,8 @@ from sarcodec.api import family_members  # noqa: E402
 from sarcodec.container import ContainerReader  # noqa: E402
 from sarcodec.data import synthetic_sar  # noqa: E402
 from sarcodec.dq import encode_dq  # noqa: E402
-from sarcodec.layers import centroid_offsets, decode_layer, encode_layer, encode_wavelet_layer, fit_filter  # noqa: E402
+from sarcodec.layers import (centroid_offsets, decode_layer, encode_layer, encode_packet_layer,  # noqa: E402
+                             encode_wavelet_layer, fit_filter)
 
 
 def main() -> None:
@@ -49,6 +50,7 @@ def main() -> None:
     print(f"{'layer form':18s} {'bytes':>8s} {'PSNR dB':>8s} {'encode MP/s':>12s} {'decode MP/s':>12s}")
     forms = (("pixel, DQ", lambda: encode_dq(r, step)[0]),
              ("pixel, DQ 4-state", lambda: encode_dq(r, step, flag=6)[0]),
+             ("packet, DQ", lambda: encode_packet_layer(r, step)[0]),
              ("wavelet, DQ", lambda: encode_wavelet_layer(r, step)[0]),
              ("pixel, scalar", lambda: encode_layer(q, step, offsets=off)),
              ("wavelet, scalar", lambda: encode_wavelet_layer(r, step, dependent=False)[0]))

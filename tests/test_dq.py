@@ -118,7 +118,7 @@ def test_damaged_dq_blobs_are_format_errors():
 
 def test_mse_layers_are_dependent_quantised():
     """make_layer codes MSE layers with DQ, in the pixel form (white residual) or inside the
-    wavelet form (correlated residual), and both decode to what the encoder reconstructed."""
+    wavelet packet form (correlated residual), and both decode to what the encoder reconstructed."""
     from scipy.ndimage import gaussian_filter
 
     from sarcodec.layers import _HEAD, LayerSpec, RestorationFilter, make_layer
@@ -130,5 +130,5 @@ def test_mse_layers_are_dependent_quantised():
                        (base + gaussian_filter(rng.normal(0, 0.05, shape), 2.0) * 5, True)):
         blob, lay = make_layer(t, base, None, LayerSpec(0.3, bound=False), lo, hi)
         inner = blob if blob[2] != 5 else blob[RestorationFilter.unpack(blob, _HEAD.size)[1]:]
-        assert inner[2] == (4 if wavelet else 7)
+        assert inner[2] == (8 if wavelet else 7)  # the wavelet packet form (flag 8) since session 13
         np.testing.assert_array_equal(decode_layer(blob, shape).apply(base, lo, hi), lay.apply(base, lo, hi))

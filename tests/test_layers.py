@@ -330,7 +330,7 @@ def test_mse_layer_beats_the_bound_layer(model):
     mse = point(2.0, False)
     assert bounds[0][0] < mse[0] < bounds[-1][0], (bounds, mse[:2])
     assert mse[1] > np.interp(mse[0], *zip(*bounds)) + 0.3, (bounds, mse[:2])
-    assert mse[2].metadata["layer"]["bound"] is False and mse[2].version == 8
+    assert mse[2].metadata["layer"]["bound"] is False and mse[2].version == 9
     hb, d = point(2.0, True)[2:]
     assert "bound" not in hb.metadata["layer"]
     # an older footer that claims an MSE layer is refused (its reader would decode it wrongly)
@@ -420,6 +420,133 @@ def test_damaged_wavelet_layer_is_refused():
         decode_layer(nested, shape)
 
 
+TREES = [None, (None,) * 4, ((None,) * 4, None, None, None), ((None,) * 4, (None,) * 4, None, (None,) * 4),
+         (((None,) * 4, None, (None,) * 4, None), (None,) * 4, None, None)]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (9, 4), (37, 53), (64, 64)])
+def test_wavelet_packets_are_invertible_on_any_shape(shape):
+    """Any tree (the dyadic ones included, which equal dwt2) analyses into bands of the shapes it
+    says and synthesises back; its bits parse back to it."""
+    from sarcodec.layers import dwt2, dyadic_tree, packet_analyse, packet_shapes, packet_synth, parse_tree, tree_bits
+
+    x = np.random.default_rng(4).normal(size=shape)
+    for tree in TREES:
+        if tree is not None and min(shape) < 2:
+            continue
+        bands = packet_analyse(x, tree)
+        assert [b.shape for b in bands] == packet_shapes(shape, tree)
+        np.testing.assert_allclose(packet_synth(bands, tree), x, atol=1e-12)
+        if all(min(sh) >= 2 for sh in packet_shapes(shape, tree)) or tree is None or min(shape) >= 8:
+            assert parse_tree(tree_bits(tree), shape) == tree
+    for levels in (1, 2):
+        assert all(np.array_equal(a, b) for a, b in zip(dwt2(x, levels), packet_analyse(x, dyadic_tree(levels))))
+
+
+def test_packet_tree_bits_are_checked():
+    from sarcodec.layers import PACKET_MAX_DEPTH, parse_tree
+
+    assert parse_tree([1, 0, 1, 0, 0, 0, 0, 0, 0], (32, 32)) == (None, (None,) * 4, None, None)
+    deep = [1] * (PACKET_MAX_DEPTH + 1) + [0] * 400
+    for bits, why in (([], "truncated"), ([1, 0, 0], "truncated"), ([0, 0], "trailing"), ([1, 0, 0, 0, 0, 1], "trailing"),
+                      (deep, "too deep")):
+        with pytest.raises(ValueError, match=why):
+            parse_tree(bits, (512, 512))
+    with pytest.raises(ValueError, match="too deep"):  # a 1 x n band cannot be split
+        parse_tree([1, 1, 0, 0, 0, 0, 0, 0, 0], (2, 64))
+
+
+def _striped_residual(shape, seed):
+    """Speckle-like texture whose energy sits in one part of the fine vertical frequencies (what
+    multi-looked GRD leaves): smooth noise modulated at 7/16 of the sampling rate down the rows."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    smooth = gaussian_filter(rng.normal(0, 0.3, shape), 3.0)
+    rows = np.arange(shape[0])[:, None]
+    return smooth * np.cos(2 * np.pi * 0.4375 * rows) + rng.normal(0, 0.002, shape)
+
+
+def test_best_basis_splits_where_the_spectrum_is_uneven():
+    """On a residual whose energy sits inside the fine vertical band, the best basis splits that
+    band, and the packet layer costs less (squared error + make_layer's lambda * bits) than the
+    dyadic transform; the blob decodes to exactly the encoder's residual, in a window too."""
+    from sarcodec.layers import best_basis, dyadic_tree, encode_packet_layer
+
+    shape, step = (192, 192), 0.01
+    r = _striped_residual(shape, 8)
+    tree = best_basis(r, step)
+    assert tree is not None and tree[1] is not None, tree  # LH: the fine vertical frequencies, split
+    lam = 2.0 * np.log(2.0) * step * step / 12.0
+    costs = {}
+    for name, t in (("best", "best"), ("dyadic", dyadic_tree(2))):
+        blob, res = encode_packet_layer(r, step, t)
+        assert blob[2] == 8
+        got = decode_layer(blob, shape)
+        np.testing.assert_array_equal(got.residual, res)
+        costs[name] = float(np.sum((r - res) ** 2)) + lam * 8 * len(blob)
+    assert costs["best"] < 0.95 * costs["dyadic"], costs
+    win = decode_layer(encode_packet_layer(r, step)[0], shape)
+    full = win.residual.copy()
+    win.crop((10, 50), (5, 70))
+    np.testing.assert_array_equal(win.residual, full[10:50, 5:70])
+    # a white residual is not split
+    assert best_basis(np.random.default_rng(9).normal(0, 0.05, shape), step) is None
+
+
+def test_mse_layers_of_files_use_packets_where_they_pay():
+    """make_layer writes the packet form (flag 8, inside a filter's flag 5 or not) for the striped
+    residual and a version-8 wavelet layer (flag 4) still decodes."""
+    from sarcodec.layers import _HEAD, RestorationFilter, encode_wavelet_layer, make_layer
+
+    shape, lo, hi = (96, 128), -25.0, 5.0
+    base = np.full(shape, 0.5)
+    t = base + _striped_residual(shape, 10)
+    blob, lay = make_layer(t, base, None, LayerSpec(0.3, bound=False), lo, hi)
+    inner = blob if blob[2] != 5 else blob[RestorationFilter.unpack(blob, _HEAD.size)[1]:]
+    assert lay.residual is not None and inner[2] == 8
+    np.testing.assert_array_equal(decode_layer(blob, shape).apply(base, lo, hi), lay.apply(base, lo, hi))
+    old, res = encode_wavelet_layer(t - base, 0.004)
+    assert old[2] == 4
+    np.testing.assert_array_equal(decode_layer(old, shape).residual, res)
+
+
+def test_damaged_packet_layer_is_refused():
+    from sarcodec.layers import _HEAD, encode_packet_layer
+
+    shape = (64, 48)
+    blob, res = encode_packet_layer(_striped_residual(shape, 11), 0.01, ((None,) * 4, (None,) * 4, None, None))
+    np.testing.assert_array_equal(decode_layer(blob, shape).residual, res)
+    for cut in (len(blob) - 1, len(blob) // 2, _HEAD.size + 2, _HEAD.size + 1, _HEAD.size):
+        with pytest.raises(CorruptedFileError):
+            decode_layer(blob[:cut], shape)
+    with pytest.raises(CorruptedFileError):
+        decode_layer(blob + b"\0", shape)
+    n = blob[_HEAD.size]
+    for bits in (0, n + 8):  # no tree; a longer one than the bits sent
+        b = bytearray(blob)
+        b[_HEAD.size] = bits
+        with pytest.raises(CorruptedFileError):
+            decode_layer(bytes(b), shape)
+    assert n == 13
+    b = bytearray(blob)
+    b[_HEAD.size + 2] |= 1 << 2  # a padding bit after the 13 tree bits
+    with pytest.raises(CorruptedFileError, match="padding"):
+        decode_layer(bytes(b), shape)
+    rng = np.random.default_rng(12)
+    for _ in range(60):  # flipped bytes: a clear error or some residual, never a crash
+        b = bytearray(blob)
+        b[int(rng.integers(len(b)))] ^= 1 << int(rng.integers(8))
+        try:
+            decode_layer(bytes(b), shape)
+        except CorruptedFileError:
+            pass
+    # a band that claims to be a packet layer itself (recursion) is refused
+    one_leaf = blob[:_HEAD.size] + b"\x01\x00"
+    with pytest.raises(CorruptedFileError, match="subband"):
+        decode_layer(one_leaf + struct.pack("<I", len(blob)) + blob, shape)
+
+
 def test_restoration_filter_where_it_pays():
     """On a correlated image coded coarsely the MSE layer carries a restoration filter: lower
     error than without it, the same pixels from the blob as the encoder computed, the same pixels
@@ -464,8 +591,8 @@ def test_damaged_filtered_layer_is_refused():
 
     from sarcodec.layers import _HEAD, RestorationFilter, make_layer
 
-    shape, lo, hi = (64, 64), -25.0, 5.0
-    rng = np.random.default_rng(22)
+    shape, lo, hi = (96, 112), -25.0, 5.0  # as in test_restoration_filter_where_it_pays
+    rng = np.random.default_rng(21)
     t = 0.5 + gaussian_filter(rng.normal(0, 0.6, shape), 1.5)
     base = 0.5 + gaussian_filter(t - 0.5, 3.0)
     blob, lay = make_layer(t, base, None, LayerSpec(0.5, bound=False), lo, hi)
