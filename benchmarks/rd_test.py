@@ -48,9 +48,18 @@ def main() -> None:
     ap.add_argument("--split", choices=("test", "val"), default="test",
                     help="test: report on test/; val: the held-out training locations (for choosing models)")
     ap.add_argument("--val-locations", default="mexico-b", help="comma-separated, with --split val")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="print the report of several --json outputs together (runs over parts of the images)")
     ap.add_argument("--refine", type=int, default=0,
                     help="also code with N steps of encoder-side latent refinement (a second sarcodec curve)")
     a = ap.parse_args()
+    if a.merge:
+        docs = [json.loads(Path(f).read_text()) for f in a.merge]
+        res = {k: v for d in docs for k, v in d["images"].items()}
+        for name, e in res.items():
+            print(f"{name} sarcodec: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for p in e["sarcodec"]))
+        report(res, docs[0].get("families", ["sarcodec"]), docs[0].get("labels", []), a.json)
+        return
     root = Path(a.data) if a.data else default_data_dir()
     if root is None:
         sys.exit("no data: pass --data or place ../shared/sar")
@@ -99,6 +108,12 @@ def main() -> None:
                   flush=True)
         res[s.path.name] = entry
 
+    report(res, list(families), labels, a.json)
+
+
+def report(res: dict, families: list[str], labels: list[str], json_path: str | None = None) -> None:
+    """Print the tables of results ``res`` (image -> codec -> points); write them with the
+    summary to ``json_path``."""
     codecs = list(families) + [c for c in next(iter(res.values())) if c not in families]  # jpeg2000 next
     print("\n| codec | " + " | ".join(f"PSNR @{r} bpp" for r in RATES) + " | BD-rate vs JPEG 2000 | (PCHIP) |")
     print("|---|" + "---|" * (len(RATES) + 2))
@@ -142,8 +157,9 @@ def main() -> None:
             continue
         print(f"  {fam} {label}: encode {np.median([p['encode_s'] for p in pts]):.1f} s  bpp {np.mean([p['bpp'] for p in pts]):.3f}  PSNR {np.mean([p['psnr'] for p in pts]):.2f}  "
               f"ENL ratio {np.mean([p['enl_ratio'] for p in pts]):.3f}  EPI {np.mean([p['epi'] for p in pts]):.3f}")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"images": res, "summary": summary}, indent=1))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"images": res, "summary": summary, "families": families,
+                                               "labels": labels}, indent=1))
 
 
 if __name__ == "__main__":
