@@ -330,7 +330,7 @@ def test_mse_layer_beats_the_bound_layer(model):
     mse = point(2.0, False)
     assert bounds[0][0] < mse[0] < bounds[-1][0], (bounds, mse[:2])
     assert mse[1] > np.interp(mse[0], *zip(*bounds)) + 0.3, (bounds, mse[:2])
-    assert mse[2].metadata["layer"]["bound"] is False and mse[2].version == 9
+    assert mse[2].metadata["layer"]["bound"] is False and mse[2].version == 10
     hb, d = point(2.0, True)[2:]
     assert "bound" not in hb.metadata["layer"]
     # an older footer that claims an MSE layer is refused (its reader would decode it wrongly)

@@ -45,7 +45,7 @@ from .errors import (
 
 MAGIC = b"\x89SARC\r\n\x1a"
 END = b"CRAS"
-FORMAT_VERSION = 9  # the newest this reader reads; versions 1 to 8 still read
+FORMAT_VERSION = 10  # the newest this reader reads; versions 1 to 9 still read
 # 2: pixel layers (layers.py), tile CRCs bound to their position; 3: a latent quantisation step
 # other than 1 (metadata "latent_step"; continuous quality) or MSE pixel layers (centroid offsets,
 # layer "bound": false); 4: the footer is deflated with the preset dictionary FOOTER_DICT (a file's
@@ -56,7 +56,9 @@ FORMAT_VERSION = 9  # the newest this reader reads; versions 1 to 8 still read
 # (layer flag 6, dq.py); 8: MSE layers may use the 8-state trellis (layer flag 7), so a file with MSE
 # layers is written as version 8 (version-7 files still read: their layers say flag 6); 9: MSE layers may
 # be coded in a wavelet packet basis (layer flag 8, layers.encode_packet_layer), so a file with MSE
-# layers is written as version 9 (version-8 files still read: their layers say flag 4). Files are written as
+# layers is written as version 9 (version-8 files still read: their layers say flag 4); 10: the signs of
+# MSE layers are range-coded with adaptive contexts (layer flag 9, dq.py), so a file with MSE layers is
+# written as version 10. Files are written as
 # version 4 unless what the metadata uses needs more (required_version), and a reader of an older
 # version refuses a newer file (UnsupportedVersionError) instead of decoding it wrongly.
 BASE_VERSION = 4
@@ -105,7 +107,7 @@ def required_version(metadata: dict[str, Any]) -> int:
 def written_version(metadata: dict[str, Any]) -> int:
     """The format version this sarcodec writes a container with this footer metadata as."""
     v = max(BASE_VERSION, required_version(metadata))
-    return 9 if v == 7 else v  # MSE layers: wavelet packets (layer flag 8) need version 9
+    return 10 if v == 7 else v  # MSE layers: context-coded signs (layer flag 9) need version 10
 
 
 HEADER = struct.Struct("<8sHHI")

@@ -17,8 +17,13 @@ A decoder steps along the chains one lattice column at a time, every row at once
 
 Each table is the layer coder's zero-inflated geometric law over |level| (``p0`` in 1/65536,
 ``theta`` in 1/256, integers fitted by the encoder), truncated to ``ALPHABET - 1`` symbols plus
-an escape (the excess sent raw as int32); signs follow as raw bits. Every probability comes from
-exactly decoded integers, so decoding is identical on every machine.
+an escape (the excess sent raw as int32). Signs: raw bits in flags 6 and 7; in flag 9 (written
+since session 13) range-coded after each lattice column with adaptive binary models, one per
+context (:func:`_sign_context`: which way the unrounded prediction lies from the predicted
+level, the magnitude, the quantiser; counts start at 1/2 and halve past ``SIGN_HALVE``): the
+prediction's rounding drops its fraction, and the sign follows it where residuals are
+correlated or skewed. Every probability comes from exactly decoded integers, so decoding is
+identical on every machine.
 
 The decoded layer is a :class:`layers.LayerData` whose ``q`` is the reconstruction index
 ``2 k - sgn(k) [Q1]`` (the value in units of ``delta``), reconstructed with per-index centroid
@@ -44,13 +49,16 @@ NEXT4 = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], np.int64)
 QUANT4 = np.array([0, 0, 1, 1], np.int64)
 NEXT8 = np.array([[0, 1], [4, 5], [1, 0], [5, 4], [6, 7], [2, 3], [7, 6], [3, 2]], np.int64)
 QUANT8 = np.array([0, 0, 0, 0, 1, 1, 1, 1], np.int64)
-MACHINES = {6: (NEXT4, QUANT4), 7: (NEXT8, QUANT8)}
+MACHINES = {6: (NEXT4, QUANT4), 7: (NEXT8, QUANT8), 9: (NEXT8, QUANT8)}
+SIGN_CODED = (9,)  # flags whose signs are range-coded with adaptive contexts (else raw bits)
+N_SIGN = 7 * 3 * 2  # sign contexts: prediction-residual bucket x min(|e|, 3) x quantiser
+SIGN_HALVE = 4096  # an adaptive sign count is halved past this total (tracks local statistics)
 SCALE = 0.6  # delta of the union of both quantisers, relative to the scalar layer's step
 LAMBDA = 0.3  # Viterbi cost: squared error in delta^2 + LAMBDA * bits
 DIRECT = 16  # |level| < DIRECT is a symbol of its own; larger levels: a bucket [2^n, 2^(n+1)), n raw bits
 ALPHABET = DIRECT + 27  # buckets up to 2^31
 N_TABLES = 2 * L.N_CLASSES
-_FLAG = 7  # what the encoder writes (flag 6 files, 4 states, still decode)
+_FLAG = 9  # what the encoder writes (flags 6 and 7, raw signs, still decode)
 _TAIL = struct.Struct("<Q")  # used-table bitmap
 
 
@@ -122,6 +130,44 @@ def _khat(mu: np.ndarray, q1: bool) -> np.ndarray:
     if q1:
         return np.sign(mu) * ((np.abs(mu) + 1) // 2)
     return np.floor_divide(mu + 1, 2)
+
+
+def _sign_context(alpha: int, ssum: np.ndarray, n: np.ndarray, v: np.ndarray, a: np.ndarray,
+                  q1: np.ndarray) -> np.ndarray:
+    """The sign context of non-zero differences ``a`` (magnitudes) whose predicted level has value
+    ``v`` (units of delta) from the neighbour sum ``ssum`` of ``n`` values: which way the exact
+    prediction ``alpha/32 * ssum/n`` lies from ``v`` (7 buckets at +-0.05, 0.25, 0.75 delta; with
+    ``alpha`` 0, half the neighbours' mean), the magnitude (1, 2, >= 3) and the quantiser. The
+    rounding of the prediction to a level drops its fraction; the sign of the difference follows
+    it (integers only)."""
+    if alpha:
+        num, den = alpha * ssum - 32 * n * v, 32 * n
+    else:
+        num, den = ssum, 2 * n
+    t = 20 * num
+    rb = (t >= -15 * den).astype(np.int64) + (t >= -5 * den) + (t >= -den) + (t > den) + (t > 5 * den) + (t > 15 * den)
+    return (rb * 3 + np.minimum(a, 3) - 1) * 2 + q1
+
+
+class _Signs:
+    """Adaptive binary models of the signs, one per context: counts (negative, total) start at
+    (1, 2), grow by each coded sign of a lattice column, and halve past SIGN_HALVE."""
+
+    def __init__(self):
+        self.neg = np.ones(N_SIGN, np.int64)
+        self.tot = np.full(N_SIGN, 2, np.int64)
+
+    def probs(self, ctx: np.ndarray) -> np.ndarray:
+        p = self.neg[ctx] / self.tot[ctx]
+        return np.stack([1.0 - p, p], 1)
+
+    def update(self, ctx: np.ndarray, neg: np.ndarray) -> None:
+        self.neg += np.bincount(ctx, neg, minlength=N_SIGN).astype(np.int64)
+        self.tot += np.bincount(ctx, minlength=N_SIGN)
+        big = self.tot > SIGN_HALVE
+        self.neg[big] = (self.neg[big] + 1) // 2
+        self.tot[big] = (self.tot[big] + 1) // 2
+        self.neg = np.clip(self.neg, 1, self.tot - 1)
 
 
 def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.ndarray, np.ndarray],
@@ -326,11 +372,17 @@ def _pack(band, delta, flag, k, qs, alphas, e, tid, params) -> tuple[bytes, L.La
     fam = constriction.stream.model.Categorical(perfect=False)
     enc = constriction.stream.queue.RangeEncoder()
     raw: list[int] = []
+    signs = _Signs() if flag in SIGN_CODED else None
     for p in range(len(L.PASSES)):
         rr, cc = _lattice(k.shape, p)
         if rr.size == 0 or cc.size == 0:
             continue
         ep, tp = e[np.ix_(rr, cc)], tid[np.ix_(rr, cc)]
+        if signs is not None:
+            _, _, _, ssum, n = L._context(m, p)
+            kh = k[np.ix_(rr, cc)] - ep  # the predicted level
+            qp = qs[np.ix_(rr, cc)]
+            vh = recon_index(kh, qp)
         for j in range(ep.shape[1]):
             a = np.abs(ep[:, j])
             sym = _symbol(a)
@@ -338,7 +390,14 @@ def _pack(band, delta, flag, k, qs, alphas, e, tid, params) -> tuple[bytes, L.La
             for v, sy in zip(a[sym >= DIRECT].tolist(), sym[sym >= DIRECT].tolist()):
                 nb = sy - DIRECT + 4  # the bits below the leading one, most significant first
                 raw.extend((v >> i) & 1 for i in range(nb - 1, -1, -1))
-            raw.extend((ep[:, j][a > 0] < 0).astype(np.uint8).tolist())
+            nz = a > 0
+            neg = (ep[:, j][nz] < 0).astype(np.int64)
+            if signs is None:
+                raw.extend(neg.astype(np.uint8).tolist())
+            elif nz.any():
+                ctx = _sign_context(alphas[p], ssum[:, j][nz], n[:, j][nz], vh[:, j][nz], a[nz], qp[:, j][nz])
+                enc.encode(neg.astype(np.int32), fam, signs.probs(ctx))
+                signs.update(ctx, neg)
     words = enc.get_compressed().astype("<u4")
     used = sum(1 << t for t in params)
     parts = [L._HEAD.pack(L._MAGIC, flag, delta, 0.0, 0), _TAIL.pack(used)]
@@ -382,6 +441,7 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
     dec = constriction.stream.queue.RangeDecoder(words)
     m = np.zeros(shape, np.int64)  # reconstruction indices: the contexts and predictions
     ri = 0
+    signs = _Signs() if flags in SIGN_CODED else None
     for p in range(len(L.PASSES)):
         rr, cc, cls, ssum, n = L._context(m, p)
         if rr.size == 0:
@@ -407,12 +467,19 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
                     v = np.where(live, (v << 1) | raw[np.where(live, start + i, 0)], v)
                 a[big] = v
             nz = a > 0
-            c = int(nz.sum())
-            if ri + c > raw.size:
-                raise ValueError("raw bits are short")
-            a[nz] = np.where(raw[ri:ri + c] == 1, -a[nz], a[nz])
-            ri += c
-            k = np.where(q1, k1[:, j], k0[:, j]) + a
+            kh = np.where(q1, k1[:, j], k0[:, j])
+            if signs is None:
+                c = int(nz.sum())
+                if ri + c > raw.size:
+                    raise ValueError("raw bits are short")
+                a[nz] = np.where(raw[ri:ri + c] == 1, -a[nz], a[nz])
+                ri += c
+            elif nz.any():
+                ctx = _sign_context(alphas[p], ssum[:, j][nz], n[:, j][nz], recon_index(kh[nz], q1[nz]), a[nz], q1[nz])
+                neg = np.asarray(dec.decode(fam, signs.probs(ctx)), np.int64)
+                signs.update(ctx, neg)
+                a[nz] = np.where(neg == 1, -a[nz], a[nz])
+            k = kh + a
             kp[:, j] = k
             sp[:, j] = q1
             st = nxt[st, k & 1]

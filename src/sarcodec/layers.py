@@ -662,7 +662,7 @@ def _decode_wavelet(blob: bytes, shape: tuple[int, int], step: float, packet: bo
         if not n:
             recs.append(np.zeros(sh))
             continue
-        if sub[2:3] not in (b"\x01", b"\x03", b"\x06", b"\x07"):
+        if sub[2:3] not in (b"\x01", b"\x03", b"\x06", b"\x07", b"\x09"):
             raise ValueError("a subband must be a plain, MSE or dependent-quantisation layer")
         recs.append(_decode_blob(sub, sh).values())
     if pos != len(blob):
@@ -704,14 +704,14 @@ def _decode_blob(blob: bytes, shape: tuple[int, int]) -> LayerData:
     import constriction
 
     magic, flags, step, bias_db, used = _HEAD.unpack_from(blob, 0)
-    if magic != _MAGIC or flags not in (0, 1, 2, 3, 4, 5, 6, 7, 8) or not np.isfinite(step) or not np.isfinite(bias_db) \
+    if magic != _MAGIC or flags not in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9) or not np.isfinite(step) or not np.isfinite(bias_db) \
             or abs(bias_db) > 100 or not 0 < step < 1e3 or used >> N_CLASSES:
         raise ValueError("bad layer header")
     if flags == 0:
         if len(blob) != _HEAD.size:
             raise ValueError("trailing bytes")
         return LayerData(None, step, bias_db)
-    if flags in (6, 7):
+    if flags in (6, 7, 9):
         from . import dq
 
         return dq.decode_dq(blob, shape)
@@ -724,7 +724,7 @@ def _decode_blob(blob: bytes, shape: tuple[int, int]) -> LayerData:
             raise ValueError("a filtered layer carries no bias shift or classes")
         filt, pos = RestorationFilter.unpack(blob, _HEAD.size)
         inner = blob[pos:]
-        if inner[:2] != _MAGIC or inner[2:3] not in (b"\x03", b"\x04", b"\x06", b"\x07", b"\x08"):
+        if inner[:2] != _MAGIC or inner[2:3] not in (b"\x03", b"\x04", b"\x06", b"\x07", b"\x08", b"\x09"):
             raise ValueError("a restoration filter must wrap an MSE layer")
         lay = _decode_blob(inner, shape)
         lay.filter = filt
