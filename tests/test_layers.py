@@ -393,6 +393,18 @@ def test_mse_layer_takes_the_wavelet_form_where_it_costs_less():
     assert lay.residual is None and lay.q is not None
 
 
+def _flips_never_crash(blob, shape, rng, use=lambda lay: None, n=60):
+    """``n`` decodes of ``blob`` with one random bit flipped (as a forger would, past the CRC):
+    each a clear CorruptedFileError or some layer that ``use`` can use, never a crash."""
+    for _ in range(n):
+        b = bytearray(blob)
+        b[int(rng.integers(len(b)))] ^= 1 << int(rng.integers(8))
+        try:
+            use(decode_layer(bytes(b), shape))
+        except CorruptedFileError:
+            pass
+
+
 def test_damaged_wavelet_layer_is_refused():
     from sarcodec.layers import encode_wavelet_layer
 
@@ -406,13 +418,7 @@ def test_damaged_wavelet_layer_is_refused():
             decode_layer(blob[:cut], shape)
     with pytest.raises(CorruptedFileError):
         decode_layer(blob + b"\0", shape)
-    for _ in range(60):  # flipped bytes: a clear error or some residual, never a crash
-        b = bytearray(blob)
-        b[int(rng.integers(len(b)))] ^= 1 << int(rng.integers(8))
-        try:
-            decode_layer(bytes(b), shape)
-        except CorruptedFileError:
-            pass
+    _flips_never_crash(blob, shape, rng)
     # a subband that claims to be a wavelet layer itself (recursion) is refused
     sub = encode_wavelet_layer(_correlated_residual((24, 20), 7, 2.0), 0.004)[0]
     nested = blob[:20] + struct.pack("<I", len(sub)) + sub
@@ -534,13 +540,7 @@ def test_damaged_packet_layer_is_refused():
     with pytest.raises(CorruptedFileError, match="padding"):
         decode_layer(bytes(b), shape)
     rng = np.random.default_rng(12)
-    for _ in range(60):  # flipped bytes: a clear error or some residual, never a crash
-        b = bytearray(blob)
-        b[int(rng.integers(len(b)))] ^= 1 << int(rng.integers(8))
-        try:
-            decode_layer(bytes(b), shape)
-        except CorruptedFileError:
-            pass
+    _flips_never_crash(blob, shape, rng)
     # a band that claims to be a packet layer itself (recursion) is refused
     one_leaf = blob[:_HEAD.size] + b"\x01\x00"
     with pytest.raises(CorruptedFileError, match="subband"):
@@ -611,11 +611,5 @@ def test_damaged_filtered_layer_is_refused():
     bad[_HEAD.size] = 0  # zero classes
     with pytest.raises(CorruptedFileError, match="filter"):
         decode_layer(bytes(bad), shape)
-    for _ in range(60):  # flipped bytes: a clear error or some pixels, never a crash
-        b = bytearray(blob)
-        b[int(rng.integers(len(b)))] ^= 1 << int(rng.integers(8))
-        try:
-            decode_layer(bytes(b), shape).apply(base, lo, hi)
-        except CorruptedFileError:
-            pass
+    _flips_never_crash(blob, shape, rng, use=lambda lay: lay.apply(base, lo, hi))
     assert decode_layer(_HEAD.pack(b"L1", 5, lay.step, 0.0, 0) + filt.pack() + inner, shape).filter is not None

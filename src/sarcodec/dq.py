@@ -1,4 +1,5 @@
-"""Dependent (trellis-coded) quantisation of an MSE layer: layer flags 6 (4 states) and 7 (8 states).
+"""Dependent (trellis-coded) quantisation of an MSE layer: layer flags 6 (4 states), 7 (8 states)
+and 9 (8 states, context-coded signs).
 
 A scalar quantiser leaves ~1.5 dB of the rate-distortion bound on the table at high rate (its
 cells are cubes). Dependent quantisation (VVC's DQ, a trellis-coded quantiser) recovers most of
@@ -338,11 +339,12 @@ def _quantise(xs: list[np.ndarray], lam: float, iterations: int = 2, machine=MAC
 def encode_dq(band: np.ndarray, step: float, lam: float = LAMBDA, flag: int = _FLAG) -> tuple[bytes, L.LayerData]:
     """Code ``band`` (normalised units) with dependent quantisation at delta = SCALE * ``step``.
     Returns (blob, the layer a decoder reads: ``q`` the reconstruction indices; b"" and a layer
-    without values when every level is zero). ``flag``: the state machine (:data:`MACHINES`; 7,
-    8 states, unless a comparison asks for 6). Layout: layer header (flag, delta), u64
-    used-table bitmap, per used table (p0 u16, theta u8), N_OFFSETS int8 centroid offsets, one
-    prediction weight per pass (int8), u32 word count, range-coder words, u32 count and the raw
-    bits (packed) of the buckets' low bits and the signs, in coding order."""
+    without values when every level is zero). ``flag``: the state machine and sign coding
+    (:data:`MACHINES`, :data:`SIGN_CODED`; 9 unless a comparison asks for 6 or 7). Layout: layer
+    header (flag, delta), u64 used-table bitmap, per used table (p0 u16, theta u8), N_OFFSETS int8
+    centroid offsets, one prediction weight per pass (int8), u32 word count, range-coder words
+    (with flag 9 the signs too), u32 count and the raw bits (packed) of the buckets' low bits and
+    (flags 6 and 7) the signs, in coding order."""
     return encode_dq_bands([band], [step], lam, flag)[0]
 
 

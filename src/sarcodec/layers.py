@@ -530,6 +530,12 @@ def band_norms(shape: tuple[int, int], levels: int) -> tuple[float, ...]:
     return packet_norms(tuple(shape), dyadic_tree(levels))
 
 
+def rd_lambda(step: float) -> float:
+    """The Lagrangian (squared error per bit) an MSE layer's choices use: 2 ln2 step^2 / 12, the
+    slope of a uniform quantiser of ``step`` at high rate."""
+    return 2.0 * np.log(2.0) * step * step / 12.0
+
+
 def _proxy_cost(c: np.ndarray, s: float, nrm: float, lam: float) -> float:
     """The best basis' cost of band ``c`` (synthesis norm ``nrm``) at step ``s``: squared error
     (in residual units) of the scalar quantiser plus ``lam`` times the bits the dependent
@@ -551,7 +557,7 @@ def best_basis(r: np.ndarray, step: float, depth: int = PACKET_DEPTH) -> Tree:
     estimate prefers (Coifman and Wickerhauser's best basis with a rate-distortion cost, bottom
     up: a band is split where its four children cost less than it does). Cost: squared error +
     make_layer's lambda * estimated bits; child norms are the parent's times one level's."""
-    lam = 2.0 * np.log(2.0) * step * step / 12.0
+    lam = rd_lambda(step)
     one = packet_norms((64, 64), (None, None, None, None))
 
     def rec(x, nrm, d):
@@ -576,20 +582,27 @@ def encode_packet_layer(r: np.ndarray, step: float, tree: Tree | str = "best") -
     Splitting the fine subbands too resolves the spectrum of multi-looked speckle, whose energy
     falls towards the Nyquist frequency inside them: on the GRD validation crops at 1-2 bpp the
     packet basis gains 0.3-0.6 dB over the dyadic transform at the same rate."""
-    from . import dq
-
     if isinstance(tree, str):
         tree = best_basis(r, step)
     bits = tree_bits(tree)
+    blobs, res = _dq_bands(r, step, tree)
+    return b"".join([_HEAD.pack(_MAGIC, 8, float(step), 0.0, 0), struct.pack("<B", len(bits)),
+                     np.packbits(np.asarray(bits, np.uint8)).tobytes()] + blobs), res
+
+
+def _dq_bands(r: np.ndarray, step: float, tree: Tree) -> tuple[list[bytes], np.ndarray]:
+    """The bands of ``r`` under ``tree``, each quantised with ``step / norm`` by dependent
+    quantisation: per band u32 length + its layer blob (length 0: an all-zero band), and the
+    residual a decoder will reconstruct from them."""
+    from . import dq
+
     bands = packet_analyse(r, tree)
     coded = dq.encode_dq_bands(bands, [step / nrm for nrm in packet_norms(tuple(np.shape(r)), tree)])
-    parts = [_HEAD.pack(_MAGIC, 8, float(step), 0.0, 0), struct.pack("<B", len(bits)),
-             np.packbits(np.asarray(bits, np.uint8)).tobytes()]
-    recs = []
+    parts, recs = [], []
     for band, (sub, lay) in zip(bands, coded):
         parts += [struct.pack("<I", len(sub)), sub]
         recs.append(lay.values() if sub else np.zeros(band.shape))
-    return b"".join(parts), packet_synth(recs, tree)
+    return parts, packet_synth(recs, tree)
 
 
 def encode_wavelet_layer(r: np.ndarray, step: float, levels: int = WAVELET_LEVELS,
@@ -607,15 +620,8 @@ def encode_wavelet_layer(r: np.ndarray, step: float, levels: int = WAVELET_LEVEL
     shape = r.shape
     parts = [_HEAD.pack(_MAGIC, 4, float(step), 0.0, 0), struct.pack("<B", levels)]
     if dependent:
-        from . import dq
-
-        bands = dwt2(r, levels)
-        coded = dq.encode_dq_bands(bands, [step / nrm for nrm in band_norms(shape, levels)])
-        recs = []
-        for band, (sub, lay) in zip(bands, coded):
-            parts += [struct.pack("<I", len(sub)), sub]
-            recs.append(lay.values() if sub else np.zeros(band.shape))
-        return b"".join(parts), idwt2(recs, levels)
+        blobs, res = _dq_bands(r, step, dyadic_tree(levels))
+        return b"".join(parts + blobs), res
     recs = []
     for band, nrm in zip(dwt2(r, levels), band_norms(shape, levels)):
         s = float(np.float32(step / nrm))
@@ -876,8 +882,7 @@ def make_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, spec: L
         if not blob:
             lay = LayerData(None, step, 0.0)
         wblob, res = encode_packet_layer(r, step)
-        # Lagrangian cost: lambda = 2 ln2 step^2 / 12 per bit, the slope of a uniform quantiser at high rate
-        lam = 2.0 * np.log(2.0) * step * step / 12.0
+        lam = rd_lambda(step)
         cost = lambda e, n: float(np.sum(np.where(valid, e, 0.0) ** 2)) + lam * 8 * n  # noqa: E731
         if cost(r - res, len(wblob)) < cost(r - (lay.values() if blob else 0.0), len(blob)):
             blob, lay = wblob, LayerData(None, step, 0.0, residual=res)
@@ -1028,7 +1033,7 @@ def _with_filter(blob: bytes, lay: LayerData, t: np.ndarray, base: np.ndarray, v
                  lo_db: float, hi_db: float, cost) -> tuple[bytes, LayerData]:
     """An MSE layer's blob and layer with a restoration filter where it pays (lower
     ``cost(error, extra bytes)``: make_layer's SSE + lambda * bits over the valid pixels), else as
-    they are. Layout (flag 5): header, the filter, then the inner MSE layer blob (flag 3, 4, 6 or 7)
+    they are. Layout (flag 5): header, the filter, then the inner MSE layer blob (flag 3, 4, 6, 7, 8 or 9)
     to the end."""
     x = lay.unfiltered(base, lo_db, hi_db)
     filt = fit_filter(x, t, valid)
