@@ -133,20 +133,30 @@ def _khat(mu: np.ndarray, q1: bool) -> np.ndarray:
     return np.floor_divide(mu + 1, 2)
 
 
-def _sign_context(alpha: int, ssum: np.ndarray, n: np.ndarray, v: np.ndarray, a: np.ndarray,
-                  q1: np.ndarray) -> np.ndarray:
-    """The sign context of non-zero differences ``a`` (magnitudes) whose predicted level has value
-    ``v`` (units of delta) from the neighbour sum ``ssum`` of ``n`` values: which way the exact
-    prediction ``alpha/32 * ssum/n`` lies from ``v`` (7 buckets at +-0.05, 0.25, 0.75 delta; with
-    ``alpha`` 0, half the neighbours' mean), the magnitude (1, 2, >= 3) and the quantiser. The
-    rounding of the prediction to a level drops its fraction; the sign of the difference follows
-    it (integers only)."""
+def _sign_bucket(alpha: int, ssum: np.ndarray, n: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Which way the exact prediction ``alpha/32 * ssum/n`` (with ``alpha`` 0, half the neighbours'
+    mean) of positions with neighbour sum ``ssum`` of ``n`` values lies from the value ``v`` (units
+    of delta) of their predicted level: 7 buckets at +-0.05, 0.25, 0.75 delta (integers only)."""
     if alpha:
         num, den = alpha * ssum - 32 * n * v, 32 * n
     else:
         num, den = ssum, 2 * n
     t = 20 * num
-    rb = (t >= -15 * den).astype(np.int64) + (t >= -5 * den) + (t >= -den) + (t > den) + (t > 5 * den) + (t > 15 * den)
+    return (t >= -15 * den).astype(np.int64) + (t >= -5 * den) + (t >= -den) + (t > den) + (t > 5 * den) + (t > 15 * den)
+
+
+def _sign_context(alpha: int, ssum: np.ndarray, n: np.ndarray, v: np.ndarray, a: np.ndarray,
+                  q1: np.ndarray) -> np.ndarray:
+    """The sign context of non-zero differences ``a`` (magnitudes) whose predicted level has value
+    ``v`` (units of delta) from the neighbour sum ``ssum`` of ``n`` values: the
+    :func:`_sign_bucket` of the prediction, the magnitude (1, 2, >= 3) and the quantiser. The
+    rounding of the prediction to a level drops its fraction; the sign of the difference follows
+    it."""
+    return _context_of(_sign_bucket(alpha, ssum, n, v), a, q1)
+
+
+def _context_of(rb: np.ndarray, a: np.ndarray, q1: np.ndarray) -> np.ndarray:
+    """The sign context from the prediction's bucket ``rb``, the magnitude ``a`` and the quantiser."""
     return (rb * 3 + np.minimum(a, 3) - 1) * 2 + q1
 
 
@@ -159,16 +169,21 @@ class _Signs:
         self.tot = np.full(N_SIGN, 2, np.int64)
 
     def probs(self, ctx: np.ndarray) -> np.ndarray:
-        p = self.neg[ctx] / self.tot[ctx]
-        return np.stack([1.0 - p, p], 1)
+        out = np.empty((ctx.size, 2))
+        out[:, 1] = self.neg[ctx] / self.tot[ctx]
+        out[:, 0] = 1.0 - out[:, 1]
+        return out
 
     def update(self, ctx: np.ndarray, neg: np.ndarray) -> None:
         self.neg += np.bincount(ctx, neg, minlength=N_SIGN).astype(np.int64)
         self.tot += np.bincount(ctx, minlength=N_SIGN)
-        big = self.tot > SIGN_HALVE
-        self.neg[big] = (self.neg[big] + 1) // 2
-        self.tot[big] = (self.tot[big] + 1) // 2
-        self.neg = np.clip(self.neg, 1, self.tot - 1)
+        # 1 <= neg <= tot - 1 holds after every update (a column adds at most as many negatives as
+        # signs); only halving an even total can break it, so only then is neg clipped
+        if self.tot.max() > SIGN_HALVE:
+            big = self.tot > SIGN_HALVE
+            self.neg[big] = (self.neg[big] + 1) // 2
+            self.tot[big] = (self.tot[big] + 1) // 2
+            self.neg = np.clip(self.neg, 1, self.tot - 1)
 
 
 def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.ndarray, np.ndarray],
@@ -450,6 +465,9 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
             continue
         mu = L._predict(alphas[p], ssum, n)
         k0, k1 = _khat(mu, False), _khat(mu, True)
+        if signs is not None:  # the prediction's sign bucket in each quantiser, for every position
+            rb0 = _sign_bucket(alphas[p], ssum, n, recon_index(k0, np.zeros_like(k0)))
+            rb1 = _sign_bucket(alphas[p], ssum, n, recon_index(k1, np.ones_like(k1)))
         st = np.zeros(rr.shape[0], np.int64)
         kp = np.zeros(rr.shape, np.int64)
         sp = np.zeros(rr.shape, np.int64)
@@ -477,7 +495,7 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
                 a[nz] = np.where(raw[ri:ri + c] == 1, -a[nz], a[nz])
                 ri += c
             elif nz.any():
-                ctx = _sign_context(alphas[p], ssum[:, j][nz], n[:, j][nz], recon_index(kh[nz], q1[nz]), a[nz], q1[nz])
+                ctx = _context_of(np.where(q1, rb1[:, j], rb0[:, j])[nz], a[nz], q1[nz])
                 neg = np.asarray(dec.decode(fam, signs.probs(ctx)), np.int64)
                 signs.update(ctx, neg)
                 a[nz] = np.where(neg == 1, -a[nz], a[nz])
