@@ -297,6 +297,14 @@ def _residuals(m, k, qs):
     return alphas, k - np.where(q1, k1, k0), 2 * cls + q1, (cls, k0, k1)
 
 
+def estimate_scalar_bits(q: np.ndarray) -> tuple[float, int]:
+    """(estimated bits, tables) of scalar levels ``q`` (all in Q0) under the context model: the
+    estimate the quantiser's first iteration starts from, for an encoder's choices (e.g. a
+    packet tree) without running the trellis. Tables: one per used class and quantiser."""
+    _, e, tid, _ = _residuals(2 * q, q, np.zeros_like(q))
+    return _estimate_bits(e.reshape(-1), tid.reshape(-1)), 2 * np.unique(tid).size
+
+
 def _quantise(xs: list[np.ndarray], lam: float, iterations: int = 2, machine=MACHINES[_FLAG]):
     """Levels, quantisers, prediction weights, differences, table ids and table parameters of bands
     ``xs`` (units of delta, all of one shape).

@@ -547,9 +547,8 @@ def _proxy_cost(c: np.ndarray, s: float, nrm: float, lam: float) -> float:
     err = float(np.sum((c - q * s) ** 2)) * nrm * nrm
     if not q.any():
         return err
-    _, e, tid, _ = dq._residuals(2 * q, q, np.zeros_like(q))
-    tables = 2 * np.unique(tid).size  # the dependent quantiser's: one per class and quantiser
-    return err + lam * (dq._estimate_bits(e.reshape(-1), tid.reshape(-1)) + 8 * (PACKET_BAND_BYTES + 3 * tables))
+    bits, tables = dq.estimate_scalar_bits(q)
+    return err + lam * (bits + 8 * (PACKET_BAND_BYTES + 3 * tables))
 
 
 def best_basis(r: np.ndarray, step: float, depth: int = PACKET_DEPTH) -> Tree:
