@@ -150,12 +150,37 @@ def report(res: dict, families: list[str], labels: list[str], json_path: str | N
             row.append(f"{np.mean(d):+.2f} ({len(d)}/{len(res)})" if d else "-")
             summary[c][f"dpsnr@{r}"] = float(np.mean(d)) if d else None
         print(f"| {c} | " + " | ".join(row) + " |")
-    print("\nsarcodec SAR statistics (per rate point, mean over images):")
+    print("\nBD-rate vs JPEG 2000 per image (PCHIP / least-squares cubic):")
+    others = [c for c in codecs if c != "jpeg2000"]
+    print("| image | " + " | ".join(others) + " |")
+    print("|---|" + "---|" * len(others))
+    for i, name in enumerate(res):
+        cells = []
+        for c in others:
+            try:
+                curves = ([p["bpp"] for p in res[name]["jpeg2000"]], [p["psnr"] for p in res[name]["jpeg2000"]],
+                          [p["bpp"] for p in res[name][c]], [p["psnr"] for p in res[name][c]])
+                cells.append(f"{bd_rate_pchip(*curves):+.1f}% / {bd_rate(*curves):+.1f}%")
+            except ValueError:
+                cells.append("-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nSAR statistics at the same bpp (interpolated per image in log-rate, mean over the images a curve reaches):")
+    print("| codec | " + " | ".join(f"ENL ratio / EPI @{r} bpp" for r in RATES) + " |")
+    print("|---|" + "---|" * len(RATES))
+    for c in codecs:
+        row = []
+        for r in RATES:
+            got = [(at_rate(e[c], r, "enl_ratio"), at_rate(e[c], r, "epi")) for e in res.values()
+                   if at_rate(e[c], r) is not None and "epi" in e[c][0]]
+            row.append(f"{np.mean([g[0] for g in got]):.2f} / {np.mean([g[1] for g in got]):.3f} ({len(got)})"
+                       if got else "-")
+        print(f"| {c} | " + " | ".join(row) + " |")
+    print("\nsarcodec rate points (mean over the images where the point is on the curve's Pareto front):")
     for fam, label in [(f, lb) for f in families for lb in labels]:
         pts = [p for e in res.values() for p in e[fam] if p["model"] == label]
         if not pts:  # not on any curve's Pareto front
             continue
-        print(f"  {fam} {label}: encode {np.median([p['encode_s'] for p in pts]):.1f} s  bpp {np.mean([p['bpp'] for p in pts]):.3f}  PSNR {np.mean([p['psnr'] for p in pts]):.2f}  "
+        print(f"  {fam} {label} ({len(pts)} images): encode {np.median([p['encode_s'] for p in pts]):.1f} s  bpp {np.mean([p['bpp'] for p in pts]):.3f}  PSNR {np.mean([p['psnr'] for p in pts]):.2f}  "
               f"ENL ratio {np.mean([p['enl_ratio'] for p in pts]):.3f}  EPI {np.mean([p['epi'] for p in pts]):.3f}")
     if json_path:
         Path(json_path).write_text(json.dumps({"images": res, "summary": summary, "families": families,
