@@ -13,8 +13,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import torch  # noqa: E402
-
 from sarcodec.models import create_model, list_models, model_defaults  # noqa: E402
 
 PROTOTYPE_TABLE = {
