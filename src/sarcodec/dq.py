@@ -197,19 +197,27 @@ def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.nda
     best = {}
     for q1 in (0, 1):
         if q1:
-            kk = np.floor((x + 1) / 2)
-            k = np.stack([kk - 1, kk, kk + 1, np.zeros_like(x)]).astype(np.int64)
-            rec = 2 * k - np.sign(k)
+            kk = np.floor((x + 1) / 2).astype(np.int64)
+            cands = (kk - 1, kk, kk + 1, np.zeros_like(kk))
         else:
-            kk = np.floor(x / 2)
-            k = np.stack([kk, kk + 1, np.zeros_like(x)]).astype(np.int64)
-            rec = 2 * k
-        inc = (x - rec) ** 2 + lam * tab[2 * cls + q1, _symbol(np.abs(k - khat[q1]))]
-        par = k & 1
+            kk = np.floor(x / 2).astype(np.int64)
+            cands = (kk, kk + 1, np.zeros_like(kk))
+        # per parity, the cheapest candidate (the first of equal costs, as an argmin would pick)
+        bc: list = [None, None]
+        bk: list = [None, None]
+        for k in cands:
+            rec = 2 * k - np.sign(k) if q1 else 2 * k
+            inc = (x - rec) ** 2 + lam * tab[2 * cls + q1, _symbol(np.abs(k - khat[q1]))]
+            odd = (k & 1).astype(bool)
+            for p in (0, 1):
+                c = np.where(odd if p else ~odd, inc, np.inf)
+                if bc[p] is None:
+                    bc[p], bk[p] = c, k
+                else:
+                    upd = c < bc[p]
+                    bc[p], bk[p] = np.where(upd, c, bc[p]), np.where(upd, k, bk[p])
         for p in (0, 1):
-            ip = np.where(par == p, inc, np.inf)
-            i = ip.argmin(0)
-            best[q1, p] = (np.take_along_axis(ip, i[None], 0)[0].T.copy(), np.take_along_axis(k, i[None], 0)[0].T.copy())
+            best[q1, p] = (bc[p].T.copy(), bk[p].T.copy())
     nxt, quant = machine
     S = len(quant)
     cost = np.full((R, S), np.inf)
