@@ -224,16 +224,16 @@ def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.nda
     cost[:, 0] = 0.0
     back = np.zeros((C, R, S), np.int8)  # which of the two predecessors
     pred = [[(s, p) for s in range(S) for p in range(2) if nxt[s][p] == t] for t in range(S)]
-    new = np.empty((R, S))
+    # every state at once: state t's two predecessors (s0, s1) with their levels' parities
+    s0, p0, s1, p1 = (np.array([pred[t][i][f] for t in range(S)]) for i in (0, 1) for f in (0, 1))
+    q0, q1s = np.asarray(quant)[s0], np.asarray(quant)[s1]
+    inc = np.stack([np.stack([best[q, p][0] for p in (0, 1)], 1) for q in (0, 1)], 1)  # C, q1, parity, R
     for j in range(C):
-        for t in range(S):
-            (s0, p0), (s1, p1) = pred[t]
-            c0 = cost[:, s0] + best[quant[s0], p0][0][j]
-            c1 = cost[:, s1] + best[quant[s1], p1][0][j]
-            take1 = c1 < c0
-            new[:, t] = np.where(take1, c1, c0)
-            back[j, :, t] = take1
-        cost, new = new, cost
+        c0 = cost[:, s0] + inc[j][q0, p0].T
+        c1 = cost[:, s1] + inc[j][q1s, p1].T
+        take1 = c1 < c0
+        cost = np.where(take1, c1, c0)
+        back[j] = take1
     s = np.argmin(cost, 1)
     rows = np.arange(R)
     ks = np.zeros((R, C), np.int64)
