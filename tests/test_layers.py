@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import sarcodec
+from sarcodec import layers as L
 from sarcodec.cli import main
 from sarcodec.container import ContainerReader, with_header
 from sarcodec.data import synthetic_sar
@@ -613,3 +614,39 @@ def test_damaged_filtered_layer_is_refused():
         decode_layer(bytes(bad), shape)
     _flips_never_crash(blob, shape, rng, use=lambda lay: lay.apply(base, lo, hi))
     assert decode_layer(_HEAD.pack(b"L1", 5, lay.step, 0.0, 0) + filt.pack() + inner, shape).filter is not None
+
+
+def _context_reference(q, p, raw=False):
+    """layers._context written out neighbour by neighbour with bounds checks (its first form)."""
+    r0, c0, s, nb = L.PASSES[p]
+    h, w = q.shape
+    rr, cc = np.meshgrid(np.arange(r0, h, s), np.arange(c0, w, s), indexing="ij")
+    if not nb or rr.size == 0:
+        z = np.zeros(rr.shape, np.int64)
+        return rr, cc, z, z, z
+    a, ssum, n = (np.zeros(rr.shape, np.int64) for _ in range(3))
+    hi, lo = np.full(rr.shape, np.iinfo(np.int64).min), np.full(rr.shape, np.iinfo(np.int64).max)
+    for dr, dc in nb:
+        r2, c2 = rr + dr, cc + dc
+        ok = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
+        v = np.where(ok, q[np.clip(r2, 0, h - 1), np.clip(c2, 0, w - 1)], 0)
+        a, ssum, n = a + np.abs(v), ssum + v, n + ok
+        hi, lo = np.where(ok, np.maximum(hi, v), hi), np.where(ok, np.minimum(lo, v), lo)
+    n = np.maximum(n, 1)
+    if raw:
+        a = np.where(hi >= lo, hi - lo, 0) * n // 2
+    act = np.searchsorted(L._ACT_EDGES, (16 * a) // n, side="right")
+    return rr, cc, 1 + (L._GROUP[p] - 1) * L.N_ACT + act, ssum, n
+
+
+def test_context_strided_views_match_bounds_checked_neighbours():
+    """_context reads neighbours as strided views of a zero-padded copy: same values, classes and
+    counts as bounds-checked indexing on every shape, down to 1 x 1 and lattices with no points."""
+    rng = np.random.default_rng(3)
+    for h in (1, 2, 3, 4, 5, 7, 9, 33):
+        for w in (1, 2, 3, 5, 6, 8, 31):
+            q = rng.integers(-40, 40, (h, w)) * (rng.random((h, w)) < 0.6)
+            for p in range(len(L.PASSES)):
+                for raw in (False, True):
+                    for x, y in zip(L._context(q, p, raw), _context_reference(q, p, raw)):
+                        assert x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y)

@@ -74,6 +74,7 @@ _DIAG2 = ((-2, -2), (-2, 2), (2, -2), (2, 2))
 _CROSS2 = ((0, -2), (0, 2), (-2, 0), (2, 0))
 _DIAG1 = ((-1, -1), (-1, 1), (1, -1), (1, 1))
 _CROSS1 = ((0, -1), (0, 1), (-1, 0), (1, 0))
+_PAD = 2  # the farthest neighbour offset
 PASSES = ((0, 0, 4, ()), (2, 2, 4, _DIAG2), (0, 2, 4, _CROSS2), (2, 0, 4, _CROSS2),
           (1, 1, 2, _DIAG1), (0, 1, 2, _CROSS1), (1, 0, 2, _CROSS1))
 # class groups: pass 0 has its own class; distance-2 and distance-1 passes have their own sets
@@ -152,7 +153,7 @@ def _context(q: np.ndarray, p: int, raw: bool = False) -> tuple[np.ndarray, ...]
     r0, c0, s, nb = PASSES[p]
     h, w = q.shape
     rr, cc = np.meshgrid(np.arange(r0, h, s), np.arange(c0, w, s), indexing="ij")
-    if not nb:
+    if not nb or rr.size == 0:
         z = np.zeros(rr.shape, np.int64)
         return rr, cc, z, z, z
     a = np.zeros(rr.shape, np.int64)
@@ -160,10 +161,14 @@ def _context(q: np.ndarray, p: int, raw: bool = False) -> tuple[np.ndarray, ...]
     n = np.zeros(rr.shape, np.int64)
     hi = np.full(rr.shape, np.iinfo(np.int64).min)
     lo = np.full(rr.shape, np.iinfo(np.int64).max)
+    # neighbours as strided views of q padded with zeros (0 outside, like a missing neighbour's
+    # value); in-bounds counts from the row and column ranges alone
+    m = _PAD
+    qp = np.pad(np.asarray(q, np.int64), m)
+    nr, nc = rr.shape
     for dr, dc in nb:
-        r2, c2 = rr + dr, cc + dc
-        ok = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
-        v = np.where(ok, q[np.clip(r2, 0, h - 1), np.clip(c2, 0, w - 1)], 0)
+        ok = (((rr[:, :1] + dr >= 0) & (rr[:, :1] + dr < h)) & ((cc[:1] + dc >= 0) & (cc[:1] + dc < w)))
+        v = qp[m + r0 + dr:m + r0 + dr + s * (nr - 1) + 1:s, m + c0 + dc:m + c0 + dc + s * (nc - 1) + 1:s]
         a += np.abs(v)
         ssum += v
         n += ok
