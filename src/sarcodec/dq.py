@@ -20,7 +20,7 @@ Each table is the layer coder's zero-inflated geometric law over |level| (``p0``
 ``theta`` in 1/256, integers fitted by the encoder), truncated to ``ALPHABET - 1`` symbols plus
 an escape (the excess sent raw as int32). Signs: raw bits in flags 6 and 7; in flag 9 (written
 since session 13) range-coded after each lattice column with adaptive binary models, one per
-context (:func:`_sign_context`: which way the unrounded prediction lies from the predicted
+context (:func:`_sign_bucket`, :func:`_context_of`: which way the unrounded prediction lies from the predicted
 level, the magnitude, the quantiser; counts start at 1/2 and halve past ``SIGN_HALVE``): the
 prediction's rounding drops its fraction, and the sign follows it where residuals are
 correlated or skewed. Every probability comes from exactly decoded integers, so decoding is
@@ -145,18 +145,11 @@ def _sign_bucket(alpha: int, ssum: np.ndarray, n: np.ndarray, v: np.ndarray) -> 
     return (t >= -15 * den).astype(np.int64) + (t >= -5 * den) + (t >= -den) + (t > den) + (t > 5 * den) + (t > 15 * den)
 
 
-def _sign_context(alpha: int, ssum: np.ndarray, n: np.ndarray, v: np.ndarray, a: np.ndarray,
-                  q1: np.ndarray) -> np.ndarray:
-    """The sign context of non-zero differences ``a`` (magnitudes) whose predicted level has value
-    ``v`` (units of delta) from the neighbour sum ``ssum`` of ``n`` values: the
-    :func:`_sign_bucket` of the prediction, the magnitude (1, 2, >= 3) and the quantiser. The
-    rounding of the prediction to a level drops its fraction; the sign of the difference follows
-    it."""
-    return _context_of(_sign_bucket(alpha, ssum, n, v), a, q1)
-
-
 def _context_of(rb: np.ndarray, a: np.ndarray, q1: np.ndarray) -> np.ndarray:
-    """The sign context from the prediction's bucket ``rb``, the magnitude ``a`` and the quantiser."""
+    """The sign context of non-zero differences of magnitudes ``a`` in quantisers ``q1``: the
+    :func:`_sign_bucket` ``rb`` of their prediction, the magnitude (1, 2, >= 3) and the quantiser.
+    The rounding of the prediction to a level drops its fraction; the sign of the difference
+    follows it."""
     return (rb * 3 + np.minimum(a, 3) - 1) * 2 + q1
 
 
@@ -194,7 +187,8 @@ def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.nda
     R, C = x.shape
     # the best level of each (quantiser, parity) at every position: independent of the path, so
     # computed for all positions at once; the trellis then only adds and compares
-    best = {}
+    bcost = np.empty((C, 2, 2, R))  # per column, quantiser and parity: the cheapest level's cost
+    blev = np.empty((2, 2, C, R), np.int64)  # ... and that level
     for q1 in (0, 1):
         if q1:
             kk = np.floor((x + 1) / 2).astype(np.int64)
@@ -217,7 +211,7 @@ def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.nda
                     upd = c < bc[p]
                     bc[p], bk[p] = np.where(upd, c, bc[p]), np.where(upd, k, bk[p])
         for p in (0, 1):
-            best[q1, p] = (bc[p].T.copy(), bk[p].T.copy())
+            bcost[:, q1, p], blev[q1, p] = bc[p].T, bk[p].T
     nxt, quant = machine
     S = len(quant)
     cost = np.full((R, S), np.inf)
@@ -226,11 +220,10 @@ def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.nda
     pred = [[(s, p) for s in range(S) for p in range(2) if nxt[s][p] == t] for t in range(S)]
     # every state at once: state t's two predecessors (s0, s1) with their levels' parities
     s0, p0, s1, p1 = (np.array([pred[t][i][f] for t in range(S)]) for i in (0, 1) for f in (0, 1))
-    q0, q1s = np.asarray(quant)[s0], np.asarray(quant)[s1]
-    inc = np.stack([np.stack([best[q, p][0] for p in (0, 1)], 1) for q in (0, 1)], 1)  # C, q1, parity, R
+    qs0, qs1 = np.asarray(quant)[s0], np.asarray(quant)[s1]
     for j in range(C):
-        c0 = cost[:, s0] + inc[j][q0, p0].T
-        c1 = cost[:, s1] + inc[j][q1s, p1].T
+        c0 = cost[:, s0] + bcost[j][qs0, p0].T
+        c1 = cost[:, s1] + bcost[j][qs1, p1].T
         take1 = c1 < c0
         cost = np.where(take1, c1, c0)
         back[j] = take1
@@ -238,13 +231,11 @@ def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.nda
     rows = np.arange(R)
     ks = np.zeros((R, C), np.int64)
     st = np.zeros((R, C), np.int64)
-    ps = np.array([[pred[t][i][0] for i in range(2)] for t in range(S)])  # predecessor state
-    pp = np.array([[pred[t][i][1] for i in range(2)] for t in range(S)])  # its level's parity
-    kall = np.stack([np.stack([best[0, 0][1], best[0, 1][1]]), np.stack([best[1, 0][1], best[1, 1][1]])])  # q1,p,C,R
+    ps, pp = np.stack([s0, s1], 1), np.stack([p0, p1], 1)  # per state and choice: predecessor, parity
     for j in range(C - 1, -1, -1):
         b = back[j][rows, s]
         prev = ps[s, b]
-        ks[:, j] = kall[quant[prev], pp[s, b], j, rows]
+        ks[:, j] = blev[quant[prev], pp[s, b], j, rows]
         s = prev
         st[:, j] = s
     return ks, quant[st]
@@ -268,13 +259,14 @@ def _contexts(m: np.ndarray, k: np.ndarray, qs: np.ndarray):
     class and predicted level in Q0 and Q1, each pass from the values of earlier passes (what a
     decoder knows), with per pass the prediction weight (in 1/32 of the neighbours' mean value)
     that codes the levels in fewer estimated bits: 0 or the least-squares one. Returns (weights,
-    class, predicted level in Q0, in Q1)."""
+    class, predicted level in Q0, in Q1, per pass the neighbour sums and counts or None)."""
     cls = np.zeros(m.shape, np.int64)
     k0 = np.zeros(m.shape, np.int64)
     k1 = np.zeros(m.shape, np.int64)
-    out = []
+    out, sums = [], []
     for p in range(len(L.PASSES)):
         rr, cc, c, ssum, n = L._context(m, p)
+        sums.append((ssum, n) if rr.size else None)
         if rr.size == 0:
             out.append(0)
             continue
@@ -294,15 +286,16 @@ def _contexts(m: np.ndarray, k: np.ndarray, qs: np.ndarray):
         out.append(a)
         mu = L._predict(a, ssum, n)
         cls[rr, cc], k0[rr, cc], k1[rr, cc] = c, _khat(mu, False), _khat(mu, True)
-    return out, cls, k0, k1
+    return out, cls, k0, k1, sums
 
 
 def _residuals(m, k, qs):
     """What is coded for levels ``k`` in quantisers ``qs`` (values ``m``): the prediction weights,
-    the differences e = k - predicted level, the table id of every position, and the contexts."""
-    alphas, cls, k0, k1 = _contexts(m, k, qs)
+    the differences e = k - predicted level, the table id of every position, and the contexts
+    (class, predicted levels in Q0 and Q1, per pass the neighbour sums and counts)."""
+    alphas, cls, k0, k1, sums = _contexts(m, k, qs)
     q1 = qs > 0
-    return alphas, k - np.where(q1, k1, k0), 2 * cls + q1, (cls, k0, k1)
+    return alphas, k - np.where(q1, k1, k0), 2 * cls + q1, (cls, k0, k1, sums)
 
 
 def estimate_scalar_bits(q: np.ndarray) -> tuple[float, int]:
@@ -363,7 +356,7 @@ def _quantise(xs: list[np.ndarray], lam: float, iterations: int = 2, machine=MAC
             alphas, e, tid, c = _residuals(m, k[i], st[i])
             pr = {int(t): _fit(np.abs(e[tid == t])) for t in np.unique(tid)}
             state.append((c, pr))
-            out.append((k[i], st[i], alphas, e, tid, pr))
+            out.append((k[i], st[i], alphas, e, tid, pr, c[3]))
     return out
 
 
@@ -394,7 +387,9 @@ def encode_dq_bands(bands: list[np.ndarray], steps: list[float], lam: float = LA
     return out
 
 
-def _pack(band, delta, flag, k, qs, alphas, e, tid, params) -> tuple[bytes, L.LayerData]:
+def _pack(band, delta, flag, k, qs, alphas, e, tid, params, sums) -> tuple[bytes, L.LayerData]:
+    """The blob of levels ``k`` in quantisers ``qs`` (see :func:`encode_dq`); ``sums``: per pass
+    the neighbour sums and counts of :func:`_contexts`, for the sign contexts."""
     import constriction
 
     m = recon_index(k, qs)
@@ -411,11 +406,9 @@ def _pack(band, delta, flag, k, qs, alphas, e, tid, params) -> tuple[bytes, L.La
         if rr.size == 0 or cc.size == 0:
             continue
         ep, tp = e[np.ix_(rr, cc)], tid[np.ix_(rr, cc)]
-        if signs is not None:
-            _, _, _, ssum, n = L._context(m, p)
-            kh = k[np.ix_(rr, cc)] - ep  # the predicted level
+        if signs is not None:  # the prediction's sign bucket for every position of the pass
             qp = qs[np.ix_(rr, cc)]
-            vh = recon_index(kh, qp)
+            rb = _sign_bucket(alphas[p], *sums[p], recon_index(k[np.ix_(rr, cc)] - ep, qp))
         for j in range(ep.shape[1]):
             a = np.abs(ep[:, j])
             sym = _symbol(a)
@@ -428,7 +421,7 @@ def _pack(band, delta, flag, k, qs, alphas, e, tid, params) -> tuple[bytes, L.La
             if signs is None:
                 raw.extend(neg.astype(np.uint8).tolist())
             elif nz.any():
-                ctx = _sign_context(alphas[p], ssum[:, j][nz], n[:, j][nz], vh[:, j][nz], a[nz], qp[:, j][nz])
+                ctx = _context_of(rb[:, j][nz], a[nz], qp[:, j][nz])
                 enc.encode(neg.astype(np.int32), fam, signs.probs(ctx))
                 signs.update(ctx, neg)
     words = enc.get_compressed().astype("<u4")
