@@ -117,20 +117,22 @@ def report(res: dict, families: list[str], labels: list[str], json_path: str | N
     codecs = list(families) + [c for c in next(iter(res.values())) if c not in families]  # jpeg2000 next
     print("\n| codec | " + " | ".join(f"PSNR @{r} bpp" for r in RATES) + " | BD-rate vs JPEG 2000 | (PCHIP) |")
     print("|---|" + "---|" * (len(RATES) + 2))
-    summary = {}
+    summary, per_image = {}, {}  # per_image[codec][image]: (PCHIP, cubic) BD-rate
     for c in codecs:
         row, bds, pcs = [], [], []
         for r in RATES:
             vals = [at_rate(e[c], r) for e in res.values()]
             vals = [v for v in vals if v is not None]
             row.append(f"{np.mean(vals):.2f} ({len(vals)}/{len(res)})" if vals else "-")
-        for e in res.values():
+        per_image[c] = {}
+        for name, e in res.items():
             if c != "jpeg2000" and len(e[c]) >= 2:
+                curves = ([p["bpp"] for p in e["jpeg2000"]], [p["psnr"] for p in e["jpeg2000"]],
+                          [p["bpp"] for p in e[c]], [p["psnr"] for p in e[c]])
                 try:
-                    curves = ([p["bpp"] for p in e["jpeg2000"]], [p["psnr"] for p in e["jpeg2000"]],
-                              [p["bpp"] for p in e[c]], [p["psnr"] for p in e[c]])
                     bds.append(bd_rate(*curves))
                     pcs.append(bd_rate_pchip(*curves))
+                    per_image[c][name] = (pcs[-1], bds[-1])
                 except ValueError:
                     pass
         bd = "0 (reference)" if c == "jpeg2000" else (f"{np.mean(bds):+.1f}% ({len(bds)}/{len(res)})" if bds else "-")
@@ -154,15 +156,9 @@ def report(res: dict, families: list[str], labels: list[str], json_path: str | N
     others = [c for c in codecs if c != "jpeg2000"]
     print("| image | " + " | ".join(others) + " |")
     print("|---|" + "---|" * len(others))
-    for i, name in enumerate(res):
-        cells = []
-        for c in others:
-            try:
-                curves = ([p["bpp"] for p in res[name]["jpeg2000"]], [p["psnr"] for p in res[name]["jpeg2000"]],
-                          [p["bpp"] for p in res[name][c]], [p["psnr"] for p in res[name][c]])
-                cells.append(f"{bd_rate_pchip(*curves):+.1f}% / {bd_rate(*curves):+.1f}%")
-            except ValueError:
-                cells.append("-")
+    for name in res:
+        cells = [f"{per_image[c][name][0]:+.1f}% / {per_image[c][name][1]:+.1f}%" if name in per_image[c] else "-"
+                 for c in others]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print("\nSAR statistics at the same bpp (interpolated per image in log-rate, mean over the images a curve reaches):")
     print("| codec | " + " | ".join(f"ENL ratio / EPI @{r} bpp" for r in RATES) + " |")
