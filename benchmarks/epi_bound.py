@@ -114,8 +114,16 @@ def main() -> None:
     ap.add_argument("--results", default=None, help="a sarcodec benchmark results.json (same images)")
     ap.add_argument("--curves", default="default-quality-ladder,jpeg2000,avif")
     a = ap.parse_args()
-    scenes = benchmark_scenes(a.data or default_data_dir(), a.split, tuple(a.val_locations.split(",")))
-    res = json.loads(Path(a.results).read_text())["images"] if a.results else {}
+    root = a.data or default_data_dir()
+    if root is None:
+        sys.exit("no data: pass --data or place ../shared/sar")
+    scenes = benchmark_scenes(root, a.split, tuple(a.val_locations.split(",")))
+    if not scenes:
+        sys.exit(f"no {a.split} images under {root}")
+    try:
+        res = json.loads(Path(a.results).read_text())["images"] if a.results else {}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"--results: not a sarcodec benchmark results.json ({e})")
     curves = a.curves.split(",")
     head = "| image | model R(EPI 0.9) | " + " | ".join(f"model EPI@1 beta={b:g} (PSNR)" for b in BETAS)
     if res:

@@ -54,8 +54,13 @@ def main() -> None:
                     help="also code with N steps of encoder-side latent refinement (a second sarcodec curve)")
     a = ap.parse_args()
     if a.merge:
-        docs = [json.loads(Path(f).read_text()) for f in a.merge]
-        res = {k: v for d in docs for k, v in d["images"].items()}
+        try:
+            docs = [json.loads(Path(f).read_text()) for f in a.merge]
+            res = {k: v for d in docs for k, v in d["images"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            sys.exit(f"--merge: not rd_test --json outputs ({e})")
+        if not res:
+            sys.exit("--merge: no images in these files")
         for name, e in res.items():
             print(f"{name} sarcodec: " + ", ".join(f"{p['bpp']:.3f} bpp {p['psnr']:.2f} dB" for p in e["sarcodec"]))
         report(res, docs[0].get("families", ["sarcodec"]), docs[0].get("labels", []), a.json)
