@@ -6,6 +6,10 @@
 #   scripts/gpu_train.sh families SECONDS  the four shipped rate points fine-tuned on every product family
 #                                          (data.balance=family, 256 px: session 6 found that 64/128 px
 #                                          patches make whole-scene coding worse although patch loss falls)
+#   scripts/gpu_train.sh distill SECONDS   fast (lite) syntheses fitted to the frozen latents of the four
+#                                          shipped rate points, plus a narrower and a wider one for q2,
+#                                          six processes on the one GPU (scripts/distill.py); brings back
+#                                          derived checkpoints (new weights only) and one log
 #   scripts/gpu_train.sh highrate SECONDS  q3 and q4 again from scratch, in parallel, with a complete
 #                                          latent (M >= 256 channels for 256 pixels: speckle is nearly
 #                                          white, so M=144 might cap PSNR at high rates). Tried once:
@@ -73,6 +77,26 @@ elif [ "$PHASE" = families ]; then
     { echo "== fam$i"; cat runs/gpu-fam$i/summary.json; grep -E "usable|val step|done|rror" runs/gpu-fam$i.log; } >> "$OUT/fam-runs.log"
     cp runs/gpu-fam$i/best.pt "$OUT/fam$i.pt"
   done
+elif [ "$PHASE" = distill ]; then
+  DEVICE=${DEVICE:-cuda}
+  mkdir -p runs
+  d() {
+    python3 scripts/distill.py "$1" -o "runs/gpu-$2" --data .data/sar --device "$DEVICE" --time-budget "$BUDGET" \
+      --threads 2 --batch 32 "${@:3}" > "runs/gpu-$2.log" 2>&1
+    cp "runs/gpu-$2/best.pt" "$OUT/$2.pt"
+  }
+  # Δ ranges: q1 serves qualities 0-1.5 (Δ up to 2^3), q4 3.5-5 (Δ down to 2^-1), the others k ± 1/2
+  d default-q1 fast-q1 --log2-delta=-0.5,3 &
+  d default-q2 fast-q2 &
+  d default-q3 fast-q3 &
+  d default-q4 fast-q4 --log2-delta=-1,0.5 &
+  d default-q2 fast-q2-narrow --channels 32,48,32,12 &
+  d default-q2 fast-q2-wide --channels 64,96,48,24 &
+  wait
+  for r in fast-q1 fast-q2 fast-q3 fast-q4 fast-q2-narrow fast-q2-wide; do
+    { echo "== $r"; grep -vi warn "runs/gpu-$r.log"; } >> "$OUT/distill-runs.log"
+  done
+  grep -E "== |best_psnr" "$OUT/distill-runs.log" | cut -c1-300
 elif [ "$PHASE" = highrate ]; then
   rate_points hq 3 "0.035 0.13" model.base_channels=88 model.latent_channels=272 lr=2.0e-4 warmup_steps=500 \
     threads=6 amp=bf16

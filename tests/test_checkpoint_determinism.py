@@ -44,13 +44,16 @@ print(hashlib.sha256(np.ascontiguousarray(out).tobytes()).hexdigest())
 """
 
 
-@pytest.mark.parametrize("arch", ["residual", "hyperprior", "hyperprior-step"])
+@pytest.mark.parametrize("arch", ["residual", "hyperprior", "hyperprior-step", "fast-q2"])
 def test_decode_bit_identical_across_processes_and_threads(arch, trained_tiny, tmp_path, sar_300x437):
     """Same pixels from two fresh processes, with 1 and 2 threads, and in this process. The
     hyperprior family (GDN + transposed convs) is the one whose oneDNN kernels depend on threads;
-    "-step": coded at a latent quantisation step other than 1 (continuous quality)."""
+    "-step": coded at a latent quantisation step other than 1 (continuous quality); "fast-q2":
+    the bundled lite synthesis (sub-pixel convs), loaded from its derived checkpoint."""
     if arch == "residual":
         ckpt = trained_tiny
+    elif arch == "fast-q2":
+        ckpt = "fast-q2"
     else:
         from conftest import small_model
 

@@ -5,6 +5,11 @@ A checkpoint is a ``torch.save`` dict (loaded with ``weights_only=True``: no pic
     format="sarcodec-checkpoint", format_version, name, arch, config (create_model kwargs),
     state_dict, entropy_tables (integer tables), weights_hash, training (config + summary),
     radiometry (defaults used when fitting clip bounds), metrics
+
+A *derived* checkpoint (a model that shares most weights with a bundled one, e.g. a fast synthesis
+fitted to a bundled model's frozen latents) also has ``base = {name, hash}`` and stores only the
+weights that differ from that base; ``int8_scales`` marks weights stored as int8 with one float32
+scale per output channel. Loading rebuilds the whole model and checks the hash of the result.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import torch
 from .container import atomic_write
 from .errors import ModelError, UnknownModelError
 from .models import SarCodec, create_model, list_models
+from .models.codec import _flatten
 
 CHECKPOINT_FORMAT = "sarcodec-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -28,30 +34,67 @@ DEFAULT_RADIOMETRY = {"low_pct": 0.1, "high_pct": 99.9}
 
 def save_checkpoint(model: SarCodec, path: str | os.PathLike, *, name: str | None = None,
                     training: dict[str, Any] | None = None, radiometry: dict[str, Any] | None = None,
-                    metrics: dict[str, Any] | None = None, force: bool = True, half: bool = False) -> Path:
+                    metrics: dict[str, Any] | None = None, force: bool = True, half: bool = False,
+                    base: str | None = None, int8: bool = False) -> Path:
     """Write a self-describing checkpoint. ``half=True`` first rounds the model's float weights to
     float16 (in place) and stores them so: half the size, and since the tables and hash are made
-    from the rounded weights, the file still decodes exactly what the (rounded) model encodes."""
-    if half:
-        with torch.no_grad():
-            for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
-                t.copy_(t.half().float())
+    from the rounded weights, the file still decodes exactly what the (rounded) model encodes.
+
+    ``base``: a bundled model name; only the weights that differ from it are stored (a derived
+    checkpoint). ``int8=True`` (derived checkpoints) rounds those weights of two or more dimensions
+    to int8 with a float32 scale per output channel, in place, and stores them so (a quarter of
+    float32); the rest go as float16."""
+    stored = None
+    if base is not None:
+        ref = load_model(base).state_dict()
+        stored = [k for k, v in model.state_dict().items()
+                  if k not in ref or ref[k].shape != v.shape or not torch.equal(ref[k], v.detach().cpu())]
+    scales: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        if int8:
+            if base is None:
+                raise ModelError("int8 weight storage is for derived checkpoints (give base)")
+            for k, t in model.state_dict().items():
+                if k in stored and t.is_floating_point() and t.dim() >= 2:
+                    s_ = t.abs().amax(dim=tuple(range(1, t.dim())), keepdim=True).clamp_min(1e-12) / 127.0
+                    t.copy_(torch.round(t / s_).clamp(-127, 127) * s_ + 0.0)  # + 0.0: no -0.0, which int8 cannot hold
+                    scales[k] = s_.float().cpu()
+        if half or base is not None:
+            for k, t in model.state_dict().items():
+                if (stored is None or k in stored) and k not in scales and t.is_floating_point():
+                    t.copy_(t.half().float())
+    if half or int8 or base is not None:
         model.weights_changed()
     model.update()
+
+    def pack(k: str, v: torch.Tensor) -> torch.Tensor:
+        v = v.detach().cpu()
+        if k in scales:
+            return torch.round(v / scales[k]).to(torch.int8)
+        return v.half() if (half or base is not None) and v.is_floating_point() else v
+
+    state = model.state_dict()
     obj = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
         "name": name or getattr(model, "name", None) or Path(path).stem,
         "arch": model.arch,
         "config": dict(model.config),
-        "state_dict": {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
-                       for k, v in model.state_dict().items()},
+        "state_dict": {k: pack(k, v) for k, v in state.items() if stored is None or k in stored},
         "entropy_tables": model.tables_state(),
         "weights_hash": model.weights_hash(),
         "training": training or {},
         "radiometry": {**DEFAULT_RADIOMETRY, **(radiometry or {})},
         "metrics": metrics or {},
     }
+    if base is not None:
+        b = load_model(base)
+        obj["base"] = {"name": b.name, "hash": b.weights_hash()}
+        obj["int8_scales"] = scales
+        flat, ref_flat = _flatten(obj["entropy_tables"]), _flatten(b.tables_state())
+        if flat.keys() == ref_flat.keys() and all(torch.equal(flat[k], ref_flat[k]) for k in flat):
+            obj["entropy_tables"] = {}  # the base's own (the latent codec is shared): not stored twice
+            obj["base"]["tables"] = True
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write(path, buf.getvalue(), force=force)
@@ -72,8 +115,18 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
         raise ModelError(f"{path}: checkpoint format {obj['format_version']} is newer than this sarcodec supports")
     try:
         model = create_model(obj["arch"], **obj["config"])
-        model.load_state_dict(obj["state_dict"], strict=True)
-        model.load_tables_state(obj["entropy_tables"])
+        state = dict(obj["state_dict"])
+        for k, sc in (obj.get("int8_scales") or {}).items():
+            state[k] = state[k].float() * sc
+        tables = obj["entropy_tables"]
+        if obj.get("base"):
+            ref = _base_model(obj["base"], path)
+            own = model.state_dict()
+            state = {**{k: v for k, v in ref.state_dict().items() if k in own}, **state}
+            if obj["base"].get("tables"):
+                tables = ref.tables_state()
+        model.load_state_dict(state, strict=True)
+        model.load_tables_state(tables)
     except ModelError:
         raise
     except Exception as e:
@@ -88,6 +141,18 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     if device is not None:
         model.to(device)
     return model
+
+
+def _base_model(base: dict[str, Any], path: Path) -> SarCodec:
+    """The bundled model a derived checkpoint builds on (checked by hash)."""
+    try:
+        ref = load_model(base["name"])
+    except UnknownModelError as e:
+        raise ModelError(f"{path}: derived from {base['name']!r}, which this sarcodec does not bundle") from e
+    if ref.weights_hash() != base.get("hash"):
+        raise ModelError(f"{path}: derived from {base['name']!r} with hash {base.get('hash')}, but the bundled one "
+                         f"is {ref.weights_hash()}")
+    return ref
 
 
 # -- bundled models -------------------------------------------------------------------------

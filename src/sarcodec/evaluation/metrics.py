@@ -193,8 +193,9 @@ def bd_psnr(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
     return _bd_average(np.log(np.asarray(rate_ref, float)), psnr_ref, np.log(np.asarray(rate_test, float)), psnr_test)
 
 
-def macs_per_pixel(model, size: int = 256) -> float:
-    """Multiply-accumulates per input pixel of a model's g_a + g_s (conv layers), by forward hooks."""
+def macs_per_pixel(model, size: int = 256, parts: tuple[str, ...] = ("g_a", "g_s")) -> float:
+    """Multiply-accumulates per input pixel of a model's g_a + g_s (or the ``parts`` named; conv
+    layers, GDN's included), by forward hooks."""
     import torch
 
     macs = 0
@@ -204,9 +205,16 @@ def macs_per_pixel(model, size: int = 256) -> float:
         k = mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
         macs += inp[0].numel() * k if isinstance(mod, torch.nn.ConvTranspose2d) else out.numel() * k
 
-    convs = [mod for mod in list(model.g_a.modules()) + list(model.g_s.modules())
-             if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    def gdn_hook(mod, inp, out):  # a 1x1 conv of C x C on x^2
+        nonlocal macs
+        macs += inp[0].numel() * mod.gamma.shape[0]
+
+    from ..models.blocks import GDN
+
+    mods = [m for p in parts for m in getattr(model, p).modules()]
+    convs = [mod for mod in mods if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     hs = [mod.register_forward_hook(hook) for mod in convs]
+    hs += [mod.register_forward_hook(gdn_hook) for mod in mods if isinstance(mod, GDN)]
     try:
         with torch.no_grad():
             model.g_s(model.g_a(torch.rand(1, 1, size, size)))

@@ -14,6 +14,15 @@ def deconv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.ConvTranspose
     return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2, output_padding=stride - 1)
 
 
+class SubPixelConv(nn.Sequential):
+    """x2 upsampling as a k x k conv to 4 * cout channels then a pixel shuffle (Shi et al. 2016):
+    the same family of maps as a stride-2 transposed conv, computed as one dense conv at the low
+    resolution, which CPU conv kernels run several times faster than a transposed conv."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3):
+        super().__init__(nn.Conv2d(cin, 4 * cout, k, padding=k // 2), nn.PixelShuffle(2))
+
+
 class Upsample(nn.Module):
     """Nearest x2 then 3x3 conv: same parameter count as a strided conv, no checkerboard."""
 

@@ -83,6 +83,11 @@ class FactorizedLatentCodec(nn.Module):
         y_hat, lik = self.entropy_bottleneck(y)
         return y_hat, {"y": lik}
 
+    @torch.no_grad()
+    def quantized(self, y: torch.Tensor, delta: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """ŷ as the coder forms it (see :meth:`HyperpriorLatentCodec.quantized`)."""
+        return torch.round(y / delta) * delta
+
     def update(self) -> None:
         self.entropy_bottleneck.update()
 
@@ -144,6 +149,17 @@ class HyperpriorLatentCodec(nn.Module):
             y_hat = quantize(y, "round", mu)
             lik_y = gaussian_likelihood(y_hat, mu, ls)
         return y_hat, {"y": lik_y, "z": lik_z}
+
+    @torch.no_grad()
+    def quantized(self, y: torch.Tensor, delta: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """ŷ = μ + round((y - μ) / Δ)·Δ as the coder forms it, in float (μ from the float h_s, which
+        the fixed-point coder matches to ~1e-4): what a synthesis sees, for fitting one to frozen
+        latents. ``delta``: a number or one per batch element, shape (B, 1, 1, 1)."""
+        z_hat = torch.round(self.h_a(y if self.means else torch.abs(y)))
+        mu, _ = self._params(self.h_s(z_hat))
+        r = y if mu is None else y - mu
+        q = torch.round(r / delta) * delta
+        return q if mu is None else q + mu
 
     def update(self) -> None:
         self.entropy_bottleneck.update()

@@ -37,8 +37,11 @@ def model_defaults(name: str) -> dict[str, Any]:
 
 def create_model(name: str, **kwargs: Any) -> SarCodec:
     """Build an (untrained) codec. kwargs: latent_channels, base_channels, latent_codec
-    ('hyperprior' | 'scale-hyperprior' | 'factorized'), hyper_channels."""
+    ('hyperprior' | 'scale-hyperprior' | 'factorized'), hyper_channels; ``synthesis`` (a name
+    of ``transforms.SYNTHESES``, e.g. 'lite') replaces the architecture's g_s, with
+    ``synthesis_channels`` its widths (default: the synthesis's own)."""
     cfg = model_defaults(name)
+    synth, synth_ch = kwargs.pop("synthesis", None), kwargs.pop("synthesis_channels", None)
     unknown = set(kwargs) - set(cfg)
     if unknown:
         raise InputError(f"unknown option(s) for {name!r}: {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(cfg))}")
@@ -50,6 +53,20 @@ def create_model(name: str, **kwargs: Any) -> SarCodec:
         raise InputError(f"unknown latent codec {cfg['latent_codec']!r}; choose from {', '.join(LATENT_CODECS)}")
     build = _ARCHS[name][0]
     g_a, g_s = build(cfg["latent_channels"], cfg["base_channels"])
+    if synth is not None:  # recorded only when set: configs of models without it stay as they were
+        if synth not in transforms.SYNTHESES:
+            raise InputError(f"unknown synthesis {synth!r}; registered: {', '.join(sorted(transforms.SYNTHESES))}")
+        builder, default_ch = transforms.SYNTHESES[synth]
+        ch = tuple(default_ch if synth_ch is None else synth_ch)
+        if not all(isinstance(c, int) and c >= 1 for c in ch):
+            raise InputError(f"synthesis_channels must be positive integers, got {synth_ch!r}")
+        try:
+            g_s = builder(cfg["latent_channels"], ch)
+        except ValueError as e:
+            raise InputError(str(e)) from e
+        cfg.update(synthesis=synth, synthesis_channels=list(ch))
+    elif synth_ch is not None:
+        raise InputError("synthesis_channels needs a synthesis")
     lc = LATENT_CODECS[cfg["latent_codec"]](cfg["latent_channels"], cfg["hyper_channels"])
     model = SarCodec(name, g_a, g_s, lc, cfg)
     model.halo_latents = HALO_LATENTS[name]
