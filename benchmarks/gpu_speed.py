@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="one encode and one decode only (a whole scene)")
     a = ap.parse_args()
     sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     m = sarcodec.load_model(a.model, device=a.device)
@@ -54,6 +55,13 @@ def main() -> None:
     mp = img.size / 1e6
     sarcodec.decode(sarcodec.encode(img[:512, :512], m), m)  # warm-up (kernels, tables)
     te, data = timed(lambda: sarcodec.encode(img, m), a.repeat, sync)
+    if a.quick:
+        td, rec = timed(lambda: sarcodec.decode(data, m), a.repeat, sync)
+        name = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"
+        print(f"{name}, model {m.name}, {rows}x{cols} scene ({mp:.1f} MP), default settings: encode {mp / te:.1f} MP/s "
+              f"({te:.1f} s), decode {mp / td:.1f} MP/s ({td:.1f} s), {8 * len(data) / img.size:.3f} bpp, "
+              f"finite {bool(np.isfinite(rec).all())}", flush=True)
+        return
     batches = {b: timed(lambda b=b: sarcodec.encode(img, m, batch=b), a.repeat, sync)[0] for b in (1, 4)}
     td, rec = timed(lambda: sarcodec.decode(data, m), a.repeat, sync)
     te0, data0 = timed(lambda: sarcodec.encode(img, m, workers=0), 1, sync)

@@ -1,7 +1,12 @@
 """Whole-scene speed and memory: compress/decompress synthetic GeoTIFF scenes in child processes,
 reporting MP/s and peak RSS of each, side by side with OpenJPEG (JPEG 2000) in the same run.
 
-    python benchmarks/scene_speed.py --sizes 4096 16384 --model default [--tile 1024] [--workers N] [--no-j2k]
+    python benchmarks/scene_speed.py --sizes 4096 16384 --model default [fast ...] [--tile 1024] [--workers N]
+        [--bpp 1.0] [--no-j2k]
+
+Each model (a bundled name or family) compresses with its default settings, then (``--bpp B``)
+with a rate target, through ``compress_file`` as the CLI does; ratios to OpenJPEG's encode and
+decode (one thread, same scene, same run) are printed beside the MP/s.
 
 Peak RSS is the child's ru_maxrss, so each figure is one job's own footprint (with --workers, the
 largest entropy-coding worker's peak is reported beside it). Scenes are written
@@ -23,12 +28,12 @@ sys.path.insert(0, str(ROOT / "src"))
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-job, a, b, model, tile, workers = sys.argv[2:8]
+job, a, b, model, tile, workers, bpp = sys.argv[2:9]
 workers = None if workers == "auto" else int(workers)
 t = time.perf_counter()
 if job == "compress":
     from sarcodec.files import compress_file
-    compress_file(a, b, model, tile_size=int(tile), workers=workers)
+    compress_file(a, b, model, tile_size=int(tile), workers=workers, bpp=float(bpp) if bpp != "-" else None)
 elif job == "decompress":
     from sarcodec.files import decompress_file
     decompress_file(a, b, model=model if model.endswith(".pt") else None, workers=workers)
@@ -70,8 +75,9 @@ def make_scene(path: Path, size: int, block: int = 1024) -> None:
                 ds.write(np.sqrt(x).round().clip(1, 65535).astype("uint16")[None], window=Window(c, r, w, h))
 
 
-def run(job: str, a: str, b: str, model: str, tile: int, workers: str = "auto") -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "src"), job, a, b, model, str(tile), workers],
+def run(job: str, a: str, b: str, model: str, tile: int, workers: str = "auto", bpp: float | None = None) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "src"), job, a, b, model, str(tile), workers,
+                          "-" if bpp is None else str(bpp)],
                          capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(out.stderr)
@@ -81,7 +87,8 @@ def run(job: str, a: str, b: str, model: str, tile: int, workers: str = "auto") 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192])
-    ap.add_argument("--model", default="default")
+    ap.add_argument("--model", nargs="+", default=["default"])
+    ap.add_argument("--bpp", type=float, default=None, help="also compress with this rate target")
     ap.add_argument("--tile", type=int, default=1024)
     ap.add_argument("--workers", default="auto", help="entropy-coding processes (default: automatic)")
     ap.add_argument("--no-j2k", action="store_true")
@@ -92,24 +99,31 @@ def main() -> None:
             tif, sarc, out = Path(d, f"s{size}.tif"), Path(d, f"s{size}.sarc"), Path(d, f"o{size}.tif")
             make_scene(tif, size)
             mp = size * size / 1e6
-            c = run("compress", str(tif), str(sarc), a.model, a.tile, a.workers)
-            dd = run("decompress", str(sarc), str(out), a.model, a.tile, a.workers)
-            row = {"size": size, "enc_mps": mp / c["s"], "dec_mps": mp / dd["s"], "enc_rss_mb": c["rss"] / 1024,
-                   "dec_rss_mb": dd["rss"] / 1024, "bpp": 8 * os.path.getsize(sarc) / (size * size)}
-            if c["rss_workers"] or dd["rss_workers"]:
-                row.update(enc_worker_rss_mb=c["rss_workers"] / 1024, dec_worker_rss_mb=dd["rss_workers"] / 1024)
-            if not a.no_j2k:
-                j = run("j2k", str(tif), "-", a.model, a.tile)
-                row.update(j2k_enc_mps=mp / j["enc"], j2k_dec_mps=mp / j["dec"], j2k_rss_mb=j["rss"] / 1024,
-                           j2k_bpp=8 * j["bytes"] / (size * size))
-            rows.append(row)
-            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
-            for p in (tif, sarc, out):
-                p.unlink()
-    if len(rows) > 1:
-        print(f"peak RSS ratio {rows[-1]['size']}^2 / {rows[0]['size']}^2: encode "
-              f"{rows[-1]['enc_rss_mb'] / rows[0]['enc_rss_mb']:.2f}x, decode {rows[-1]['dec_rss_mb'] / rows[0]['dec_rss_mb']:.2f}x "
-              f"(pixels {rows[-1]['size'] ** 2 / rows[0]['size'] ** 2:.0f}x)")
+            j = None if a.no_j2k else run("j2k", str(tif), "-", "-", a.tile)
+            for model in a.model:
+                for bpp in [None] + ([a.bpp] if a.bpp else []):
+                    c = run("compress", str(tif), str(sarc), model, a.tile, a.workers, bpp)
+                    dd = run("decompress", str(sarc), str(out), model, a.tile, a.workers)
+                    row = {"size": size, "model": model, "bpp_target": bpp, "enc_mps": mp / c["s"],
+                           "dec_mps": mp / dd["s"], "enc_rss_mb": c["rss"] / 1024, "dec_rss_mb": dd["rss"] / 1024,
+                           "bpp": 8 * os.path.getsize(sarc) / (size * size)}
+                    if c["rss_workers"] or dd["rss_workers"]:
+                        row.update(enc_worker_rss_mb=c["rss_workers"] / 1024, dec_worker_rss_mb=dd["rss_workers"] / 1024)
+                    if j is not None:
+                        row.update(j2k_enc_mps=mp / j["enc"], j2k_dec_mps=mp / j["dec"], j2k_rss_mb=j["rss"] / 1024,
+                                   j2k_bpp=8 * j["bytes"] / (size * size))
+                        row.update(enc_vs_j2k=row["enc_mps"] / row["j2k_enc_mps"], dec_vs_j2k=row["dec_mps"] / row["j2k_dec_mps"])
+                    rows.append(row)
+                    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+                    for p in (sarc, out):
+                        p.unlink()
+            tif.unlink()
+    same = [r for r in rows if (r["model"], r["bpp_target"]) == (rows[0]["model"], rows[0]["bpp_target"])]
+    if len(same) > 1:
+        lo, hi = same[0], same[-1]
+        print(f"peak RSS ratio {hi['size']}^2 / {lo['size']}^2 ({lo['model']}): encode "
+              f"{hi['enc_rss_mb'] / lo['enc_rss_mb']:.2f}x, decode {hi['dec_rss_mb'] / lo['dec_rss_mb']:.2f}x "
+              f"(pixels {hi['size'] ** 2 / lo['size'] ** 2:.0f}x)")
 
 
 if __name__ == "__main__":

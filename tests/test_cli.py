@@ -14,18 +14,25 @@ def run(args, capsys):
 
 
 def test_demo_with_checkpoint(trained_tiny, tmp_path, capsys):
+    args = ["demo", "--model", str(trained_tiny), "--size", "128", "--out", str(tmp_path)]
     try:
-        main(["demo", "--model", str(trained_tiny), "--size", "128", "--out", str(tmp_path)])
+        main(args)
     except SystemExit as e:  # pragma: no cover - shows the message on failure
         pytest.fail(f"demo exited {e.code}: {capsys.readouterr()}")
     out = capsys.readouterr().out
-    assert "JPEG 2000" in out and "bpp" in out
+    assert "JPEG" in out and "settings" in out and "--bpp" in out  # (rich wraps the narrow table)
     assert (tmp_path / "demo.sarc").is_file() and (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
-    # refuses to overwrite without --force, and leaves the files alone
-    before = (tmp_path / "demo.sarc").read_bytes()
-    code, io = run(["demo", "--model", str(trained_tiny), "--size", "128", "--out", str(tmp_path)], capsys)
+    # the README's main command runs twice in a row: a rerun replaces the demo's own outputs
+    main(args + ["--bpp", "0"])
+    assert "--bpp" not in capsys.readouterr().out
+    assert sarcodec.decode(str(tmp_path / "demo.sarc"), str(trained_tiny)).shape == (128, 128)
+    # but a file the demo did not write is left alone without --force
+    (tmp_path / "demo.sarc").write_bytes(b"someone else's file")
+    code, io = run(args + ["--bpp", "0"], capsys)
     assert code == 7 and "exists" in io.err
-    assert (tmp_path / "demo.sarc").read_bytes() == before
+    assert (tmp_path / "demo.sarc").read_bytes() == b"someone else's file"
+    main(args + ["--bpp", "0", "--force"])
+    assert (tmp_path / "demo.sarc").read_bytes()[:4] != b"some"
 
 
 def test_info(trained_tiny, tmp_path, capsys, sar_300x437):

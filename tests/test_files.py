@@ -241,3 +241,21 @@ def test_window_decode_synthesises_only_what_it_needs(model, monkeypatch):
     edge = sarcodec.decode(data, model, window=(500, 490, 40, 50))  # across four tiles
     np.testing.assert_array_equal(edge, full[490:540, 500:540])
     assert len(areas) == 4 and sum(areas) < 2 * 512 * 512
+
+
+def test_decimated_sample_is_every_kth_pixel(tmp_path):
+    """The radiometry sample of a file is rows and columns 0, k, 2k, ... as for an array (so a
+    file and the same array fit the same clip bounds), read in strips (GDAL's decimated read was
+    seconds per megapixel inside a rasterio.Env)."""
+    import rasterio
+
+    from sarcodec.files import RasterioSource, _gdal_env, _open_raster
+
+    x = (np.arange(1100 * 700, dtype=np.uint32).reshape(1100, 700) % 65521).astype("uint16")
+    p = tmp_path / "g.tif"
+    with rasterio.open(p, "w", driver="GTiff", width=700, height=1100, count=1, dtype="uint16", tiled=True,
+                       blockxsize=256, blockysize=256, compress="deflate") as ds:
+        ds.write(x[None])
+    with _gdal_env(), _open_raster(p) as ds:
+        for k in (1, 2, 3, 7):
+            assert np.array_equal(RasterioSource(ds).read_decimated(0, k), x[::k, ::k])

@@ -203,3 +203,27 @@ def test_window_and_multitile_decode_with_a_step(family):
     win = sarcodec.decode(d, window=(40, 70, 90, 60))
     assert np.array_equal(win, full[70:130, 40:130])
     assert np.array_equal(sarcodec.decode(d, workers=1), full)
+
+
+def test_search_trials_share_latents_and_bases(family, img, monkeypatch):
+    """A search's trials reuse the analysis latents (once per model), the base tile streams and
+    the base reconstructions through its memo; the file is byte-identical to a search without."""
+    calls = []
+    hooks = [m.g_a.register_forward_hook(lambda mod, i, o, m=m: calls.append(m.name)) for m in family]
+    syn = []
+    hooks += [m.g_s.register_forward_hook(lambda mod, i, o: syn.append(1)) for m in family]
+    runs = []
+    orig = sarcodec.api._encode_one
+    monkeypatch.setattr(sarcodec.api, "_encode_one", lambda *a, **k: runs.append(k.get("max_error")) or orig(*a, **k))
+    try:
+        with_memo = sarcodec.encode(img, family, bpp=1.2)
+        assert len(calls) == len(set(calls)) and len(runs) > len(set(calls))  # g_a once per model
+        assert len(syn) < len(runs)  # layer trials on one base synthesise it once
+        monkeypatch.setattr(sarcodec.api, "search_memo", lambda pixels: None)
+        calls.clear()
+        assert sarcodec.encode(img, family, bpp=1.2) == with_memo
+        assert len(calls) > len(set(calls))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert sarcodec.api.search_memo(2**27) is None  # too large to keep: trials recompute

@@ -143,15 +143,19 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None =
     return model
 
 
+_BASES: dict[str, SarCodec] = {}  # bundled bases of derived checkpoints, read only (state and tables)
+
+
 def _base_model(base: dict[str, Any], path: Path) -> SarCodec:
-    """The bundled model a derived checkpoint builds on (checked by hash)."""
+    """The bundled model a derived checkpoint builds on (checked by hash), loaded once per process."""
     try:
-        ref = load_model(base["name"])
+        ref = _BASES.get(base["name"]) or load_model(base["name"])
     except UnknownModelError as e:
         raise ModelError(f"{path}: derived from {base['name']!r}, which this sarcodec does not bundle") from e
     if ref.weights_hash() != base.get("hash"):
         raise ModelError(f"{path}: derived from {base['name']!r} with hash {base.get('hash')}, but the bundled one "
                          f"is {ref.weights_hash()}")
+    _BASES[base["name"]] = ref
     return ref
 
 

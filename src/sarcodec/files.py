@@ -95,10 +95,12 @@ class RasterioSource:
         return self.ds.read(band + 1, window=Window(c0, r0, c1 - c0, r1 - r0))
 
     def read_decimated(self, band: int, k: int) -> np.ndarray:
-        from rasterio.enums import Resampling
-
-        shape = (max(1, self.rows // k), max(1, self.cols // k))
-        return self.ds.read(band + 1, out_shape=shape, resampling=Resampling.nearest)
+        """Every k-th row and column (from the first), as ``ArraySource`` samples an array, read in
+        full-width strips: GDAL's own decimated read (``out_shape``) took seconds per 4 MP inside
+        a ``rasterio.Env`` (measured: 7.9 s for a 2048^2 DEFLATE tiff, the strips 0.02 s)."""
+        strip = k * max(1, -(-512 // k))  # a multiple of k: every strip starts on a sampled row
+        return np.concatenate([self.read(band, r, min(r + strip, self.rows), 0, self.cols)[::k, ::k]
+                               for r in range(0, self.rows, strip)])
 
 
 def _open_raster(path: str | os.PathLike):
@@ -160,7 +162,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
     encodes the scene several times (in memory) and writes the chosen one."""
     import io
 
-    from .api import coding_points, coding_step, family_members, search_target
+    from .api import coding_points, coding_step, family_members, search_memo, search_target
 
     check_tile_size(tile_size)
     check_workers(workers)
@@ -196,7 +198,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
         geo = geo_metadata(ds)
 
         def encode_to(fh, m: SarCodec, st: int, err: float | None, stats: dict | None = None, show=progress,
-                      bnd: bool = bound) -> int:
+                      bnd: bool = bound, memo: dict | None = None) -> int:
             spec = LayerSpec(err, outliers, bias=bias, bound=bnd)
             st = coding_step(m, st, lossless)
             rads = fit_radiometry(src, kind, ds.nodata, clip_defaults(m, clip), read_decimated=src.read_decimated)
@@ -205,11 +207,13 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                                  **coding_metadata(m, st, spec, clip, lossless)})
             writer = ContainerWriter(fh, written_version(header.metadata))
             return encode_container(src, m, rads, writer, header, show, batch, refine, workers, precision, spec,
-                                    stats)
+                                    stats, memo)
+
+        memo = search_memo(src.bands * src.rows * src.cols)
 
         def in_memory(m: SarCodec, st: int, err: float | None, stats: dict | None = None, bnd: bool = bound) -> bytes:
             buf = io.BytesIO()
-            encode_to(buf, m, st, err, stats, None, bnd)
+            encode_to(buf, m, st, err, stats, None, bnd, memo)
             return buf.getvalue()
 
         def unchanged() -> None:  # an input overwritten while we read it would mix two scenes

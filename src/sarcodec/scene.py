@@ -141,7 +141,8 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
                  progress: Callable[[int], None] | None = None, batch: int | None = None,
                  refine: int = 0, workers: int | None = None,
                  precision: str | None = None, layer: LayerSpec | None = None,
-                 stats: dict[str, Any] | None = None, step: int = STEP_ONE) -> tuple[list[TileEntry], list[int]]:
+                 stats: dict[str, Any] | None = None, step: int = STEP_ONE,
+                 memo: dict | None = None) -> tuple[list[TileEntry], list[int]]:
     """Encode every tile of every band into ``writer``. Returns (tile entries, invalid count per band).
     Up to ``batch`` consecutive tiles of one shape go through the analysis transform together
     (memory: ``batch`` haloed tiles); entropy coding stays per tile, so every tile still decodes
@@ -161,7 +162,13 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
     integers changes; the hyper-analysis, the entropy coding and every decoder stay exact.
 
     ``step``: the latent quantisation step numerator (Δ = step / 64, :mod:`sarcodec.entropy`);
-    the caller records it in the footer (``latent_step``) for the decoder."""
+    the caller records it in the footer (``latent_step``) for the decoder.
+
+    ``memo``: a dict shared by encodes of the *same raster with the same radiometry* (a target
+    search's trials): what a trial computed and the next can reuse is kept in it, the analysis
+    latents per model, the base tile streams per (model, step) and the base reconstructions a
+    pixel layer is coded against. Trials that differ only in the layer then code only the layer,
+    those that differ in the step only entropy-code again; the bytes are those of a fresh encode."""
     check_tile_size(tile)
     lmbda = model_lambda(model) if refine else None
     batch = max(1, batch or default_batch(model))
@@ -188,7 +195,18 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
                 yield (b, r, c, h, w, th, tw, mg), np.ascontiguousarray(v), \
                     mask[r - r_lo:r - r_lo + h, c - c_lo:c - c_lo + w]
 
+    if memo is not None:
+        mh = (model.weights_hash(), tuple(repr(r) for r in rads))  # the radiometry decides the pixels coded
+        sym_key = None if refine else ("symbols", mh, precision, tile, batch)
+        pay_key = ("payloads", mh, step, refine, precision, tile, batch)
+        sym_rec: list | None = [] if sym_key is not None and sym_key not in memo else None
+        pay_rec: list | None = [] if pay_key not in memo else None
+    else:
+        sym_key = pay_key = sym_rec = pay_rec = None
+
     def write(e: TileEntry, core_mask: np.ndarray, payload: bytes) -> None:
+        if pay_rec is not None:
+            pay_rec.append(((e.band, e.row, e.col, e.height, e.width), core_mask, payload))
         if core_mask.any():
             invalid[e.band] += int(core_mask.sum())
             e.mask_offset, e.mask_length, e.mask_crc = writer.add_blob(pack_mask(core_mask))
@@ -220,12 +238,16 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
                 symbols = model.latent_codec.prepare(ref.y, z=ref.z)
             else:
                 symbols = model.latent_codec.prepare(y, y_ctx, margin=mg)
-            e = TileEntry(b, r, c, h, w)
-            if pool is None:
-                write(e, core_mask, coder.encode(*symbols))
-            else:
-                in_flight.append((e, core_mask, pool.encode(*symbols)))
-                drain(2 * pool.workers)
+            if sym_rec is not None:
+                sym_rec.append(((b, r, c, h, w), core_mask, symbols))
+            entropy_code(TileEntry(b, r, c, h, w), core_mask, symbols, pool)
+
+    def entropy_code(e: TileEntry, core_mask: np.ndarray, symbols, pool: CoderPool | None) -> None:
+        if pool is None:
+            write(e, core_mask, coder.encode(*symbols))
+        else:
+            in_flight.append((e, core_mask, pool.encode(*symbols)))
+            drain(2 * pool.workers)
 
     keep: dict[tuple[int, int, int], bytes] | None = {} if layer is not None and layer.active else None
     coder = model.coder(step)
@@ -233,18 +255,31 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
     model.eval()
     n_tiles = src.bands * len(tile_grid(src.rows, src.cols, tile))
     try:
-        with coder_pool(coder, n_tiles, dev.type, workers) as pool:
-            group: list = []
-            for item in tiles():
-                if group and (len(group) == batch or item[1].shape != group[0][1].shape):
-                    code(group, pool)
-                    group = []
-                group.append(item)
-            if group:
-                code(group, pool)
-            drain(0)
+        if pay_key is not None and pay_key in memo:  # this base was coded by an earlier trial
+            for fields, core_mask, payload in memo[pay_key]:
+                write(TileEntry(*fields), core_mask, payload)
+        else:
+            with coder_pool(coder, n_tiles, dev.type, workers) as pool:
+                if sym_key is not None and sym_key in memo:  # the analysis ran for another step
+                    for fields, core_mask, symbols in memo[sym_key]:
+                        entropy_code(TileEntry(*fields), core_mask, symbols, pool)
+                else:
+                    group: list = []
+                    for item in tiles():
+                        if group and (len(group) == batch or item[1].shape != group[0][1].shape):
+                            code(group, pool)
+                            group = []
+                        group.append(item)
+                    if group:
+                        code(group, pool)
+                drain(0)
+            if sym_rec is not None:
+                memo[sym_key] = sym_rec
+            if pay_rec is not None:
+                memo[pay_key] = pay_rec
         if keep is not None:
-            encode_layers(src, model, rads, writer, entries, keep, tile, layer, stats, step)
+            bases = memo.setdefault(("bases",) + pay_key[1:], {}) if memo is not None else None
+            encode_layers(src, model, rads, writer, entries, keep, tile, layer, stats, step, bases)
     finally:
         model.train(was)
     return entries, invalid
@@ -300,10 +335,12 @@ class _MemoryReader:
 
 def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter,
                   entries: list[TileEntry], payloads: dict[tuple[int, int, int], bytes], tile: int,
-                  spec: LayerSpec, stats: dict[str, Any] | None = None, step: int = STEP_ONE) -> None:
+                  spec: LayerSpec, stats: dict[str, Any] | None = None, step: int = STEP_ONE,
+                  bases: dict[tuple[int, int, int], np.ndarray] | None = None) -> None:
     """Second pass of :func:`encode_tiles`: each tile's pixel layer against the base reconstruction
     a decoder will synthesise (same code path), written beside the tile. ``stats``: see
-    :func:`encode_tiles`."""
+    :func:`encode_tiles`. ``bases``: base reconstructions of this very base layer by tile, reused
+    when present and filled in otherwise (a search's trials, see ``memo``)."""
     if stats is not None:
         stats["sse"] = [0.0] * src.bands
         stats["count"] = [0] * src.bands
@@ -312,7 +349,14 @@ def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: 
     for e in entries:
         rad = rads[e.band]
         t, mask = rad.forward_unclipped(src.read(e.band, e.row, e.row + e.height, e.col, e.col + e.width))
-        base = dec.tile_pixels(e)
+        key = (e.band, e.row, e.col)
+        if bases is not None and key in bases:
+            base = bases[key]
+        else:
+            base = dec.tile_pixels(e)
+            if bases is not None:
+                base.setflags(write=False)  # shared by the trials: nothing may change it
+                bases[key] = base
         blob, lay = make_layer(t, base, mask, spec, rad.lo_db, rad.hi_db)
         if blob:
             e.layer_offset, e.layer_length, e.layer_crc = writer.add_blob(blob)
@@ -327,9 +371,11 @@ def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: 
 def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, header: Header,
                      progress: Callable[[int], None] | None = None, batch: int | None = None,
                      refine: int = 0, workers: int | None = None, precision: str | None = None,
-                     layer: LayerSpec | None = None, stats: dict[str, Any] | None = None) -> int:
+                     layer: LayerSpec | None = None, stats: dict[str, Any] | None = None,
+                     memo: dict | None = None) -> int:
     """Encode every tile into ``writer``, record the tile index and each band's invalid-pixel count
-    in ``header`` with how it was encoded, and finish the container. Returns its size in bytes."""
+    in ``header`` with how it was encoded, and finish the container. Returns its size in bytes.
+    ``memo``: see :func:`encode_tiles`."""
     if header.metadata.get("lossless"):
         header.tiles, invalid = encode_lossless_tiles(src, writer, header.tile_size, rads, progress)
         for b, n in enumerate(invalid):
@@ -337,7 +383,7 @@ def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], write
         return writer.finish(header)
     precision = encoder_precision(precision, next(model.parameters()).device)
     header.tiles, invalid = encode_tiles(src, model, rads, writer, header.tile_size, progress, batch, refine,
-                                          workers, precision, layer, stats, latent_step(header.metadata))
+                                          workers, precision, layer, stats, latent_step(header.metadata), memo)
     header.metadata["analysis_precision"] = precision
     if refine:
         header.metadata["refine_steps"] = int(refine)
