@@ -69,3 +69,31 @@ def test_cli_batch_summary_and_exit_code(inputs, trained_tiny, tmp_path):
     assert r.returncode == 3, r.stderr
     assert "3 ok, 0 skipped, 1 failed" in r.stdout and "[4/4]" in r.stderr  # a log line per file
     assert len(list((tmp_path / "o").rglob("*.sarc"))) == 3
+
+
+def test_cli_directory_trees_round_trip(trained_tiny, tmp_path):
+    """A directory is searched recursively, -o DIR/ is created, decompress takes the tree compress
+    wrote, and without -o the output lands beside its input."""
+    src = tmp_path / "data" / "batch"
+    _tif(src / "a" / "scene.tif", 1)
+    _tif(src / "b" / "deep" / "scene.tif", 2)
+    cli = [sys.executable, "-m", "sarcodec"]
+    r = subprocess.run(cli + ["compress", str(src), "-o", str(tmp_path / "outb") + "/", "-m", str(trained_tiny),
+                              "--tile", "64"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.relative_to(tmp_path / "outb").as_posix() for p in (tmp_path / "outb").rglob("*.sarc")) == \
+        ["a/scene.sarc", "b/deep/scene.sarc"]
+    r = subprocess.run(cli + ["decompress", str(tmp_path / "outb"), "-o", str(tmp_path / "outdec"), "-m",
+                              str(trained_tiny)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.relative_to(tmp_path / "outdec").as_posix() for p in (tmp_path / "outdec").rglob("*.tif")) == \
+        ["a/scene.tif", "b/deep/scene.tif"]
+    # one input, no -o: beside the input, same name with the new suffix
+    one = tmp_path / "single" / "x.tif"
+    _tif(one, 3)
+    r = subprocess.run(cli + ["compress", str(one), "-m", str(trained_tiny), "--tile", "64"], capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "single" / "x.sarc").is_file(), r.stderr
+    # a single input into a new directory named with a trailing separator
+    r = subprocess.run(cli + ["decompress", str(tmp_path / "single" / "x.sarc"), "-o", str(tmp_path / "new") + "/",
+                              "-m", str(trained_tiny)], capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "new" / "x.tif").is_file(), r.stderr

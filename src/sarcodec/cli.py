@@ -149,8 +149,6 @@ def _batch(fn, files: list[Path], out: Path, cluster: Optional[str], model: Opti
     summary table, a log line per file, and the exit code of the first failure (0 if none)."""
     from .batch import batch_exit_code, cluster_client, summary_table
 
-    if not out.is_dir():
-        raise OutputError(f"{out}: with several inputs, -o must be an existing directory")
     client = cluster_client(cluster) if cluster else None
     done = [0]
 
@@ -175,13 +173,14 @@ def _batch(fn, files: list[Path], out: Path, cluster: Optional[str], model: Opti
 
 
 def _expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> list[Path]:
+    """Files, globs and directories (searched recursively for ``suffixes``) -> input files."""
     import glob
 
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in suffixes)
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes and f.is_file())
         elif any(ch in item for ch in "*?["):
             files += sorted(Path(f) for f in glob.glob(item))
         else:
@@ -189,6 +188,28 @@ def _expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> list[Path]:
     if not files:
         raise _input_error(f"no input files in {', '.join(inputs)}")
     return files
+
+
+def _out_target(out: Optional[str], files: list[Path], batch: bool) -> Path:
+    """Where outputs go: ``-o`` as given, a directory (created) when it ends with a separator,
+    already is one or there are several inputs; without ``-o``, beside the inputs (one input:
+    the same name with the new suffix; several: their common folder, so each lands beside its
+    input)."""
+    import os
+
+    if out is None:
+        if not batch:
+            return files[0].parent
+        return Path(os.path.commonpath([str(f.resolve().parent) for f in files]))
+    p = Path(out)
+    if batch or out.endswith(("/", os.sep)) or p.is_dir():
+        if p.exists() and not p.is_dir():
+            raise OutputError(f"{p}: exists and is not a directory (several inputs need a directory for -o)")
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{p}: cannot create the output directory ({e.strerror})") from e
+    return p
 
 
 def _outputs(files: list[Path], out: Path, suffix: str) -> list[Path]:
@@ -200,7 +221,8 @@ def _outputs(files: list[Path], out: Path, suffix: str) -> list[Path]:
 @app.command()
 def compress(
     inputs: list[str] = typer.Argument(..., help="Raster files (GeoTIFF/COG/any GDAL raster), directories or globs"),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .sarc file, or a directory for several inputs"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output .sarc file, or a directory (created if "
+                                      "needed; a trailing / or several inputs make it one). Default: beside each input"),
     quality: Optional[float] = typer.Option(None, "--quality", "-q",
                                             help="Quality of the bundled family, continuous: 0 (smallest) to 5; "
                                                  "1-4 are its trained rate points, values between move the "
@@ -245,6 +267,7 @@ def compress(
     from .files import compress_file
 
     files = _expand_inputs(inputs, (".tif", ".tiff", ".vrt", ".img", ".jp2"))
+    out = _out_target(out, files, len(files) > 1 or bool(cluster) or skip_existing)
     dev = _device(device)
     if sum(v is not None for v in (max_error, psnr, bpp)) + lossless > 1:
         raise _input_error("give one of --max-error, --psnr, --bpp, --lossless")
@@ -296,7 +319,8 @@ def compress(
 @app.command()
 def decompress(
     inputs: list[str] = typer.Argument(..., help=".sarc files, directories or globs"),
-    out: Path = typer.Option(..., "--out", "-o", help="Output GeoTIFF, or a directory for several inputs"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output GeoTIFF, or a directory (created if needed; "
+                                      "a trailing / or several inputs make it one). Default: beside each input"),
     window: Optional[str] = typer.Option(None, help="col_off,row_off,width,height: decode only this window"),
     dtype: Optional[str] = typer.Option(None, help="Output data type (default: like the input, e.g. uint16)"),
     kind: Optional[str] = typer.Option(None, help="Output values: intensity, amplitude, dn, db (default: like the input)"),
@@ -319,6 +343,7 @@ def decompress(
     from .radiometry import check_output_dtype
 
     files = _expand_inputs(inputs, (".sarc",))
+    out = _out_target(out, files, len(files) > 1 or bool(cluster) or skip_existing)
     win = parse_window(window) if window else None
     dev = _device(device)
     check_output_dtype(dtype)
