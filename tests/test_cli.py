@@ -66,3 +66,11 @@ def test_exit_code_for_corrupt_container(tmp_path, capsys):
 def test_console_script_installed():
     r = subprocess.run([sys.executable, "-m", "sarcodec.cli", "models"], capture_output=True, text=True)
     assert r.returncode == 0 and "attention" in r.stdout
+
+
+def test_version(capsys):
+    try:
+        main(["--version"])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    assert capsys.readouterr().out.startswith(f"sarcodec {sarcodec.__version__}")

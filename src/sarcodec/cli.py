@@ -23,6 +23,21 @@ console = Console(stderr=False)
 err = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+        from .container import FORMAT_VERSION
+
+        console.print(f"sarcodec {__version__} (writes .sarc container version {FORMAT_VERSION})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit")) -> None:
+    """Learned compression for Sentinel-1 SAR imagery."""
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("sarcodec-demo"), "--out", "-o", help="Output directory"),
