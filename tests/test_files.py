@@ -259,3 +259,31 @@ def test_decimated_sample_is_every_kth_pixel(tmp_path):
     with _gdal_env(), _open_raster(p) as ds:
         for k in (1, 2, 3, 7):
             assert np.array_equal(RasterioSource(ds).read_decimated(0, k), x[::k, ::k])
+
+
+def test_cli_nodata_override(tmp_path, trained_tiny):
+    """A fill value the file does not declare (here -9999 on a quarter of an intensity raster)
+    is refused with a message naming --nodata; --nodata V codes those pixels as invalid and the
+    decoded GeoTIFF declares V."""
+    x = synthetic_sar((96, 80), seed=5).astype(np.float32)
+    x[:, :40] = -9999.0  # half of the raster: more than the 5% of negatives a linear kind tolerates
+    src = tmp_path / "filled.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=80, height=96, count=1, dtype="float32") as ds:
+        ds.write(x, 1)
+    with pytest.raises(SystemExit) as e:
+        main(["compress", str(src), "-o", str(tmp_path / "a.sarc"), "-m", str(trained_tiny)])
+    assert e.value.code != 0 and not (tmp_path / "a.sarc").exists()
+    main(["compress", str(src), "-o", str(tmp_path / "a.sarc"), "-m", str(trained_tiny), "--nodata", "-9999"])
+    main(["decompress", str(tmp_path / "a.sarc"), "-o", str(tmp_path / "a.tif"), "-m", str(trained_tiny)])
+    with rasterio.open(tmp_path / "a.tif") as ds:
+        assert ds.nodata == -9999.0
+        y = ds.read(1)
+    assert (y[:, :40] == -9999.0).all() and (y[:, 40:] > 0).all()
+
+
+def test_negative_values_message_names_the_cli_option():
+    from sarcodec.errors import InputError
+    from sarcodec.radiometry import check_representable
+
+    with pytest.raises(InputError, match="--nodata"):
+        check_representable(-np.ones((8, 8), np.float32), "intensity", None, "band 1")

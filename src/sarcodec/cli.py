@@ -271,6 +271,8 @@ def compress(
     bias: bool = typer.Option(True, "--bias/--no-bias", help="Per-tile correction of mean linear intensity"),
     lossless: bool = typer.Option(False, "--lossless", help="Integer rasters (GRD DN) coded exactly (no learned layer)"),
     max_pixels: float = typer.Option(4e9, "--max-pixels", help="Refuse inputs larger than this (bands x rows x cols)"),
+    nodata: Optional[float] = typer.Option(None, "--nodata", help="Value marking invalid pixels (default: the "
+                                                                  "file's own nodata); the output declares it"),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Run the batch on Dask: local, local:N (N worker "
                                                                   "processes) or tcp://HOST:PORT (a scheduler)"),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave outputs that already exist alone"),
@@ -310,7 +312,8 @@ def compress(
         _batch(compress_files, files, out, cluster, family or model, skip_existing,
                dict(quality=quality, kind=kind, tile_size=tile, force=force, batch=batch, refine=refine, workers=workers,
                     precision=precision, max_error=max_error, psnr=psnr, bpp=bpp, clip=clip_pct, outliers=outliers,
-                    bias=bias, lossless=lossless, max_pixels=max_pixels, device=str(dev) if dev else None))
+                    bias=bias, lossless=lossless, max_pixels=max_pixels, nodata=nodata,
+                    device=str(dev) if dev else None))
         return
     outs = _outputs(files, out, ".sarc")
     if family is not None:
@@ -326,7 +329,7 @@ def compress(
             r = compress_file(f, o, m, quality=quality, kind=kind, tile_size=tile, force=force, batch=batch, refine=refine,
                               workers=workers, precision=precision, max_error=max_error, psnr=psnr, bpp=bpp,
                               clip=clip_pct, outliers=outliers, bias=bias, lossless=lossless, max_pixels=max_pixels,
-                              progress=lambda n, t=task: prog.advance(t, n))
+                              nodata=nodata, progress=lambda n, t=task: prog.advance(t, n))
             console.print(f"{f} -> {o}: {r['bytes']} bytes, {r['bpp']:.3f} bpp, {r['ratio']:.1f}x "
                           f"({r['pixels'] / 1e6 / (time.perf_counter() - t0):.2f} MP/s)")
 

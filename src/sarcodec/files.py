@@ -32,7 +32,7 @@ from .layers import LayerSpec
 from .models import SarCodec
 from .models.refine import check_refine
 from .parallel import check_workers
-from .radiometry import check_kind, check_output_dtype
+from .radiometry import check_kind, check_nodata, check_output_dtype
 from .scene import (
     DEFAULT_TILE,
     check_lossless_dtype,
@@ -151,7 +151,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                   workers: int | None = None, precision: str | None = None, max_error: float | None = None,
                   outliers: str = "high", bias: bool = True, clip: tuple[float, float] | None = None,
                   psnr: float | None = None, bpp: float | None = None, lossless: bool = False,
-                  max_pixels: float | None = MAX_PIXELS, quality: float | None = None,
+                  max_pixels: float | None = MAX_PIXELS, quality: float | None = None, nodata: float | None = None,
                   step: float | None = None, bound: bool = True) -> dict[str, Any]:
     """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio).
     ``refine`` > 0: steps of encoder-side latent refinement per tile; ``workers``: entropy-coding
@@ -159,7 +159,8 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
     ``clip``: SAR fidelity; ``psnr`` / ``bpp``: targets the encoder searches for, over the rate
     points of a family given by name (see :func:`sarcodec.encode`); ``quality`` (continuous, over
     a family) or ``step`` (one model's quantisation step) as in :func:`sarcodec.encode`. A search
-    encodes the scene several times (in memory) and writes the chosen one."""
+    encodes the scene several times (in memory) and writes the chosen one. ``nodata``: the value
+    that marks invalid pixels, overriding the file's own (decoded files declare it)."""
     import io
 
     from .api import coding_points, coding_step, family_members, search_memo, search_target
@@ -196,12 +197,14 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
         if lossless:
             check_lossless_dtype(src.dtype)
         geo = geo_metadata(ds)
+        nd = ds.nodata if nodata is None else check_nodata(nodata)  # an override is what the output declares
+        geo["nodata"] = _json_num(nd)
 
         def encode_to(fh, m: SarCodec, st: int, err: float | None, stats: dict | None = None, show=progress,
                       bnd: bool = bound, memo: dict | None = None) -> int:
             spec = LayerSpec(err, outliers, bias=bias, bound=bnd)
             st = coding_step(m, st, lossless)
-            rads = fit_radiometry(src, kind, ds.nodata, clip_defaults(m, clip), read_decimated=src.read_decimated)
+            rads = fit_radiometry(src, kind, nd, clip_defaults(m, clip), read_decimated=src.read_decimated)
             header = new_header(model_info(m), src, rads, tile_size, list(ds.descriptions),
                                 {"geo": geo, "source": Path(src_path).name,
                                  **coding_metadata(m, st, spec, clip, lossless)})

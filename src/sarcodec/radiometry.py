@@ -81,7 +81,8 @@ def check_representable(sample: np.ndarray, kind: str, nodata: float | None, nam
         neg = float(np.mean(x < 0))
         if neg > 0.05:
             raise InputError(f"{name}: {100 * neg:.0f}% of the values are negative, which {kind} values cannot be: "
-                             "is this dB? use --kind db (kind='db'); or declare them invalid with nodata")
+                             "is this dB? use --kind db (kind='db'); or, if they mark missing data, declare that "
+                             "value with --nodata V (nodata=V)")
         if not np.any(x > 0):
             raise InputError(f"{name}: no positive value: {kind} data needs values > 0 "
                              "(all zero? use nodata=0 if 0 means no data; dB data: --kind db)")
