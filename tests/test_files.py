@@ -287,3 +287,18 @@ def test_negative_values_message_names_the_cli_option():
 
     with pytest.raises(InputError, match="--nodata"):
         check_representable(-np.ones((8, 8), np.float32), "intensity", None, "band 1")
+
+
+def test_rgb_picture_is_refused_unless_a_kind_is_given(tmp_path, trained_tiny):
+    """A 3-band 8-bit PNG without georeferencing (a quicklook) is not coded silently as SAR DN."""
+    from sarcodec.errors import InputError
+
+    rgb = (np.random.default_rng(0).random((3, 64, 64)) * 255).astype("uint8")
+    png = tmp_path / "quicklook.png"
+    with rasterio.open(png, "w", driver="PNG", width=64, height=64, count=3, dtype="uint8") as ds:
+        ds.write(rgb)
+    with pytest.raises(InputError, match="RGB picture.*--kind"):
+        compress_file(png, tmp_path / "q.sarc", str(trained_tiny))
+    assert not (tmp_path / "q.sarc").exists()
+    compress_file(png, tmp_path / "q.sarc", str(trained_tiny), kind="dn")  # the user insists
+    assert (tmp_path / "q.sarc").is_file()

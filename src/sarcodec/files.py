@@ -140,6 +140,13 @@ def geo_metadata(ds) -> dict[str, Any]:
     }
 
 
+def _looks_like_a_picture(ds) -> bool:
+    """3-4 bands of uint8 with neither a CRS, a geotransform nor GCPs: a PNG/JPEG picture, which
+    a GRD product never is (its DN are 16-bit, its bands polarisations, and it is georeferenced)."""
+    return ds.count in (3, 4) and set(ds.dtypes) == {"uint8"} and ds.crs is None and not ds.gcps[0] \
+        and ds.transform.is_identity
+
+
 def default_kind(dtype: np.dtype) -> str:
     """uint16/int16 rasters are GRD digital numbers (amplitude); floats linear intensity."""
     return "dn" if np.issubdtype(dtype, np.integer) else "intensity"
@@ -193,6 +200,10 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             raise InputError(f"{src_path}: unsupported data type {src.dtype} (need integer or float bands)")
         if len(set(ds.dtypes)) != 1:
             raise InputError(f"{src_path}: bands of mixed data types are not supported")
+        if kind is None and _looks_like_a_picture(ds):
+            raise InputError(f"{src_path}: {ds.count} bands of 8-bit values without georeferencing look like an RGB "
+                             "picture (a quicklook?), not SAR measurements; to code it anyway, say what the values "
+                             "are with --kind (kind=), e.g. --kind dn")
         kind = check_kind(kind or default_kind(src.dtype))
         if lossless:
             check_lossless_dtype(src.dtype)
