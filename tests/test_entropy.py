@@ -79,3 +79,37 @@ def test_entropy_bottleneck_tables_code_its_own_samples():
     data = eb.compress(z)
     out, used = eb.decompress(data, z.shape)
     assert np.array_equal(out, z) and used == len(data)
+
+
+def test_fixed_point_deconv_polyphase_equals_zero_stuffing():
+    """The hyper-synthesis' transposed convs run per output phase; every output is the same
+    integer sum as the conv over the zero-stuffed input (the reference kept here), so the two
+    are identical, for every stride, kernel, padding and output padding tried."""
+    import torch.nn.functional as F
+
+    from sarcodec.entropy import FixedPointNet
+
+    def stuffed(a, wq, bq, s, pad, opad, k):
+        bsz, c, h, w = a.shape
+        z = torch.zeros(bsz, c, (h - 1) * s + 1, (w - 1) * s + 1, dtype=torch.float64)
+        z[:, :, ::s, ::s] = a
+        p = k - 1 - pad
+        return FixedPointNet._conv(F.pad(z, (p, p + opad, p, p + opad)), wq, bq, 1, 0)
+
+    g = torch.Generator().manual_seed(0)
+    cases = 0
+    for s in (1, 2, 3):
+        for k in (1, 2, 3, 5):
+            for pad in range(k):
+                for opad in range(s):
+                    for h, w in ((1, 1), (4, 3), (7, 6)):
+                        wq = torch.randint(-2**14, 2**14, (3, 4, k, k), generator=g).double()
+                        bq = torch.randint(-2**20, 2**20, (3,), generator=g).double()
+                        a = torch.randint(-2**12, 2**12, (2, 4, h, w), generator=g).double()
+                        try:
+                            ref = stuffed(a, wq, bq, s, pad, opad, k)
+                        except RuntimeError:  # no output pixel at all for this size
+                            continue
+                        assert torch.equal(FixedPointNet._deconv(a, wq, bq, s, pad, opad, k), ref), (s, k, pad, opad, h, w)
+                        cases += 1
+    assert cases > 150

@@ -409,12 +409,48 @@ class FixedPointNet:
     @staticmethod
     def _conv(a: torch.Tensor, wq: torch.Tensor, bq: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
         bsz, cin, h, w = a.shape
-        cout, _, k, _ = wq.shape
-        cols = F.unfold(a, k, padding=pad, stride=stride)  # (B, Cin*k*k, L)
-        ho = (h + 2 * pad - k) // stride + 1
-        wo = (w + 2 * pad - k) // stride + 1
+        cout, _, kh, kw = wq.shape  # rectangular for the phases of a transposed conv
+        cols = F.unfold(a, (kh, kw), padding=pad, stride=stride)  # (B, Cin*kh*kw, L)
+        ho = (h + 2 * pad - kh) // stride + 1
+        wo = (w + 2 * pad - kw) // stride + 1
         out = torch.matmul(wq.reshape(cout, -1), cols) + bq.view(1, cout, 1)
         return out.reshape(bsz, cout, ho, wo)
+
+    @classmethod
+    def _deconv(cls, a: torch.Tensor, wq: torch.Tensor, bq: torch.Tensor, s: int, pad: int, opad: int,
+                k: int) -> torch.Tensor:
+        """Transposed conv = conv of the flipped kernel ``wq`` over the input zero-stuffed by ``s``
+        and padded by k - 1 - pad, computed per output phase (polyphase): phase r of an axis only
+        meets the taps u = (p - r) mod s, s + ..., so each phase is a small dense conv of ``a`` and
+        the s^2 - 1 zeros of every stuffed block are never multiplied. Every output is the same
+        sum of the same integer products as the zero-stuffed conv, so the result is identical."""
+        bsz, _, h, w = a.shape
+        cout = wq.shape[0]
+        p = k - 1 - pad
+        ho, wo = (h - 1) * s + 1 + 2 * p + opad - k + 1, (w - 1) * s + 1 + 2 * p + opad - k + 1
+        out = torch.empty(bsz, cout, ho, wo, dtype=torch.float64)
+
+        def axis(r: int, n_in: int, n_out: int) -> tuple[int, int, int, int, int]:
+            u0 = (p - r) % s
+            taps = len(range(u0, k, s))
+            d0 = (r + u0 - p) // s  # input offset of the first tap for output index r (phase index 0)
+            n = len(range(r, n_out, s))  # outputs of this phase
+            lo, hi = d0, (n - 1) + d0 + taps - 1  # input indices touched
+            return u0, n, max(0, -lo), max(0, hi - (n_in - 1)), max(0, lo)
+
+        for ry in range(s):
+            uy, ny, ty, by, sy = axis(ry, h, ho)
+            for rx in range(s):
+                ux, nx, tx, bx, sx = axis(rx, w, wo)
+                if ny == 0 or nx == 0:
+                    continue
+                sub = wq[:, :, uy::s, ux::s]
+                if 0 in sub.shape[-2:]:  # k < s: this phase meets no tap, only the bias
+                    out[:, :, ry::s, rx::s] = bq.view(1, cout, 1, 1)
+                    continue
+                src = F.pad(a[:, :, sy:, sx:], (tx, bx, ty, by))
+                out[:, :, ry::s, rx::s] = cls._conv(src, sub, bq, 1, 0)[:, :, :ny, :nx]
+        return out
 
     def __call__(self, x_int: torch.Tensor) -> torch.Tensor:
         """x_int: integer-valued tensor of *real* values (e.g. ẑ). Returns integer activations in
@@ -430,12 +466,7 @@ class FixedPointNet:
                 continue
             _, wq, bq, wb, stride, pad, opad, k = layer
             if kind == "deconv":
-                bsz, c, h, w = a.shape
-                z = torch.zeros(bsz, c, (h - 1) * stride + 1, (w - 1) * stride + 1, dtype=torch.float64)
-                z[:, :, ::stride, ::stride] = a
-                p = k - 1 - pad
-                z = F.pad(z, (p, p + opad, p, p + opad))
-                acc = self._conv(z, wq, bq, 1, 0)
+                acc = self._deconv(a, wq, bq, stride, pad, opad, k)
             else:
                 acc = self._conv(a, wq, bq, stride, pad)
             a = torch.floor(acc / 2.0**wb).clamp(-ACT_LIMIT, ACT_LIMIT)
