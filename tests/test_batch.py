@@ -97,3 +97,13 @@ def test_cli_directory_trees_round_trip(trained_tiny, tmp_path):
     r = subprocess.run(cli + ["decompress", str(tmp_path / "single" / "x.sarc"), "-o", str(tmp_path / "new") + "/",
                               "-m", str(trained_tiny)], capture_output=True, text=True)
     assert r.returncode == 0 and (tmp_path / "new" / "x.tif").is_file(), r.stderr
+
+
+def test_summary_table_tells_same_names_apart(tmp_path):
+    rows = [{"input": str(tmp_path / d / "scene.tif"), "status": "ok", "bpp": 0.5, "seconds": 1.0, "error": None}
+            for d in ("a", "b/deep")]
+    table = summary_table(rows)
+    assert "a/scene.tif" in table and "b/deep/scene.tif" in table
+    long = [{"input": str(tmp_path / ("x" * 90) / "scene.tif"), "status": "ok", "bpp": 0.5, "seconds": 1.0,
+             "error": None}, rows[0]]
+    assert "…" in summary_table(long) and "/scene.tif" in summary_table(long)

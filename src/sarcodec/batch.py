@@ -151,12 +151,22 @@ def cluster_client(spec: str):
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table of a batch (file, status, bpp, seconds, error)."""
-    lines = [f"{'file':40s} {'status':8s} {'bpp':>7s} {'seconds':>8s}  error"]
-    for r in rows:
+    """A plain-text table of a batch (file, status, bpp, seconds, error). Files are named by their
+    path relative to the inputs' common folder (two ``scene.tif`` stay apart), the start elided
+    when longer than the column."""
+    names = [Path(r["input"]) for r in rows]
+    if len(names) > 1:
+        common = Path(os.path.commonpath([str(p.parent) for p in names]))
+        names = [p.relative_to(common) if p.is_relative_to(common) else p for p in names]
+    else:
+        names = [p.name for p in names]
+    width = max([40] + [min(60, len(str(n))) for n in names])
+    lines = [f"{'file':{width}s} {'status':8s} {'bpp':>7s} {'seconds':>8s}  error"]
+    for r, n in zip(rows, names):
         bpp = "-" if r["bpp"] is None else f"{r['bpp']:.3f}"
         sec = "-" if r["seconds"] is None else f"{r['seconds']:.1f}"
-        lines.append(f"{Path(r['input']).name[:40]:40s} {r['status']:8s} {bpp:>7s} {sec:>8s}  {r['error'] or ''}")
+        n = str(n) if len(str(n)) <= width else "…" + str(n)[-(width - 1):]
+        lines.append(f"{n:{width}s} {r['status']:8s} {bpp:>7s} {sec:>8s}  {r['error'] or ''}")
     n_ok = sum(r["status"] == "ok" for r in rows)
     n_skip = sum(r["status"] == "skipped" for r in rows)
     lines.append(f"{n_ok} ok, {n_skip} skipped, {len(rows) - n_ok - n_skip} failed")
