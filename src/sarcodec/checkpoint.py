@@ -44,9 +44,10 @@ def save_checkpoint(model: SarCodec, path: str | os.PathLike, *, name: str | Non
     checkpoint). ``int8=True`` (derived checkpoints) rounds those weights of two or more dimensions
     to int8 with a float32 scale per output channel, in place, and stores them so (a quarter of
     float32); the rest go as float16."""
-    stored = None
+    stored = ref_model = None
     if base is not None:
-        ref = load_model(base).state_dict()
+        ref_model = load_model(base)
+        ref = ref_model.state_dict()
         stored = [k for k, v in model.state_dict().items()
                   if k not in ref or ref[k].shape != v.shape or not torch.equal(ref[k], v.detach().cpu())]
     scales: dict[str, torch.Tensor] = {}
@@ -87,11 +88,10 @@ def save_checkpoint(model: SarCodec, path: str | os.PathLike, *, name: str | Non
         "radiometry": {**DEFAULT_RADIOMETRY, **(radiometry or {})},
         "metrics": metrics or {},
     }
-    if base is not None:
-        b = load_model(base)
-        obj["base"] = {"name": b.name, "hash": b.weights_hash()}
+    if ref_model is not None:
+        obj["base"] = {"name": ref_model.name, "hash": ref_model.weights_hash()}
         obj["int8_scales"] = scales
-        flat, ref_flat = _flatten(obj["entropy_tables"]), _flatten(b.tables_state())
+        flat, ref_flat = _flatten(obj["entropy_tables"]), _flatten(ref_model.tables_state())
         if flat.keys() == ref_flat.keys() and all(torch.equal(flat[k], ref_flat[k]) for k in flat):
             obj["entropy_tables"] = {}  # the base's own (the latent codec is shared): not stored twice
             obj["base"]["tables"] = True

@@ -52,7 +52,7 @@ def demo(
     import numpy as np
 
     from . import decode, encode, load_model
-    from .container import ContainerReader, atomic_write
+    from .container import atomic_write
     from .data import synthetic_sar
     from .evaluation.codecs import jpeg2000, match_bytes
     from .evaluation.metrics import BenchmarkDomain, bpp, psnr
@@ -62,7 +62,7 @@ def demo(
     if not 0 <= bpp_target <= 16:
         raise SarcodecError("--bpp must be between 0 (skip) and 16")
     out.mkdir(parents=True, exist_ok=True)
-    mine = force or _demo_output(out / "demo.sarc", ContainerReader)  # a rerun replaces its own files
+    mine = force or _written_by_demo(out / "demo.sarc")  # a rerun replaces its own files
     m = load_model(model)
     img = synthetic_sar((size, size), seed=seed)
     n = img.size
@@ -92,25 +92,27 @@ def demo(
                   f"{p_ours:.2f} ({p_ours - p_j2k:+.2f})", f"{n / 1e6 / (t1 - t0):.3g} / {n / 1e6 / (t2 - t1):.3g}")
         t.add_row("JPEG 2000 (16-bit), same size", f"{len(j2k)}", f"{bpp(len(j2k), n):.3f}",
                   f"{32 / bpp(len(j2k), n):.1f}x", f"{p_j2k:.2f}", "")
-        shown.append((data, rec, j2k_dec, label, p_ours, p_j2k))
+        shown.append((data, rec, j2k, j2k_dec, label, p_ours, p_j2k))
     console.print(t)
-    data, rec, j2k_dec, label, p_ours, p_j2k = shown[-1]
+    data, rec, j2k, j2k_dec, label, p_ours, p_j2k = shown[-1]
     atomic_write(out / "demo.sarc", data, force=mine)
     _side_by_side(out / "demo.png", [ref, dom(rec), np.clip(j2k_dec / 65535.0, 0, 1)],
                   ["original (synthetic)", f"sarcodec {label}: {bpp(len(data), n):.3f} bpp, {p_ours:.2f} dB",
-                   f"JPEG 2000: {bpp(len(data), n):.3f} bpp, {p_j2k:.2f} dB"], mine)
+                   f"JPEG 2000: {bpp(len(j2k), n):.3f} bpp, {p_j2k:.2f} dB"], mine)
     console.print(f"wrote {out / 'demo.sarc'} ({label}) and {out / 'demo.png'} (original | sarcodec | JPEG 2000)")
 
 
 DEMO_SOURCE = "sarcodec demo"
 
 
-def _demo_output(path: Path, reader) -> bool:
-    """Whether ``path`` is absent or a file an earlier demo wrote (then a rerun may replace it)."""
+def _written_by_demo(path: Path) -> bool:
+    """Whether ``path`` is a .sarc an earlier demo wrote (then a rerun may replace it)."""
+    from .container import ContainerReader
+
     if not path.exists():
         return False
     try:
-        with reader(path) as r:
+        with ContainerReader(path) as r:
             return r.header.metadata.get("written_by") == DEMO_SOURCE
     except Exception:  # noqa: BLE001 - anything unreadable is not ours
         return False

@@ -223,7 +223,8 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             return encode_container(src, m, rads, writer, header, show, batch, refine, workers, precision, spec,
                                     stats, memo)
 
-        memo = search_memo(src.bands * src.rows * src.cols)
+        # only a target search re-encodes the same (model, step): other multi-encode paths try distinct models
+        memo = search_memo(src.bands * src.rows * src.cols) if psnr is not None or bpp is not None else None
 
         def in_memory(m: SarCodec, st: int, err: float | None, stats: dict | None = None, bnd: bool = bound) -> bytes:
             buf = io.BytesIO()

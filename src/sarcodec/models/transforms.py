@@ -19,8 +19,9 @@ to that architecture's frozen latents (:mod:`sarcodec.training.distill`):
 
 =============  =================================================================================
 lite           a fast decoder: 1x1 bottleneck, then four x2 sub-pixel 3x3 convs with IGDN, widths
-               (48, 64, 40, 16) by default: ~3.7 kMAC per output pixel against the hyperprior
-               g_s's ~27 (5-7x faster on a CPU, measured by ``benchmarks/decoder_speed.py``)
+               (48, 64, 40, 16) by default: 3.7 kMAC per output pixel against the hyperprior
+               g_s's 30.9 (GDN counted); whole files decode ~3x faster on a CPU
+               (``benchmarks/scene_speed.py --model default fast``)
 =============  =================================================================================
 """
 from __future__ import annotations

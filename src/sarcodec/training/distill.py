@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..models import SarCodec, create_model
+from .trainer import lr_at
 
 
 @dataclass
@@ -47,6 +48,7 @@ class DistillConfig:
     checkpoint_every_s: float = 120.0
     seed: int = 0
     threads: int | None = None
+    scheduler: ClassVar[str] = "cosine"  # the trainer's schedule (trainer.lr_at): warmup, then cosine to lr/100
 
 
 def student_of(teacher: SarCodec, synthesis: str = "lite", channels: tuple[int, ...] | None = None) -> SarCodec:
@@ -63,12 +65,6 @@ def student_of(teacher: SarCodec, synthesis: str = "lite", channels: tuple[int, 
     student.load_tables_state(teacher.tables_state())
     student.radiometry_defaults = dict(getattr(teacher, "radiometry_defaults", {}) or {})
     return student
-
-
-def lr_at(step: int, cfg: DistillConfig, progress: float) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (0.1 + 0.9 * step / cfg.warmup_steps)
-    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress)))))
 
 
 class Distiller:
