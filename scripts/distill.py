@@ -19,11 +19,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sarcodec import load_model  # noqa: E402
 from sarcodec.data.scenes import default_data_dir  # noqa: E402
+from sarcodec.errors import SarcodecError  # noqa: E402
 from sarcodec.training.distill import DistillConfig, distill_on_directory  # noqa: E402
 
 
 def floats(s: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in s.split(","))
+    try:
+        return tuple(float(v) for v in s.split(","))
+    except ValueError:
+        raise SarcodecError(f"expected comma-separated numbers, got {s!r}") from None
 
 
 def main() -> None:
@@ -57,4 +61,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SarcodecError as e:  # an unknown teacher, missing data, bad options: one line and its exit code
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
