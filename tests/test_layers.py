@@ -650,3 +650,17 @@ def test_context_strided_views_match_bounds_checked_neighbours():
                 for raw in (False, True):
                     for x, y in zip(L._context(q, p, raw), _context_reference(q, p, raw)):
                         assert x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y)
+
+
+def test_context_sparse_residual_path_matches_reference():
+    """A residual with few non-zero values (bright targets only) takes _context's scatter path:
+    same classes, sums and counts as bounds-checked indexing, borders and lattice edges included."""
+    rng = np.random.default_rng(5)
+    for h, w in ((1, 1), (3, 8), (33, 31), (64, 70), (130, 129)):
+        for k in (0, 1, 3, max(1, h * w // 100)):
+            q = np.zeros((h, w), np.int64)
+            q.flat[rng.choice(h * w, min(k, h * w), replace=False)] = rng.integers(-3000, 3000, min(k, h * w)) | 1
+            assert np.count_nonzero(q) * 64 < q.size or h * w < 64
+            for p in range(len(L.PASSES)):
+                for x, y in zip(L._context(q, p), _context_reference(q, p, False)):
+                    assert x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y)

@@ -83,6 +83,7 @@ _GROUP = (0, 1, 1, 1, 2, 2, 2)
 N_CLASSES = 1 + 2 * N_ACT
 # bucket of 16 * (sum |q| of neighbours) / n: about log-spaced
 _ACT_EDGES = np.array([1, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256], np.int64)
+_ACT_LUT = np.searchsorted(_ACT_EDGES, np.arange(_ACT_EDGES[-1] + 1), side="right")
 HALF = 1024  # table range +-HALF; beyond: escape + raw int32
 N_OFFSETS = 4  # MSE layers: reconstruction offsets for |q| = 1, 2, 3 and >= 4
 _MAGIC = b"L1"
@@ -149,36 +150,67 @@ def _context(q: np.ndarray, p: int, raw: bool = False) -> tuple[np.ndarray, ...]
     """(rows, cols, class, signed neighbour sum, neighbour count) of pass ``p`` given the values
     of the earlier passes in ``q`` (integers only). ``raw``: the values are a whole image (the
     lossless mode), not a zero-mean residual: the class comes from the neighbours' spread
-    (max - min, a local gradient) instead of their magnitude."""
+    (max - min, a local gradient) instead of their magnitude. ``rows`` and ``cols`` are read-only
+    broadcast views (index with them, never write into them)."""
     r0, c0, s, nb = PASSES[p]
     h, w = q.shape
-    rr, cc = np.meshgrid(np.arange(r0, h, s), np.arange(c0, w, s), indexing="ij")
+    ar, ac = np.arange(r0, h, s), np.arange(c0, w, s)
+    nr, nc = ar.size, ac.size
+    rr = np.broadcast_to(ar[:, None], (nr, nc))
+    cc = np.broadcast_to(ac[None, :], (nr, nc))
     if not nb or rr.size == 0:
         z = np.zeros(rr.shape, np.int64)
         return rr, cc, z, z, z
-    a = np.zeros(rr.shape, np.int64)
-    ssum = np.zeros(rr.shape, np.int64)
-    n = np.zeros(rr.shape, np.int64)
-    hi = np.full(rr.shape, np.iinfo(np.int64).min)
-    lo = np.full(rr.shape, np.iinfo(np.int64).max)
-    # neighbours as strided views of q padded with zeros (0 outside, like a missing neighbour's
-    # value); in-bounds counts from the row and column ranges alone
-    m = _PAD
-    qp = np.pad(np.asarray(q, np.int64), m)
-    nr, nc = rr.shape
+    # in-bounds neighbour counts: len(nb) inside, fewer on the border rows and columns only
+    n = np.full((nr, nc), len(nb), np.int64)
     for dr, dc in nb:
-        ok = (((rr[:, :1] + dr >= 0) & (rr[:, :1] + dr < h)) & ((cc[:1] + dc >= 0) & (cc[:1] + dc < w)))
-        v = qp[m + r0 + dr:m + r0 + dr + s * (nr - 1) + 1:s, m + c0 + dc:m + c0 + dc + s * (nc - 1) + 1:s]
-        a += np.abs(v)
-        ssum += v
-        n += ok
+        okr = (ar + dr >= 0) & (ar + dr < h)
+        okc = (ac + dc >= 0) & (ac + dc < w)
+        n[~okr, :] -= okc
+        n[:, ~okc] -= okr[:, None]
+        n[np.ix_(~okr, ~okc)] -= 1
+    m = _PAD
+    nz = None if raw else np.flatnonzero(q)
+    if nz is not None and nz.size * 64 < q.size:  # (the class as below, computed where a != 0)
+        # sparse residual (bright targets only, or none): add each non-zero value to the pass
+        # positions it neighbours instead of visiting every position (same integers)
+        a = np.zeros(nr * nc, np.int64)
+        ssum = np.zeros(nr * nc, np.int64)
+        base = 1 + (_GROUP[p] - 1) * N_ACT  # the class of a position without non-zero neighbours
+        cls = np.full(nr * nc, base, np.int64)
+        if nz.size:
+            i, j = np.divmod(nz, w)
+            v = q.reshape(-1)[nz].astype(np.int64)
+            touched = []
+            for dr, dc in nb:
+                ti, tj = i - dr - r0, j - dc - c0
+                ok = (ti >= 0) & (tj >= 0) & (ti % s == 0) & (tj % s == 0) & (ti < s * nr) & (tj < s * nc)
+                t = (ti[ok] // s) * nc + tj[ok] // s
+                np.add.at(a, t, np.abs(v[ok]))
+                np.add.at(ssum, t, v[ok])
+                touched.append(t)
+            t = np.concatenate(touched)
+            cls[t] = base + _ACT_LUT[np.minimum((16 * a[t]) // n.reshape(-1)[t], _ACT_EDGES[-1])]
+        return rr, cc, cls.reshape(nr, nc), ssum.reshape(nr, nc), n
+    else:
+        a = np.zeros((nr, nc), np.int64)
+        ssum = np.zeros((nr, nc), np.int64)
+        hi = np.full((nr, nc), np.iinfo(np.int64).min)
+        lo = np.full((nr, nc), np.iinfo(np.int64).max)
+        # neighbours as strided views of q padded with zeros (0 outside, like a missing
+        # neighbour's value)
+        qp = np.pad(np.asarray(q, np.int64), m)
+        for dr, dc in nb:
+            v = qp[m + r0 + dr:m + r0 + dr + s * (nr - 1) + 1:s, m + c0 + dc:m + c0 + dc + s * (nc - 1) + 1:s]
+            a += np.abs(v)
+            ssum += v
+            if raw:
+                ok = ((ar[:, None] + dr >= 0) & (ar[:, None] + dr < h)) & ((ac + dc >= 0) & (ac + dc < w))
+                hi = np.where(ok, np.maximum(hi, v), hi)
+                lo = np.where(ok, np.minimum(lo, v), lo)
         if raw:
-            hi = np.where(ok, np.maximum(hi, v), hi)
-            lo = np.where(ok, np.minimum(lo, v), lo)
-    n = np.maximum(n, 1)
-    if raw:
-        a = np.where(hi >= lo, hi - lo, 0) * n // 2  # spread, scaled like a mean |q| of n neighbours
-    act = np.searchsorted(_ACT_EDGES, (16 * a) // n, side="right")
+            a = np.where(hi >= lo, hi - lo, 0) * n // 2  # spread, scaled like a mean |q| of n neighbours
+    act = _ACT_LUT[np.minimum((16 * a) // n, _ACT_EDGES[-1])]  # = searchsorted(_ACT_EDGES, ., "right")
     cls = 1 + (_GROUP[p] - 1) * N_ACT + act
     return rr, cc, cls, ssum, n
 
@@ -265,7 +297,9 @@ class _Models:
 def _groups(cls: np.ndarray):
     """(class, flat indices) in increasing class order, each in raster order."""
     flat = cls.reshape(-1)
-    order = np.argsort(flat, kind="stable")
+    # classes fit in a byte: numpy's stable sort of a uint8 array is a radix sort (same order)
+    small = flat.size and 0 <= flat.min() and flat.max() < 256
+    order = np.argsort(flat.astype(np.uint8) if small else flat, kind="stable")
     bounds = np.flatnonzero(np.diff(flat[order])) + 1
     for grp in np.split(order, bounds):
         if grp.size:
@@ -301,9 +335,12 @@ def encode_layer(q: np.ndarray | None, step: float, bias_db: float = 0.0, raw: b
         raise InputError("pixel-layer residual out of int32 range")
     alphas: list[int] = []
     pieces: list[tuple[np.ndarray, np.ndarray]] = []
+    groups: list[list] = []  # per pass, _groups(cls): one sort serves the choice of alpha and the coding
     for p in range(len(PASSES)):
         rr, cc, cls, ssum, n = _context(q, p, raw)
-        v = q[rr, cc]
+        r0, c0, s, _ = PASSES[p]
+        v = q[r0::s, c0::s]  # = q[rr, cc]
+        groups.append(list(_groups(cls)))
         alpha = 0
         if raw:
             if PASSES[p][3]:
@@ -320,8 +357,8 @@ def encode_layer(q: np.ndarray | None, step: float, bias_db: float = 0.0, raw: b
             if cand:
                 best = None
                 for a in (0, cand):
-                    e = v - _predict(a, ssum, n)
-                    b = sum(_bits(e[cls == k], *_fit_class(e[cls == k])) for k in np.unique(cls))
+                    e = (v - _predict(a, ssum, n)).reshape(-1)
+                    b = sum(_bits(e[grp], *_fit_class(e[grp])) for _, grp in groups[-1])
                     if best is None or b < best[0]:
                         best = (b, a)
                 alpha = best[1]
@@ -334,9 +371,9 @@ def encode_layer(q: np.ndarray | None, step: float, bias_db: float = 0.0, raw: b
     models = _Models(params)
     enc = constriction.stream.queue.RangeEncoder()
     escapes: list[np.ndarray] = []
-    for e, cls in pieces:
+    for (e, cls), grps in zip(pieces, groups):
         ef = e.reshape(-1)
-        for k, grp in _groups(cls):
+        for k, grp in grps:
             vals = ef[grp]
             nz = vals != 0
             enc.encode(nz.astype(np.int32), models.sig[k])
@@ -779,12 +816,14 @@ def _decode_blob(blob: bytes, shape: tuple[int, int]) -> LayerData:
                 if np.any(vals == 0):
                     raise ValueError("a non-zero value decoded as zero")
                 e[grp[nz]] = vals
+        r0, c0, s, _ = PASSES[p]
         if raw and not PASSES[p][3]:
-            q[rr, cc] = _row_undiff(e.reshape(rr.shape))
+            v = _row_undiff(e.reshape(rr.shape))
         else:
-            q[rr, cc] = e.reshape(rr.shape) + _predict(alphas[p], ssum, n)
-        if np.abs(q).max() >= 2**31:
+            v = e.reshape(rr.shape) + _predict(alphas[p], ssum, n)
+        if np.abs(v).max() >= 2**31:
             raise ValueError("value out of range")
+        q[r0::s, c0::s] = v  # the pass's lattice: rows rr, columns cc
     if ei != esc.size:
         raise ValueError("unused escape values")
     return LayerData(q, step, bias_db, offsets)
