@@ -1,8 +1,7 @@
-"""Speed of the pixel layer's two MSE forms (pixel and wavelet, both with dependent quantisation
-on the 8-state trellis, and beside them the 4-state trellis of session 11 and the scalar-quantised
-forms of session 10), of its restoration filter (fit by the
-encoder, applied by the decoder), and what an MSE layer costs a whole-file decode with the bundled
-``default`` family.
+"""Speed of the pixel layer's two MSE forms (pixel and wavelet packet, both with dependent
+quantisation on the 8-state trellis; beside them the scalar quantiser of the bound layer), of its
+restoration filter (fit by the encoder, applied by the decoder), and what an MSE layer costs a
+whole-file decode with the bundled ``default`` family.
 
     python benchmarks/layer_speed.py [--size 512] [--repeat 3] [--image PATH]
 
@@ -26,9 +25,10 @@ from codec_speed import _median_time as _median  # noqa: E402
 from sarcodec.api import family_members  # noqa: E402
 from sarcodec.container import ContainerReader  # noqa: E402
 from sarcodec.data import synthetic_sar  # noqa: E402
-from sarcodec.dq import encode_dq  # noqa: E402
-from sarcodec.layers import (centroid_offsets, decode_layer, encode_layer, encode_packet_layer,  # noqa: E402
-                             encode_wavelet_layer, fit_filter)
+from sarcodec.layer import decode_layer, encode_layer  # noqa: E402
+from sarcodec.layer.dq import encode_dq  # noqa: E402
+from sarcodec.layer.restoration import fit_filter  # noqa: E402
+from sarcodec.layer.wavelet import dyadic_tree, encode_packet_layer  # noqa: E402
 
 
 def main() -> None:
@@ -44,16 +44,13 @@ def main() -> None:
     step = 2 * 0.5 / 30.0  # max_error 0.5 dB over a 30 dB clip range
     r = gaussian_filter(np.random.default_rng(0).normal(0, 0.05, (n, n)), 1.5) * 4
     q = np.rint(r / step).astype(np.int64)
-    off = centroid_offsets(q.reshape(-1), r.reshape(-1), step)
-    wav, _ = encode_wavelet_layer(r, step)
+    wav, _ = encode_packet_layer(r, step)
     print(f"{n}x{n} correlated residual, max_error 0.5 dB, median of {a.repeat}")
     print(f"{'layer form':18s} {'bytes':>8s} {'PSNR dB':>8s} {'encode MP/s':>12s} {'decode MP/s':>12s}")
     forms = (("pixel, DQ", lambda: encode_dq(r, step)[0]),
-             ("pixel, DQ 4-state", lambda: encode_dq(r, step, flag=6)[0]),
              ("packet, DQ", lambda: encode_packet_layer(r, step)[0]),
-             ("wavelet, DQ", lambda: encode_wavelet_layer(r, step)[0]),
-             ("pixel, scalar", lambda: encode_layer(q, step, offsets=off)),
-             ("wavelet, scalar", lambda: encode_wavelet_layer(r, step, dependent=False)[0]))
+             ("dyadic tree, DQ", lambda: encode_packet_layer(r, step, dyadic_tree(2))[0]),
+             ("pixel, scalar", lambda: encode_layer(q, step)))
     for name, enc in forms:
         blob = enc()
         te = _median(enc, a.repeat)
@@ -61,7 +58,7 @@ def main() -> None:
         d = decode_layer(blob, (n, n))
         err = (d.residual if d.residual is not None else d.values()) - r
         print(f"{name:18s} {len(blob):8d} {10 * np.log10(1 / np.mean(err ** 2)):8.2f} {mp / te:12.2f} {mp / td:12.2f}")
-    rec = 0.5 + decode_layer(wav, (n, n)).residual  # the wavelet layer's reconstruction of t = 0.5 + r
+    rec = 0.5 + decode_layer(wav, (n, n)).residual  # the packet layer's reconstruction of t = 0.5 + r
     ok = np.ones((n, n), bool)
     filt = fit_filter(rec, 0.5 + r, ok)
     te = _median(lambda: fit_filter(rec, 0.5 + r, ok), a.repeat)

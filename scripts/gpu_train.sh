@@ -4,7 +4,7 @@
 #   scripts/gpu_train.sh base SECONDS      fp32-vs-bf16 throughput check, then the base rate point
 #   scripts/gpu_train.sh finetune SECONDS  the four rate points fine-tuned from it, in parallel
 #   scripts/gpu_train.sh families SECONDS  the four shipped rate points fine-tuned on every product family
-#                                          (data.balance=family, 256 px: session 6 found that 64/128 px
+#                                          (data.balance=family, 256 px: 64/128 px
 #                                          patches make whole-scene coding worse although patch loss falls)
 #   scripts/gpu_train.sh distill SECONDS   fast (lite) syntheses fitted to the frozen latents of the four
 #                                          shipped rate points, plus a narrower and a wider one for q2,

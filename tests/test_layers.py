@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 import sarcodec
-from sarcodec import layers as L
+from sarcodec.layer import coder as L
 from sarcodec.cli import main
 from sarcodec.container import ContainerReader, with_header
 from sarcodec.data import synthetic_sar
 from sarcodec.errors import CorruptedFileError, FormatError, InputError
-from sarcodec.layers import LayerSpec, decode_layer, encode_layer
+from sarcodec.layer import LayerSpec, decode_layer, encode_layer
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,6 @@ def test_bright_targets_are_kept(model):
     assert np.max(np.abs(_db(np.array([b[p] for p in pos])) - _db(peaks))) <= 0.5
     assert np.max(np.abs(_db(np.array([a[p] for p in pos])) - _db(peaks))) > 10  # clipped without it
     assert _db(b.max()) == pytest.approx(_db(img.max()), abs=0.5)
-    assert ContainerReader(kept).header.version == 4 and ContainerReader(plain).header.version == 4
 
 
 def test_window_decode_through_outliers_equals_full(model):
@@ -299,25 +298,21 @@ def test_lossless_dn_round_trip(tmp_path):
         assert np.array_equal(ds.read(1), x) and ds.nodata == 0
 
 
-def test_layer_offsets_round_trip():
-    """An MSE layer's centroid offsets travel in the blob; values() reconstructs each bin there."""
-    rng = np.random.default_rng(14)
-    q = np.rint(rng.laplace(0, 2, (70, 90))).astype(np.int64)
-    blob = encode_layer(q, 0.01, 0.0, offsets=(40, 20, -10, 5))
-    d = decode_layer(blob, q.shape)
-    assert d.offsets == (40, 20, -10, 5) and np.array_equal(d.q, q)
-    v = d.values()
-    assert np.allclose(v[q == 1], (1 - 40 / 256) * 0.01, atol=1e-9)
-    assert np.allclose(v[q == -3], -(3 + 10 / 256) * 0.01, atol=1e-9)
-    assert np.allclose(v[q == 7], (7 - 5 / 256) * 0.01, atol=1e-9) and np.all(v[q == 0] == 0)
-    assert decode_layer(encode_layer(q, 0.01, 0.0), q.shape).offsets is None
+def test_retired_layer_forms_are_refused():
+    """Format 1.0 keeps one form per job: the scalar MSE layer (flag 3), the dyadic wavelet layer
+    (4) and the 4-state and raw-sign trellis layers (6, 7) are refused with a clear error."""
+    q = np.zeros((16, 16), np.int64)
+    q[3, 4] = 5
+    blob = encode_layer(q, 0.01, 0.0)
+    for flag in (3, 4, 6, 7, 10, 255):
+        with pytest.raises(CorruptedFileError, match="pixel layer of t"):
+            decode_layer(blob[:2] + bytes([flag]) + blob[3:], q.shape, where="t")
 
 
 def test_mse_layer_beats_the_bound_layer(model):
     """bound=False: an MSE layer (dependent quantisation, centroid reconstruction, the wavelet
     form where it costs less) gives a higher PSNR than bound layers of the same size (their curve
-    between neighbouring steps); the file says so and needs a version-7 reader."""
-    from sarcodec.fuzz import rewrite_footer
+    between neighbouring steps); the file says so."""
 
     img = synthetic_sar((192, 192), seed=13).astype(np.float32)
     ref = sarcodec.Radiometry.fit(img).forward(img)[0]
@@ -331,14 +326,9 @@ def test_mse_layer_beats_the_bound_layer(model):
     mse = point(2.0, False)
     assert bounds[0][0] < mse[0] < bounds[-1][0], (bounds, mse[:2])
     assert mse[1] > np.interp(mse[0], *zip(*bounds)) + 0.3, (bounds, mse[:2])
-    assert mse[2].metadata["layer"]["bound"] is False and mse[2].version == 10
+    assert mse[2].metadata["layer"]["bound"] is False
     hb, d = point(2.0, True)[2:]
     assert "bound" not in hb.metadata["layer"]
-    # an older footer that claims an MSE layer is refused (its reader would decode it wrongly)
-    hb.metadata["layer"]["bound"] = False
-    for v in (2, 4, 6):
-        with pytest.raises(CorruptedFileError, match="version 7"):
-            ContainerReader(rewrite_footer(d, hb.to_json(), v))
 
 
 def test_search_layers_minimise_mse(model):
@@ -350,7 +340,7 @@ def test_search_layers_minimise_mse(model):
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (2, 3), (37, 53), (64, 64)])
 def test_wavelet_transform_is_invertible_on_any_shape(shape):
-    from sarcodec.layers import band_shapes, dwt2, idwt2
+    from sarcodec.layer.wavelet import band_shapes, dwt2, idwt2
 
     x = np.random.default_rng(3).normal(size=shape)
     bands = dwt2(x, 2)
@@ -369,7 +359,7 @@ def test_mse_layer_takes_the_wavelet_form_where_it_costs_less():
     """Spatially correlated residuals (what the base leaves on multi-looked GRD) get the wavelet
     form, white ones (single-look speckle) the pixel form; either decodes to exactly what the
     encoder reconstructed, and the wavelet layer is the better trade of size for error there."""
-    from sarcodec.layers import make_layer
+    from sarcodec.layer import make_layer
 
     shape, lo, hi = (96, 80), -25.0, 5.0
     base = np.full(shape, 0.5)
@@ -382,7 +372,7 @@ def test_mse_layer_takes_the_wavelet_form_where_it_costs_less():
         got = decode_layer(blob, shape)
         np.testing.assert_array_equal(got.apply(base, lo, hi), lay.apply(base, lo, hi))
         if wavelet:
-            pix = encode_layer(np.rint((t - base) / lay.step).astype(np.int64), lay.step, offsets=(0, 0, 0, 0))
+            pix = encode_layer(np.rint((t - base) / lay.step).astype(np.int64), lay.step)
             err = np.mean((got.apply(base, lo, hi) - t)[~mask] ** 2)
             assert len(blob) < len(pix) and err < (lay.step ** 2) / 12 * 1.2
             win = decode_layer(blob, shape)
@@ -406,27 +396,6 @@ def _flips_never_crash(blob, shape, rng, use=lambda lay: None, n=60):
             pass
 
 
-def test_damaged_wavelet_layer_is_refused():
-    from sarcodec.layers import encode_wavelet_layer
-
-    shape = (48, 40)
-    blob, res = encode_wavelet_layer(_correlated_residual(shape, 5, 2.0), 0.004)
-    got = decode_layer(blob, shape)
-    np.testing.assert_array_equal(got.residual, res)
-    rng = np.random.default_rng(6)
-    for cut in (len(blob) - 1, len(blob) // 2, 20, 19):
-        with pytest.raises(CorruptedFileError):
-            decode_layer(blob[:cut], shape)
-    with pytest.raises(CorruptedFileError):
-        decode_layer(blob + b"\0", shape)
-    _flips_never_crash(blob, shape, rng)
-    # a subband that claims to be a wavelet layer itself (recursion) is refused
-    sub = encode_wavelet_layer(_correlated_residual((24, 20), 7, 2.0), 0.004)[0]
-    nested = blob[:20] + struct.pack("<I", len(sub)) + sub
-    with pytest.raises(CorruptedFileError, match="subband"):
-        decode_layer(nested, shape)
-
-
 TREES = [None, (None,) * 4, ((None,) * 4, None, None, None), ((None,) * 4, (None,) * 4, None, (None,) * 4),
          (((None,) * 4, None, (None,) * 4, None), (None,) * 4, None, None)]
 
@@ -435,7 +404,7 @@ TREES = [None, (None,) * 4, ((None,) * 4, None, None, None), ((None,) * 4, (None
 def test_wavelet_packets_are_invertible_on_any_shape(shape):
     """Any tree (the dyadic ones included, which equal dwt2) analyses into bands of the shapes it
     says and synthesises back; its bits parse back to it."""
-    from sarcodec.layers import dwt2, dyadic_tree, packet_analyse, packet_shapes, packet_synth, parse_tree, tree_bits
+    from sarcodec.layer.wavelet import dwt2, dyadic_tree, packet_analyse, packet_shapes, packet_synth, parse_tree, tree_bits
 
     x = np.random.default_rng(4).normal(size=shape)
     for tree in TREES:
@@ -451,7 +420,7 @@ def test_wavelet_packets_are_invertible_on_any_shape(shape):
 
 
 def test_packet_tree_bits_are_checked():
-    from sarcodec.layers import PACKET_MAX_DEPTH, parse_tree
+    from sarcodec.layer.wavelet import PACKET_MAX_DEPTH, parse_tree
 
     assert parse_tree([1, 0, 1, 0, 0, 0, 0, 0, 0], (32, 32)) == (None, (None,) * 4, None, None)
     deep = [1] * (PACKET_MAX_DEPTH + 1) + [0] * 400
@@ -478,7 +447,7 @@ def test_best_basis_splits_where_the_spectrum_is_uneven():
     """On a residual whose energy sits inside the fine vertical band, the best basis splits that
     band, and the packet layer costs less (squared error + make_layer's lambda * bits) than the
     dyadic transform; the blob decodes to exactly the encoder's residual, in a window too."""
-    from sarcodec.layers import best_basis, dyadic_tree, encode_packet_layer
+    from sarcodec.layer.wavelet import best_basis, dyadic_tree, encode_packet_layer
 
     shape, step = (192, 192), 0.01
     r = _striped_residual(shape, 8)
@@ -503,8 +472,9 @@ def test_best_basis_splits_where_the_spectrum_is_uneven():
 
 def test_mse_layers_of_files_use_packets_where_they_pay():
     """make_layer writes the packet form (flag 8, inside a filter's flag 5 or not) for the striped
-    residual and a version-8 wavelet layer (flag 4) still decodes."""
-    from sarcodec.layers import _HEAD, RestorationFilter, encode_wavelet_layer, make_layer
+    residual."""
+    from sarcodec.layer import RestorationFilter, make_layer
+    from sarcodec.layer.coder import _HEAD
 
     shape, lo, hi = (96, 128), -25.0, 5.0
     base = np.full(shape, 0.5)
@@ -513,13 +483,11 @@ def test_mse_layers_of_files_use_packets_where_they_pay():
     inner = blob if blob[2] != 5 else blob[RestorationFilter.unpack(blob, _HEAD.size)[1]:]
     assert lay.residual is not None and inner[2] == 8
     np.testing.assert_array_equal(decode_layer(blob, shape).apply(base, lo, hi), lay.apply(base, lo, hi))
-    old, res = encode_wavelet_layer(t - base, 0.004)
-    assert old[2] == 4
-    np.testing.assert_array_equal(decode_layer(old, shape).residual, res)
 
 
 def test_damaged_packet_layer_is_refused():
-    from sarcodec.layers import _HEAD, encode_packet_layer
+    from sarcodec.layer.coder import _HEAD
+    from sarcodec.layer.wavelet import encode_packet_layer
 
     shape = (64, 48)
     blob, res = encode_packet_layer(_striped_residual(shape, 11), 0.01, ((None,) * 4, (None,) * 4, None, None))
@@ -554,7 +522,7 @@ def test_restoration_filter_where_it_pays():
     from any window widened by the filter's reach; on white residuals the encoder leaves it out."""
     from scipy.ndimage import gaussian_filter
 
-    from sarcodec.layers import make_layer
+    from sarcodec.layer import make_layer
 
     shape, lo, hi = (96, 112), -25.0, 5.0
     rng = np.random.default_rng(21)
@@ -590,7 +558,8 @@ def test_restoration_filter_where_it_pays():
 def test_damaged_filtered_layer_is_refused():
     from scipy.ndimage import gaussian_filter
 
-    from sarcodec.layers import _HEAD, RestorationFilter, make_layer
+    from sarcodec.layer import RestorationFilter, make_layer
+    from sarcodec.layer.coder import _HEAD
 
     shape, lo, hi = (96, 112), -25.0, 5.0  # as in test_restoration_filter_where_it_pays
     rng = np.random.default_rng(21)

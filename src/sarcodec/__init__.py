@@ -18,7 +18,7 @@ from .errors import (
 from .models import create_model, list_models
 from .radiometry import Radiometry
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 __all__ = [
     "Radiometry", "create_model", "decode", "encode", "list_models", "list_pretrained", "load_checkpoint",

@@ -13,10 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .checkpoint import DEFAULT_RADIOMETRY, load_model
-from .container import ContainerReader, ContainerWriter, Header, with_header, written_version
+from .container import ContainerReader, ContainerWriter, Header, with_header
 from .entropy import STEP_ONE, step_from_delta
 from .errors import InputError, ModelError, ModelMismatchError
-from .layers import LayerSpec
+from .layer import LayerSpec
 from .models import SarCodec
 from .models.refine import check_refine
 from .parallel import check_workers
@@ -170,7 +170,7 @@ def family_members(model: SarCodec | str | Sequence[SarCodec]) -> list[SarCodec]
 # So one quality unit is a factor 2 in Δ: quality Q in [k - 1/2, k + 1/2) is rate point k at
 # Δ = 2^(k - Q). Below 1 the first point's step grows three times as fast, to the coder's
 # coarsest (Δ = 2^(3 (1 - Q)), 8 at Q = 0: 0.04-0.09 bpp on the validation images, single-look
-# included; Δ 4, the coarsest until session 8, left a GRD test crop at 0.17 bpp); above N the last
+# included; Δ 4 as the coarsest left a GRD test crop at 0.17 bpp); above N the last
 # point's step shrinks to 0.5.
 QUALITY_MIN = 0.0
 _LOW_SLOPE = 3.0
@@ -429,7 +429,7 @@ def _encode_one(
     header = new_header(model_info(model), src, rads, tile_size, descs, dict(metadata or {}))
     header.metadata.setdefault("ndim", arr.ndim)
     header.metadata.update(coding_metadata(model, step, spec, clip, lossless))
-    writer = ContainerWriter(buf, written_version(header.metadata))
+    writer = ContainerWriter(buf)
     encode_container(src, model, rads, writer, header, batch=batch, refine=refine, workers=workers,
                      precision=precision, layer=spec, stats=stats, memo=memo)
     return buf.getvalue()

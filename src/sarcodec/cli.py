@@ -26,9 +26,9 @@ err = Console(stderr=True)
 def _version(value: bool) -> None:
     if value:
         from . import __version__
-        from .container import FORMAT_VERSION
+        from .container import FORMAT_VERSION, format_name
 
-        console.print(f"sarcodec {__version__} (writes .sarc container version {FORMAT_VERSION})")
+        console.print(f"sarcodec {__version__} (reads and writes .sarc format {format_name(FORMAT_VERSION)})")
         raise typer.Exit()
 
 
@@ -425,7 +425,7 @@ def info(path: Path = typer.Argument(..., help=".sarc file"),
          verify: bool = typer.Option(True, "--verify/--no-verify",
                                      help="Check the CRC of every tile, mask and pixel layer (reads the whole file)")) -> None:
     """Describe a .sarc file: shape, bands, model, bits per pixel; verify its checksums."""
-    from .container import ContainerReader
+    from .container import ContainerReader, format_name
 
     if not path.is_file():
         raise _input_error(f"{path}: file not found")
@@ -444,7 +444,7 @@ def info(path: Path = typer.Argument(..., help=".sarc file"),
         import numpy as np
 
         native = np.dtype(h.dtype).itemsize * 8
-        console.print(f"[bold]{path}[/bold]  format v{h.version}, "
+        console.print(f"[bold]{path}[/bold]  format {format_name(h.version)}, "
                       + (f"checksums of {len(h.tiles)} tiles verified" if verify else "checksums NOT verified (--no-verify)"))
         console.print(f"  raster    {nb} band(s) x {rows} x {cols} {h.dtype}, tiles {len(h.tiles)} of <= {h.tile_size}px")
         console.print(f"  model     {h.model['id']} ({h.model['arch']}, hash {h.model['hash']})")

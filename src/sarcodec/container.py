@@ -3,7 +3,7 @@
 Layout (little-endian)::
 
     offset 0   magic        8 bytes  b"\\x89SARC\\r\\n\\x1a"   (PNG-style: catches text-mode mangling)
-           8   version      u16      FORMAT_VERSION
+           8   version      u16      FORMAT_VERSION (0x0100: format 1.0)
           10   flags        u16      0 (reserved)
           12   reserved     u32      0
           16   body         tile payloads and mask blobs, in any order (written as they finish)
@@ -17,7 +17,8 @@ mask by its CRC, in the trailer by the structural checks.
 
 Errors (all subclasses of :class:`~sarcodec.errors.FormatError`, CLI exit code 5):
 ``NotASarcFileError`` (bad magic), ``TruncatedFileError`` (too short / end marker or bytes missing),
-``CorruptedFileError`` (checksum or structure), ``UnsupportedVersionError`` (newer format).
+``CorruptedFileError`` (checksum or structure), ``UnsupportedVersionError`` (another format version).
+The format is specified byte by byte in ``docs/format.md``.
 """
 from __future__ import annotations
 
@@ -45,28 +46,18 @@ from .errors import (
 
 MAGIC = b"\x89SARC\r\n\x1a"
 END = b"CRAS"
-FORMAT_VERSION = 10  # the newest this reader reads; versions 1 to 9 still read
-# 2: pixel layers (layers.py), tile CRCs bound to their position; 3: a latent quantisation step
-# other than 1 (metadata "latent_step"; continuous quality) or MSE pixel layers (centroid offsets,
-# layer "bound": false); 4: the footer is deflated with the preset dictionary FOOTER_DICT (a file's
-# fixed cost falls from ~430 to ~130 bytes: 9% of a 512^2 chip at 0.1 bpp, a third of a 120^2
-# BigEarthNet patch at 0.5 bpp); 5: MSE pixel layers may be coded in the wavelet domain (layer
-# flag 4, layers.encode_wavelet_layer); 6: an MSE layer may carry a restoration filter (layer flag 5,
-# layers.RestorationFilter); 7: MSE layers are coded with dependent (trellis-coded) quantisation
-# (layer flag 6, dq.py); 8: MSE layers may use the 8-state trellis (layer flag 7), so a file with MSE
-# layers is written as version 8 (version-7 files still read: their layers say flag 6); 9: MSE layers may
-# be coded in a wavelet packet basis (layer flag 8, layers.encode_packet_layer), so a file with MSE
-# layers is written as version 9 (version-8 files still read: their layers say flag 4); 10: the signs of
-# MSE layers are range-coded with adaptive contexts (layer flag 9, dq.py), so a file with MSE layers is
-# written as version 10. Files are written as
-# version 4 unless what the metadata uses needs more (required_version), and a reader of an older
-# version refuses a newer file (UnsupportedVersionError) instead of decoding it wrongly.
-BASE_VERSION = 4
+FORMAT_VERSION = 0x0100  # 1.0: major version in the high byte, minor in the low byte
 
-# The preset dictionary of version-4 footers: JSON a footer typically repeats (keys, bundled model
+
+def format_name(version: int) -> str:
+    """``0x0100`` -> ``"1.0"``."""
+    return f"{version >> 8}.{version & 0xFF}"
+
+
+# The preset dictionary of footers: JSON a footer typically repeats (keys, bundled model
 # configs, radiometry, layers, the search's record, GDAL's WKT for WGS 84 and UTM, GeoTIFF tags).
 # Part of the format: it must never change (a test pins its Adler-32; zlib refuses a stream
-# deflated with another dictionary). A new dictionary is a new format version.
+# deflated with another dictionary). A new dictionary is a new major format version.
 FOOTER_DICT = "".join((
     'PROJCS["WGS 84 / UTM zone 33N",PROJECTION["Transverse_Mercator"],PARAMETER["latitude_of_origin",0],',
     'PARAMETER["central_meridian",15],PARAMETER["scale_factor",0.9996],PARAMETER["false_easting",500000],',
@@ -96,18 +87,6 @@ FOOTER_DICT = "".join((
     '"bias":false,"bound":false}"layer":{"max_error_db":null,"outliers":"high","outlier_tol_db":0.35,',
     '"bias":true,"peak_db":16.0},"analysis_precision":"bf16"}}',
 )).encode()
-
-
-def required_version(metadata: dict[str, Any]) -> int:
-    """The lowest format version that can carry a footer with this metadata."""
-    mse_layer = isinstance(metadata.get("layer"), dict) and metadata["layer"].get("bound") is False
-    return 7 if mse_layer else 3 if "latent_step" in metadata else 2
-
-
-def written_version(metadata: dict[str, Any]) -> int:
-    """The format version this sarcodec writes a container with this footer metadata as."""
-    v = max(BASE_VERSION, required_version(metadata))
-    return 10 if v == 7 else v  # MSE layers: context-coded signs (layer flag 9) need version 10
 
 
 HEADER = struct.Struct("<8sHHI")
@@ -154,7 +133,7 @@ class Header:
     tile_size: int
     tiles: list[TileEntry] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)  # free-form (geo info, tags, ...)
-    version: int = BASE_VERSION
+    version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -246,10 +225,8 @@ def validate_header(h: "Header") -> None:
         from .entropy import STEP_MAX, STEP_MIN
 
         st = md["latent_step"]
-        if h.version < 3 or isinstance(st, bool) or not isinstance(st, int) or not STEP_MIN <= st <= STEP_MAX:
+        if isinstance(st, bool) or not isinstance(st, int) or not STEP_MIN <= st <= STEP_MAX:
             raise bad("latent_step")
-    if required_version(md) > h.version:
-        raise bad(f"a version-{h.version} file cannot carry what its metadata says (needs version {required_version(md)})")
     if md.get("lossless") and not h.dtype.startswith(("uint", "int")):
         raise bad("lossless needs an integer dtype")
     t = h.tile_size
@@ -266,17 +243,15 @@ def validate_header(h: "Header") -> None:
         seen.add((e.band, e.row, e.col))
         if bool(e.mask_length) != bool(e.mask_offset) or bool(e.layer_length) != bool(e.layer_offset):
             raise bad("blob offset / length")
-        if e.layer_length and h.version < 2:
-            raise bad("a version-1 file cannot carry pixel layers")
 
 
 class ContainerWriter:
     """Streams a container to a binary file object: ``add_tile``/``add_blob`` then ``finish``."""
 
-    def __init__(self, fh: BinaryIO, version: int = BASE_VERSION):
+    def __init__(self, fh: BinaryIO):
         self.fh = fh
-        self.version = version
-        fh.write(HEADER.pack(MAGIC, version, 0, 0))
+        self.version = FORMAT_VERSION
+        fh.write(HEADER.pack(MAGIC, FORMAT_VERSION, 0, 0))
         self.pos = HEADER.size
 
     def add_blob(self, data: bytes) -> tuple[int, int, int]:
@@ -288,28 +263,25 @@ class ContainerWriter:
 
     def add_tile(self, entry: TileEntry, payload: bytes) -> TileEntry:
         entry.offset, entry.length, _ = self.add_blob(payload)
-        entry.crc = tile_crc(entry, payload, self.version)
+        entry.crc = tile_crc(entry, payload)
         return entry
 
     @classmethod
-    def resume(cls, fh: BinaryIO, pos: int, version: int) -> "ContainerWriter":
+    def resume(cls, fh: BinaryIO, pos: int, version: int = FORMAT_VERSION) -> "ContainerWriter":
         """A writer that continues a container whose header and body (``pos`` bytes) are already in
-        ``fh``: to give a finished body a new footer."""
+        ``fh``: to give a finished body a new footer (``version``: what the fixed header says; a
+        forger's tool may name another)."""
         w = cls.__new__(cls)
         w.fh, w.pos, w.version = fh, pos, version
         return w
 
     def finish(self, header: Header) -> int:
-        if self.version < 2 and any(t.layer_length for t in header.tiles):
-            raise ValueError("a container with pixel layers must be written as version 2")
-        if self.version < required_version(header.metadata):
-            raise ValueError(f"this container must be written as version {required_version(header.metadata)}")
         return self.write_footer(header.to_json())
 
     def write_footer(self, doc: Any) -> int:
         """Write ``doc`` (JSON) as the footer and the trailer; returns the container's size. Any
         document goes: :meth:`finish` writes a header's, the fuzzer forges others."""
-        footer = deflate_footer(json.dumps(doc, separators=(",", ":")).encode(), self.version)
+        footer = deflate_footer(json.dumps(doc, separators=(",", ":")).encode())
         crc = zlib.crc32(HEADER.pack(MAGIC, self.version, 0, 0) + footer)
         off = self.pos
         self.fh.write(footer)
@@ -318,11 +290,9 @@ class ContainerWriter:
         return self.pos
 
 
-def tile_crc(entry: TileEntry, payload: bytes, version: int) -> int:
-    """A tile payload's CRC32. From format 2 on it also covers the tile's (band, row, col, height,
-    width), so a payload moved to another position in a forged index is detected."""
-    if version < 2:
-        return zlib.crc32(payload)
+def tile_crc(entry: TileEntry, payload: bytes) -> int:
+    """A tile payload's CRC32, over the tile's (band, row, col, height, width) as five u64 and then
+    the payload: a payload moved to another position in a forged index is detected."""
     pos = struct.pack("<5Q", entry.band, entry.row, entry.col, entry.height, entry.width)
     return zlib.crc32(payload, zlib.crc32(pos))
 
@@ -332,22 +302,16 @@ def with_header(data: bytes, header: Header) -> bytes:
     off = int(TRAILER.unpack(data[-TRAILER.size:])[0])
     buf = io.BytesIO()
     buf.write(data[:off])
-    ContainerWriter.resume(buf, off, ContainerReader(data).header.version).finish(header)
+    ContainerWriter.resume(buf, off).finish(header)
     return buf.getvalue()
 
 
 MAX_FOOTER = 64 << 20  # decompressed footer bytes: a 100000^2 raster in 256 px tiles needs ~20 MB
 
 
-def footer_dict(version: int) -> bytes | None:
-    """The preset dictionary a footer of format ``version`` is deflated with (None: plain zlib)."""
-    return FOOTER_DICT if version >= 4 else None
-
-
-def deflate_footer(raw: bytes, version: int) -> bytes:
-    """A footer as written in ``version`` (zlib, with :func:`footer_dict`)."""
-    zdict = footer_dict(version)
-    c = zlib.compressobj(9, zdict=zdict) if zdict is not None else zlib.compressobj(9)
+def deflate_footer(raw: bytes) -> bytes:
+    """A footer as written: zlib (level 9) with the preset dictionary :data:`FOOTER_DICT`."""
+    c = zlib.compressobj(9, zdict=FOOTER_DICT)
     return c.compress(raw) + c.flush()
 
 
@@ -425,9 +389,10 @@ class ContainerReader:
         if self.size < HEADER.size + TRAILER.size:
             raise TruncatedFileError(f"{self.name}: truncated ({self.size} bytes; header and trailer need {HEADER.size + TRAILER.size})")
         _, version, flags, reserved = HEADER.unpack(head)
-        if version > FORMAT_VERSION or version < 1:
+        if version != FORMAT_VERSION:
             raise UnsupportedVersionError(
-                f"{self.name}: format version {version} is not supported (this sarcodec reads versions 1..{FORMAT_VERSION})")
+                f"{self.name}: format version {version} ({format_name(version)}) is not supported "
+                f"(this sarcodec reads format {format_name(FORMAT_VERSION)})")
         off, length, crc, end = TRAILER.unpack(self._read(self.size - TRAILER.size, TRAILER.size))
         if end != END:
             raise TruncatedFileError(f"{self.name}: truncated or corrupted (end marker missing)")
@@ -437,7 +402,7 @@ class ContainerReader:
         if zlib.crc32(head + footer) != crc or flags != 0 or reserved != 0:
             raise CorruptedFileError(f"{self.name}: header checksum mismatch (file corrupted)")
         try:
-            meta = json.loads(bounded_decompress(footer, MAX_FOOTER, "header", footer_dict(version)))
+            meta = json.loads(bounded_decompress(footer, MAX_FOOTER, "header", FOOTER_DICT))
         except (zlib.error, ValueError, RecursionError) as e:
             raise CorruptedFileError(f"{self.name}: header is unreadable ({type(e).__name__}: {e})") from e
         try:
@@ -445,8 +410,6 @@ class ContainerReader:
         except CorruptedFileError as e:
             raise CorruptedFileError(f"{self.name}: {e}") from e
         for t in header.tiles:
-            if t.layer_length and version < 2:
-                raise CorruptedFileError(f"{self.name}: a version-1 file cannot carry pixel layers")
             if t.offset < HEADER.size or t.offset + t.length > off or t.mask_offset + t.mask_length > off \
                     or t.layer_offset + t.layer_length > off:
                 raise CorruptedFileError(f"{self.name}: tile index points outside the body")
@@ -454,7 +417,7 @@ class ContainerReader:
 
     def tile_bytes(self, entry: TileEntry) -> bytes:
         data = self._read(entry.offset, entry.length)
-        if tile_crc(entry, data, self.header.version) != entry.crc:
+        if tile_crc(entry, data) != entry.crc:
             raise CorruptedFileError(
                 f"{self.name}: tile (band {entry.band}, row {entry.row}, col {entry.col}) checksum mismatch (file corrupted)")
         return data
@@ -473,7 +436,7 @@ class ContainerReader:
         """The tile's pixel layer (:class:`sarcodec.layers.LayerData`), or None when it has none."""
         if not entry.layer_length:
             return None
-        from .layers import decode_layer
+        from .layer import decode_layer
 
         blob = self._read(entry.layer_offset, entry.layer_length)
         where = f"tile (band {entry.band}, row {entry.row}, col {entry.col})"

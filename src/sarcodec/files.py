@@ -25,10 +25,9 @@ from .container import (
     atomic_write,
     check_output_path,
     temp_prefix,
-    written_version,
 )
 from .errors import InputError, OutputError
-from .layers import LayerSpec
+from .layer import LayerSpec
 from .models import SarCodec
 from .models.refine import check_refine
 from .parallel import check_workers
@@ -219,7 +218,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             header = new_header(model_info(m), src, rads, tile_size, list(ds.descriptions),
                                 {"geo": geo, "source": Path(src_path).name,
                                  **coding_metadata(m, st, spec, clip, lossless)})
-            writer = ContainerWriter(fh, written_version(header.metadata))
+            writer = ContainerWriter(fh)
             return encode_container(src, m, rads, writer, header, show, batch, refine, workers, precision, spec,
                                     stats, memo)
 

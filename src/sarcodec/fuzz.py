@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .container import HEADER, MAGIC, TRAILER, ContainerReader, ContainerWriter, Header, deflate_footer
+from .container import FORMAT_VERSION, HEADER, MAGIC, TRAILER, ContainerReader, ContainerWriter, Header, deflate_footer
 from .errors import FormatError, InputError, ModelError
 
 HOSTILE: list[Any] = [-1, 0, 1, 2**31, 2**63, 1e308, -1e308, float("nan"), "x", "", None, True, [], {}, [1, 2],
@@ -53,7 +53,7 @@ def _set(obj: Any, path: tuple, value: Any) -> Any:
     return obj
 
 
-def rewrite_footer(data: bytes, footer_json: Any, version: int) -> bytes:
+def rewrite_footer(data: bytes, footer_json: Any, version: int = FORMAT_VERSION) -> bytes:
     """The body of ``data`` with a new footer written as format ``version`` (the fixed header
     names it; checksums recomputed; the footer may be any JSON): a forger's, without the
     writer's checks."""
@@ -83,7 +83,7 @@ def _replace_blob(data: bytes, hdr: Header, which: str, rng: np.random.Generator
         junk = bytes(junk)
     body[off:off + length] = junk
     if which == "payload":
-        e.crc = tile_crc(e, junk, hdr.version)
+        e.crc = tile_crc(e, junk)
     elif which == "mask":
         e.mask_crc = zlib.crc32(junk)
     else:
@@ -207,6 +207,6 @@ def fuzz_container(model, n_random: int = 100, n_forged: int = 100, seed: int = 
 
 def _rewrite_raw(data: bytes, footer: bytes, version: int, compressed: bool = False) -> bytes:
     off = int(TRAILER.unpack(data[-TRAILER.size:])[0])
-    comp = footer if compressed else deflate_footer(footer, version)
+    comp = footer if compressed else deflate_footer(footer)
     crc = zlib.crc32(HEADER.pack(MAGIC, version, 0, 0) + comp)
     return data[:off] + comp + TRAILER.pack(off, len(comp), crc, b"CRAS")

@@ -30,7 +30,7 @@ import torch
 
 from .container import ContainerReader, ContainerWriter, Header, TileEntry, pack_mask
 from .entropy import STEP_ONE, check_step
-from .layers import LayerSpec, encode_layer, make_layer
+from .layer import LayerSpec, encode_layer, make_layer
 from .errors import CorruptedFileError, InputError
 from .models import SarCodec
 from .models.refine import model_lambda, refine_tile
@@ -665,8 +665,7 @@ def coding_metadata(model: SarCodec, step: int, layer: LayerSpec | None, clip: t
                     lossless: bool = False) -> dict[str, Any]:
     """The footer entries that say how a container is coded, known before its first byte: how
     tiles meet, the latent step, the pixel layer (none in lossless mode: no learned layer), the
-    clip percentiles asked for, lossless. :func:`~sarcodec.container.required_version` of them is
-    the version its writer must use."""
+    clip percentiles asked for, lossless."""
     md = {**halo_metadata(model), **step_metadata(step)}
     if layer is not None and layer.active and not lossless:
         md["layer"] = layer.to_dict()
@@ -678,8 +677,8 @@ def coding_metadata(model: SarCodec, step: int, layer: LayerSpec | None, clip: t
 
 
 def step_metadata(step: int) -> dict[str, Any]:
-    """The footer entry of a latent quantisation step: none for the unit step (files that older
-    readers still read), else ``latent_step`` (a version-3 container, :func:`required_version`)."""
+    """The footer entry of a latent quantisation step: none for the unit step, else
+    ``latent_step``."""
     return {} if step == STEP_ONE else {"latent_step": check_step(step)}
 
 

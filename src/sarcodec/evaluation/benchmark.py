@@ -44,7 +44,7 @@ for _k, _base in FULL_RANGE.items():
 REFERENCE = "jpeg2000"
 # max_error ladder (dB) of a family's ``:ladder`` curve beyond its rate points
 # the --psnr / --bpp search's steps and, between each two, the geometric mean: the first point the
-# search's bisection tries there. Session 12: with the search's steps alone the measured curve had
+# search's bisection tries there. With the search's steps alone the measured curve had
 # holes the search itself fills (single-look lely: nothing between 0.87 and 1.34 bpp), which cost
 # lely 4.7 points of BD-rate (-4.6% sparse, -9.3% with the midpoints).
 LADDER = tuple(v for a, b in zip(ERROR_LADDER, ERROR_LADDER[1:]) for v in (a, float(np.sqrt(a * b)))) \
@@ -73,7 +73,7 @@ def quality_grid(n: int) -> list[float]:
 
 def quality_signature(n: int, grid=quality_grid) -> str:
     """What the qualities ``grid(n)`` code with: (rate point index, step) each, so that cached
-    results are redone when the quality mapping changes (quality 0 was Δ 4 until session 8)."""
+    results are redone when the quality mapping changes (quality 0 was once Δ 4)."""
     return str([quality_point(list(range(n)), q) for q in grid(n)])
 
 

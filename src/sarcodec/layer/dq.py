@@ -1,34 +1,32 @@
-"""Dependent (trellis-coded) quantisation of an MSE layer: layer flags 6 (4 states), 7 (8 states)
-and 9 (8 states, context-coded signs).
+"""Dependent (trellis-coded) quantisation of an MSE layer: layer flag 9.
 
 A scalar quantiser leaves ~1.5 dB of the rate-distortion bound on the table at high rate (its
 cells are cubes). Dependent quantisation (VVC's DQ, a trellis-coded quantiser) recovers most of
 that: two quantisers, Q0 (even multiples of ``delta``) and Q1 (zero and odd multiples), and a
-state machine driven by the parity of each coded level picks which one the next value uses:
-VVC's 4 states (flag 6, session 11) or the 8 states of Ungerboeck's one-dimensional code (flag 7,
-written since session 12; ECM's choice too), :data:`MACHINES`. The encoder chooses the levels of a whole chain with the Viterbi algorithm (cost = squared
-error + lambda * bits); the decoder only follows the state machine.
+state machine driven by the parity of each coded level picks which one the next value uses: the
+8 states of Ungerboeck's one-dimensional code (ECM's choice too, :data:`MACHINE`). The encoder
+chooses the levels of a whole chain with the Viterbi algorithm (cost = squared error + lambda *
+bits); the decoder only follows the state machine.
 
-Chains and contexts follow the layer coder's passes (:data:`layers.PASSES`): within a pass, each
+Chains and contexts follow the context coder's passes (:data:`coder.PASSES`): within a pass, each
 row of the pass's lattice is one chain (state 0 at its left end), and the context class of every
 value comes, as for the scalar layer, from the magnitudes of the four nearest values of earlier
 passes. The table of a value is chosen by its (class, quantiser): the state says which quantiser
 (and so what a level means), so zero and small levels get different probabilities in Q0 and Q1.
 A decoder steps along the chains one lattice column at a time, every row at once (vectorised).
 
-Each table is the layer coder's zero-inflated geometric law over |level| (``p0`` in 1/65536,
+Each table is the context coder's zero-inflated geometric law over |level| (``p0`` in 1/65536,
 ``theta`` in 1/256, integers fitted by the encoder), truncated to ``ALPHABET - 1`` symbols plus
-an escape (the excess sent raw as int32). Signs: raw bits in flags 6 and 7; in flag 9 (written
-since session 13) range-coded after each lattice column with adaptive binary models, one per
-context (:func:`_sign_bucket`, :func:`_context_of`: which way the unrounded prediction lies from the predicted
-level, the magnitude, the quantiser; counts start at 1/2 and halve past ``SIGN_HALVE``): the
-prediction's rounding drops its fraction, and the sign follows it where residuals are
-correlated or skewed. Every probability comes from exactly decoded integers, so decoding is
-identical on every machine.
+an escape (the excess sent raw as int32). Signs are range-coded after each lattice column with
+adaptive binary models, one per context (:func:`_sign_bucket`, :func:`_context_of`: which way the
+unrounded prediction lies from the predicted level, the magnitude, the quantiser; counts start
+at 1/2 and halve past ``SIGN_HALVE``): the prediction's rounding drops its fraction, and the sign
+follows it where residuals are correlated or skewed. Every probability comes from exactly
+decoded integers, so decoding is identical on every machine.
 
-The decoded layer is a :class:`layers.LayerData` whose ``q`` is the reconstruction index
+The decoded layer is a :class:`coder.LayerData` whose ``q`` is the reconstruction index
 ``2 k - sgn(k) [Q1]`` (the value in units of ``delta``), reconstructed with per-index centroid
-offsets like any MSE layer.
+offsets.
 
 Measured on the validation residuals (wavelet subbands over a low base): +0.3 dB at 0.75-1 bpp
 and +0.45-0.6 dB at 1.5-2.5 bpp over the scalar quantiser at equal estimated rate.
@@ -39,19 +37,16 @@ import struct
 
 import numpy as np
 
-from . import layers as L
+from . import coder as L
 
-# The state machines, per layer flag: state x parity of the level -> next state, and the quantiser
-# (0: Q0, 1: Q1) each state selects. Flag 6: VVC's 4 states. Flag 7: 8 states, Ungerboeck's
-# 8-state code for one-dimensional signal sets (parity-check polynomials h0 = 13, h1 = 04 octal;
-# state (a, b, w) -> (a ^ w, a, b ^ parity), quantiser a), whose union cosets are a denser packing:
-# +0.1-0.2 dB over 4 states at 1.5-3 bits per value on Gaussian and Laplacian sources.
-NEXT4 = np.array([[0, 2], [2, 0], [1, 3], [3, 1]], np.int64)
-QUANT4 = np.array([0, 0, 1, 1], np.int64)
+# The state machine: state x parity of the level -> next state, and the quantiser (0: Q0, 1: Q1)
+# each state selects: Ungerboeck's 8-state code for one-dimensional signal sets (parity-check
+# polynomials h0 = 13, h1 = 04 octal; state (a, b, w) -> (a ^ w, a, b ^ parity), quantiser a),
+# whose union cosets are a denser packing than VVC's 4 states: +0.1-0.2 dB at 1.5-3 bits per value
+# on Gaussian and Laplacian sources.
 NEXT8 = np.array([[0, 1], [4, 5], [1, 0], [5, 4], [6, 7], [2, 3], [7, 6], [3, 2]], np.int64)
 QUANT8 = np.array([0, 0, 0, 0, 1, 1, 1, 1], np.int64)
-MACHINES = {6: (NEXT4, QUANT4), 7: (NEXT8, QUANT8), 9: (NEXT8, QUANT8)}
-SIGN_CODED = (9,)  # flags whose signs are range-coded with adaptive contexts (else raw bits)
+MACHINE = (NEXT8, QUANT8)
 N_SIGN = 7 * 3 * 2  # sign contexts: prediction-residual bucket x min(|e|, 3) x quantiser
 SIGN_HALVE = 4096  # an adaptive sign count is halved past this total (tracks local statistics)
 SCALE = 0.6  # delta of the union of both quantisers, relative to the scalar layer's step
@@ -59,7 +54,7 @@ LAMBDA = 0.3  # Viterbi cost: squared error in delta^2 + LAMBDA * bits
 DIRECT = 16  # |level| < DIRECT is a symbol of its own; larger levels: a bucket [2^n, 2^(n+1)), n raw bits
 ALPHABET = DIRECT + 27  # buckets up to 2^31
 N_TABLES = 2 * L.N_CLASSES
-_FLAG = 9  # what the encoder writes (flags 6 and 7, raw signs, still decode)
+FLAG = 9  # the layer flag of a dependent-quantisation blob
 _TAIL = struct.Struct("<Q")  # used-table bitmap
 
 
@@ -180,7 +175,7 @@ class _Signs:
 
 
 def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.ndarray, np.ndarray],
-             lam: float, machine=MACHINES[_FLAG]) -> tuple[np.ndarray, np.ndarray]:
+             lam: float, machine=MACHINE) -> tuple[np.ndarray, np.ndarray]:
     """Levels and quantisers of chains = rows of ``x`` (values in units of delta) minimising
     sum (x - value)^2 + lam * bits: ``tab`` the bits per (table, symbol), ``cls`` the class of each
     position, ``khat`` its predicted level in Q0 and in Q1 (a level is coded as its difference)."""
@@ -306,7 +301,7 @@ def estimate_scalar_bits(q: np.ndarray) -> tuple[float, int]:
     return _estimate_bits(e.reshape(-1), tid.reshape(-1)), 2 * np.unique(tid).size
 
 
-def _quantise(xs: list[np.ndarray], lam: float, iterations: int = 2, machine=MACHINES[_FLAG]):
+def _quantise(xs: list[np.ndarray], lam: float, iterations: int = 2, machine=MACHINE):
     """Levels, quantisers, prediction weights, differences, table ids and table parameters of bands
     ``xs`` (units of delta, all of one shape).
 
@@ -360,19 +355,17 @@ def _quantise(xs: list[np.ndarray], lam: float, iterations: int = 2, machine=MAC
     return out
 
 
-def encode_dq(band: np.ndarray, step: float, lam: float = LAMBDA, flag: int = _FLAG) -> tuple[bytes, L.LayerData]:
+def encode_dq(band: np.ndarray, step: float, lam: float = LAMBDA) -> tuple[bytes, L.LayerData]:
     """Code ``band`` (normalised units) with dependent quantisation at delta = SCALE * ``step``.
     Returns (blob, the layer a decoder reads: ``q`` the reconstruction indices; b"" and a layer
-    without values when every level is zero). ``flag``: the state machine and sign coding
-    (:data:`MACHINES`, :data:`SIGN_CODED`; 9 unless a comparison asks for 6 or 7). Layout: layer
-    header (flag, delta), u64 used-table bitmap, per used table (p0 u16, theta u8), N_OFFSETS int8
+    without values when every level is zero). Layout: layer header (flag 9, delta), u64 used-table bitmap, per used table (p0 u16, theta u8), N_OFFSETS int8
     centroid offsets, one prediction weight per pass (int8), u32 word count, range-coder words
-    (with flag 9 the signs too), u32 count and the raw bits (packed) of the buckets' low bits and
-    (flags 6 and 7) the signs, in coding order."""
-    return encode_dq_bands([band], [step], lam, flag)[0]
+    (the signs too), u32 count and the raw bits (packed) of the buckets' low bits, in coding
+    order."""
+    return encode_dq_bands([band], [step], lam)[0]
 
 
-def encode_dq_bands(bands: list[np.ndarray], steps: list[float], lam: float = LAMBDA, flag: int = _FLAG
+def encode_dq_bands(bands: list[np.ndarray], steps: list[float], lam: float = LAMBDA
                     ) -> list[tuple[bytes, L.LayerData]]:
     """:func:`encode_dq` of several bands (bands of one shape share the Viterbi's steps)."""
     out: list = [None] * len(bands)
@@ -382,12 +375,12 @@ def encode_dq_bands(bands: list[np.ndarray], steps: list[float], lam: float = LA
     for idx in groups.values():
         deltas = [float(np.float32(SCALE * steps[i])) for i in idx]
         xs = [np.asarray(bands[i], np.float64) / d for i, d in zip(idx, deltas)]
-        for j, (i, res) in enumerate(zip(idx, _quantise(xs, lam, machine=MACHINES[flag]))):
-            out[i] = _pack(np.asarray(bands[i], np.float64), deltas[j], flag, *res)
+        for j, (i, res) in enumerate(zip(idx, _quantise(xs, lam))):
+            out[i] = _pack(np.asarray(bands[i], np.float64), deltas[j], *res)
     return out
 
 
-def _pack(band, delta, flag, k, qs, alphas, e, tid, params, sums) -> tuple[bytes, L.LayerData]:
+def _pack(band, delta, k, qs, alphas, e, tid, params, sums) -> tuple[bytes, L.LayerData]:
     """The blob of levels ``k`` in quantisers ``qs`` (see :func:`encode_dq`); ``sums``: per pass
     the neighbour sums and counts of :func:`_contexts`, for the sign contexts."""
     import constriction
@@ -400,15 +393,15 @@ def _pack(band, delta, flag, k, qs, alphas, e, tid, params, sums) -> tuple[bytes
     fam = constriction.stream.model.Categorical(perfect=False)
     enc = constriction.stream.queue.RangeEncoder()
     raw: list[int] = []
-    signs = _Signs() if flag in SIGN_CODED else None
+    signs = _Signs()
     for p in range(len(L.PASSES)):
         rr, cc = _lattice(k.shape, p)
         if rr.size == 0 or cc.size == 0:
             continue
         ep, tp = e[np.ix_(rr, cc)], tid[np.ix_(rr, cc)]
-        if signs is not None:  # the prediction's sign bucket for every position of the pass
-            qp = qs[np.ix_(rr, cc)]
-            rb = _sign_bucket(alphas[p], *sums[p], recon_index(k[np.ix_(rr, cc)] - ep, qp))
+        # the prediction's sign bucket for every position of the pass
+        qp = qs[np.ix_(rr, cc)]
+        rb = _sign_bucket(alphas[p], *sums[p], recon_index(k[np.ix_(rr, cc)] - ep, qp))
         for j in range(ep.shape[1]):
             a = np.abs(ep[:, j])
             sym = _symbol(a)
@@ -418,15 +411,13 @@ def _pack(band, delta, flag, k, qs, alphas, e, tid, params, sums) -> tuple[bytes
                 raw.extend((v >> i) & 1 for i in range(nb - 1, -1, -1))
             nz = a > 0
             neg = (ep[:, j][nz] < 0).astype(np.int64)
-            if signs is None:
-                raw.extend(neg.astype(np.uint8).tolist())
-            elif nz.any():
+            if nz.any():
                 ctx = _context_of(rb[:, j][nz], a[nz], qp[:, j][nz])
                 enc.encode(neg.astype(np.int32), fam, signs.probs(ctx))
                 signs.update(ctx, neg)
     words = enc.get_compressed().astype("<u4")
     used = sum(1 << t for t in params)
-    parts = [L._HEAD.pack(L._MAGIC, flag, delta, 0.0, 0), _TAIL.pack(used)]
+    parts = [L._HEAD.pack(L._MAGIC, FLAG, delta, 0.0, 0), _TAIL.pack(used)]
     parts += [struct.pack("<HB", *params[t]) for t in sorted(params)]
     parts.append(struct.pack(f"<{L.N_OFFSETS}b", *offsets))
     parts.append(struct.pack(f"<{len(L.PASSES)}b", *alphas))
@@ -440,9 +431,9 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
     import constriction
 
     magic, flags, delta, bias_db, used0 = L._HEAD.unpack_from(blob, 0)
-    if magic != L._MAGIC or flags not in MACHINES or bias_db or used0 or not np.isfinite(delta) or not 0 < delta < 1e3:
+    if magic != L._MAGIC or flags != FLAG or bias_db or used0 or not np.isfinite(delta) or not 0 < delta < 1e3:
         raise ValueError("bad dependent-quantisation header")
-    nxt, quant = MACHINES[flags]
+    nxt, quant = MACHINE
     pos = L._HEAD.size
     (used,) = _TAIL.unpack_from(blob, pos)
     pos += _TAIL.size
@@ -467,16 +458,16 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
     dec = constriction.stream.queue.RangeDecoder(words)
     m = np.zeros(shape, np.int64)  # reconstruction indices: the contexts and predictions
     ri = 0
-    signs = _Signs() if flags in SIGN_CODED else None
+    signs = _Signs()
     for p in range(len(L.PASSES)):
         rr, cc, cls, ssum, n = L._context(m, p)
         if rr.size == 0:
             continue
         mu = L._predict(alphas[p], ssum, n)
         k0, k1 = _khat(mu, False), _khat(mu, True)
-        if signs is not None:  # the prediction's sign bucket in each quantiser, for every position
-            rb0 = _sign_bucket(alphas[p], ssum, n, recon_index(k0, np.zeros_like(k0)))
-            rb1 = _sign_bucket(alphas[p], ssum, n, recon_index(k1, np.ones_like(k1)))
+        # the prediction's sign bucket in each quantiser, for every position
+        rb0 = _sign_bucket(alphas[p], ssum, n, recon_index(k0, np.zeros_like(k0)))
+        rb1 = _sign_bucket(alphas[p], ssum, n, recon_index(k1, np.ones_like(k1)))
         st = np.zeros(rr.shape[0], np.int64)
         kp = np.zeros(rr.shape, np.int64)
         sp = np.zeros(rr.shape, np.int64)
@@ -497,13 +488,7 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
                 a[big] = v
             nz = a > 0
             kh = np.where(q1, k1[:, j], k0[:, j])
-            if signs is None:
-                c = int(nz.sum())
-                if ri + c > raw.size:
-                    raise ValueError("raw bits are short")
-                a[nz] = np.where(raw[ri:ri + c] == 1, -a[nz], a[nz])
-                ri += c
-            elif nz.any():
+            if nz.any():
                 ctx = _context_of(np.where(q1, rb1[:, j], rb0[:, j])[nz], a[nz], q1[nz])
                 neg = np.asarray(dec.decode(fam, signs.probs(ctx)), np.int64)
                 signs.update(ctx, neg)
