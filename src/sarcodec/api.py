@@ -88,7 +88,7 @@ def encode(
     step Δ of the nearest rate point (:func:`quality_point`), 0 is the smallest file and N + 1
     the finest step of the last point. ``step`` sets Δ of one model directly (0.25-4).
 
-    SAR fidelity (a pixel layer beside the learned one, :mod:`sarcodec.layers`):
+    SAR fidelity (a pixel layer beside the learned one, :mod:`sarcodec.layer`):
     ``max_error`` (dB) bounds every valid pixel's dB error by construction (a dense residual;
     also the way to rates beyond the learned models'); ``outliers`` ("high", "both", "none")
     restores pixels beyond the clip range (bright targets) within 0.35 dB; ``bias`` makes every

@@ -106,7 +106,7 @@ class TileEntry:
     mask_offset: int = 0  # the tile's lossless invalid-pixel mask (packbits + zlib); 0 = none
     mask_length: int = 0
     mask_crc: int = 0
-    layer_offset: int = 0  # the tile's pixel layer (residual / outliers / bias, layers.py); 0 = none
+    layer_offset: int = 0  # the tile's pixel layer (residual / outliers / bias, sarcodec.layer); 0 = none
     layer_length: int = 0
     layer_crc: int = 0
 
@@ -433,7 +433,7 @@ class ContainerReader:
         return unpack_mask(blob, (entry.height, entry.width))
 
     def tile_layer(self, entry: TileEntry):
-        """The tile's pixel layer (:class:`sarcodec.layers.LayerData`), or None when it has none."""
+        """The tile's pixel layer (:class:`sarcodec.layer.LayerData`), or None when it has none."""
         if not entry.layer_length:
             return None
         from .layer import decode_layer

@@ -240,7 +240,7 @@ class Radiometry:
 
     def forward_unclipped(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stored values -> (t = (dB - lo) / (hi - lo) *without* the clip, float64; invalid mask).
-        What the pixel layer (:mod:`sarcodec.layers`) codes against: values beyond the clip range
+        What the pixel layer (:mod:`sarcodec.layer`) codes against: values beyond the clip range
         (bright targets) keep their distance from it."""
         x = check_array(x)
         bad = invalid_mask(x, self.kind, self.nodata)
