@@ -132,7 +132,7 @@ def encode_symbols(values: np.ndarray, table_idx: np.ndarray, tables: TableSet) 
     models = tables.models()
     sizes = tables.sizes
     escapes: list[np.ndarray] = []
-    order = np.argsort(table_idx, kind="stable")
+    order = stable_order(table_idx, len(tables))
     sorted_idx = table_idx[order]
     bounds = np.flatnonzero(np.diff(sorted_idx)) + 1
     for grp in np.split(order, bounds):
@@ -153,6 +153,17 @@ def encode_symbols(values: np.ndarray, table_idx: np.ndarray, tables: TableSet) 
         np.uint32(words.size).astype("<u4").tobytes() + words.tobytes()
         + np.uint32(esc.size).astype("<u4").tobytes() + esc.tobytes()
     )
+
+
+def stable_order(idx: np.ndarray, n: int) -> np.ndarray:
+    """``np.argsort(idx, kind="stable")`` of table indices in [0, n): as uint8 / uint16 when they
+    fit, where numpy's stable sort is a radix sort (same order, several times faster)."""
+    if idx.size and 0 <= idx.min() and idx.max() < n:
+        if n <= 1 << 8:
+            return np.argsort(idx.astype(np.uint8), kind="stable")
+        if n <= 1 << 16:
+            return np.argsort(idx.astype(np.uint16), kind="stable")
+    return np.argsort(idx, kind="stable")
 
 
 def fill_escapes(vals: np.ndarray, is_esc: np.ndarray, esc: np.ndarray, pos: int) -> int:
@@ -187,7 +198,7 @@ def decode_symbols(data: bytes, table_idx: np.ndarray, tables: TableSet) -> tupl
     models = tables.models()
     sizes = tables.sizes
     out = np.empty(table_idx.size, dtype=np.int64)
-    order = np.argsort(table_idx, kind="stable")
+    order = stable_order(table_idx, len(tables))
     bounds = np.flatnonzero(np.diff(table_idx[order])) + 1
     e = 0
     for grp in np.split(order, bounds):

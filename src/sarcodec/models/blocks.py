@@ -105,5 +105,7 @@ class GDN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         beta = F.softplus(self.beta) + self.beta_min  # keeps the normaliser positive
         gamma = F.relu(self.gamma)
-        norm = torch.sqrt(F.conv2d(x * x, gamma, beta))
+        norm = F.conv2d(x * x, gamma, beta)
+        # in place when no gradient is recorded (inference): the same values, one buffer fewer
+        norm = norm.sqrt_() if not torch.is_grad_enabled() else torch.sqrt(norm)
         return x * norm if self.inverse else x / norm
