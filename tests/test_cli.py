@@ -68,6 +68,23 @@ def test_console_script_installed():
     assert r.returncode == 0 and "attention" in r.stdout
 
 
+def test_help_speaks_to_a_user(capsys):
+    """--help shows option names, not typer's <bool> / <float> / <list[str]> labels, and says the
+    default quality and what each mode costs."""
+    import re
+
+    for cmd in ([], ["compress"], ["decompress"], ["info"], ["demo"]):
+        try:
+            main(cmd + ["--help"])
+        except SystemExit as e:
+            assert e.code in (0, None)
+        out = capsys.readouterr().out
+        assert not re.search(r"<(bool|float|int|str|list\[)", out), out
+    main(["compress", "--help"])
+    out = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    assert "QUALITY" in out and "MP/s" in out and "2 cores" in out and "quality" in out
+
+
 def test_version(capsys):
     try:
         main(["--version"])

@@ -448,7 +448,7 @@ class ContainerReader:
 def check_output_path(path: Path, force: bool) -> None:
     """OutputError unless ``path`` may be written: absent (or ``force``), in an existing directory."""
     if path.exists() and not force:
-        raise OutputError(f"{path}: already exists (use --force / force=True to overwrite)")
+        raise OutputError(f"{path}: already exists (use --force to overwrite; force=True in Python)")
     if not path.parent.exists():
         raise OutputError(f"{path.parent}: output directory does not exist")
 
@@ -480,7 +480,7 @@ def atomic_path(path: str | os.PathLike, *, force: bool = False, suffix: str = "
             try:  # atomic no-overwrite: two writers cannot both succeed
                 os.link(tmp, path)
             except FileExistsError:
-                raise OutputError(f"{path}: already exists (use --force / force=True to overwrite)") from None
+                raise OutputError(f"{path}: already exists (use --force to overwrite; force=True in Python)") from None
             except OSError:  # a filesystem without hard links: replace (the check above ran)
                 os.replace(tmp, path)
         else:

@@ -176,9 +176,9 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
     check_precision(precision)
     LayerSpec(max_error, outliers, bias=bias)  # validate before any work
     if sum(v is not None for v in (max_error, psnr, bpp)) + bool(lossless) > 1:
-        raise InputError("give one of max_error, psnr, bpp, lossless")
+        raise InputError("give only one of --max-error, --psnr, --bpp, --lossless (max_error, psnr, bpp, lossless)")
     if sum(v is not None for v in (quality, step, psnr, bpp)) + bool(lossless) > 1:
-        raise InputError("give one of quality, step, psnr, bpp, lossless")
+        raise InputError("give only one of --quality, --psnr, --bpp, --lossless (quality, step, psnr, bpp, lossless)")
     searched = psnr is not None or bpp is not None or max_error is not None and quality is None and step is None
     bases = family_members(model) if searched or quality is not None \
         else [load_model(model) if isinstance(model, str) else model]
