@@ -57,3 +57,30 @@ def test_coordinates_and_crs_round_trip(sarc):
     rio = pytest.importorskip("rioxarray")
     assert ds.band_data.rio.crs.to_epsg() == 32633
     assert rio is not None
+
+
+def test_gcp_georeferencing_is_exposed_as_rioxarray_does(tmp_path, trained_tiny):
+    """A GCP-referenced raster (a GRD in radar geometry) opens with x / y at pixel centres, the
+    GCPs' CRS as the CRS, and its GCPs in the grid mapping, as rioxarray.open_rasterio gives them."""
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    x = synthetic_sar((96, 80), seed=4).astype(np.float32)
+    gcps = [GroundControlPoint(row=r, col=c, x=10.0 + c / 1000, y=45.0 - r / 1000, z=120.0, id=str(i), info="")
+            for i, (r, c) in enumerate([(0, 0), (0, 79), (95, 0), (95, 79), (48, 40)])]
+    with rasterio.open(tmp_path / "g.tif", "w", driver="GTiff", width=80, height=96, count=1, dtype="float32",
+                       gcps=gcps, crs=CRS.from_epsg(4326)) as ds:
+        ds.write(x, 1)
+    with rasterio.open(tmp_path / "g.tif") as ds:
+        assert ds.gcps[0] and ds.transform.is_identity
+        gcps = ds.gcps[0]  # as GDAL stored them (it renumbers the ids)
+    m = sarcodec.load_model(trained_tiny)
+    sarcodec.compress_file(tmp_path / "g.tif", tmp_path / "g.sarc", m, tile_size=64)
+    da = xr.open_dataarray(tmp_path / "g.sarc", engine="sarcodec", model=m)
+    assert float(da.x[0]) == 0.5 and float(da.y[-1]) == 95.5
+    rio = pytest.importorskip("rioxarray")
+    assert rio is not None and da.rio.crs.to_epsg() == 4326
+    got = da.rio.get_gcps()
+    assert [(g.row, g.col, g.x, g.y, g.z, g.id) for g in got] == [(g.row, g.col, g.x, g.y, g.z, g.id) for g in gcps]
+    ref = rio.open_rasterio(tmp_path / "g.tif")
+    assert [(g.row, g.col, g.x, g.y) for g in ref.rio.get_gcps()] == [(g.row, g.col, g.x, g.y) for g in got]

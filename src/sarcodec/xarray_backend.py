@@ -11,6 +11,7 @@ the ``xarray.backends`` entry point (``pip install sarcodec[xarray]``).
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 from typing import Any, Iterable
@@ -98,6 +99,17 @@ def open_sarc(path: str | os.PathLike, model: Any = None, kind: str | None = Non
             coords["y"] = f + e * (np.arange(rows) + 0.5)
         attrs_sr["GeoTransform"] = " ".join(str(v) for v in (c, a, b, f, d, e))
     crs = geo.get("crs")
+    gcps = geo.get("gcps") or []
+    if gcps:
+        # GCP-referenced (a GRD in radar geometry): as rioxarray opens such a file, x / y at pixel
+        # centres of the identity grid and the points as GeoJSON in the grid mapping's "gcps"
+        coords.setdefault("x", np.arange(cols) + 0.5)
+        coords.setdefault("y", np.arange(rows) + 0.5)
+        attrs_sr["gcps"] = json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {"id": g[5], "info": g[6], "row": g[0], "col": g[1]},
+             "geometry": {"type": "Point", "coordinates": [g[2], g[3]] if g[4] is None else [g[2], g[3], g[4]]}}
+            for g in gcps]})
+        crs = crs or geo.get("gcp_crs")
     if crs:
         attrs_sr["crs_wkt"] = crs
         attrs_sr["spatial_ref"] = crs
