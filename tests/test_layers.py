@@ -633,3 +633,42 @@ def test_context_sparse_residual_path_matches_reference():
             for p in range(len(L.PASSES)):
                 for x, y in zip(L._context(q, p), _context_reference(q, p, False)):
                     assert x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("kind", ["dn", "intensity", "db"])
+@pytest.mark.parametrize("bound", [0.25, 0.5, 1.0, 3.0])
+def test_integer_output_step_keeps_the_bound_after_rounding(kind, bound):
+    """Every stored integer v, reconstructed anywhere within half the step of
+    :func:`integer_output_step` (in dB) and rounded to an integer as the decoder does, stays
+    within the bound; the step is the full 2 x bound where rounding cannot matter."""
+    from sarcodec.layer import integer_output_step
+    from sarcodec.radiometry import from_intensity, to_intensity
+
+    vals = np.arange(-40, 25) if kind == "db" else np.concatenate([np.arange(1, 400), [1000, 20000, 65535]])
+    db = (lambda x: x) if kind == "db" else (lambda x: 10 * np.log10(to_intensity(np.asarray(x, float), kind)))
+    for v in vals:
+        step = integer_output_step(np.array([v]), kind, bound)
+        assert 0 < step <= 2 * bound
+        d = db(v) + np.linspace(-step / 2, step / 2, 41)
+        x = d if kind == "db" else from_intensity(10 ** (d / 10), kind)
+        err = np.abs(db(np.maximum(np.rint(x), 1e-9 if kind != "db" else -1e9)) - db(v))
+        assert err.max() <= bound + 1e-9, (v, step, err.max())
+    if kind == "dn":
+        assert integer_output_step(np.array([65535]), kind, bound) == pytest.approx(2 * bound, abs=1e-3)
+
+
+def test_max_error_holds_on_integer_output():
+    """uint16 DN compressed with --max-error decode (as uint16, the default) within the bound on
+    every valid pixel: the decoder's rounding to integers is part of what the bound covers."""
+    rng = np.random.default_rng(21)
+    x = synthetic_sar((128, 128), seed=21)
+    dn = np.clip(np.rint(np.sqrt(x / np.median(x)) * rng.choice([12, 40, 200], x.shape)), 0, 65535).astype(np.uint16)
+    for e in (0.5, 1.0):
+        data = sarcodec.encode(dn, "default", kind="dn", nodata=0, max_error=e, tile_size=64)
+        out = sarcodec.decode(data)
+        assert out.dtype == np.uint16
+        ok = dn > 0
+        err = np.abs(20 * np.log10(out[ok].astype(float) / dn[ok]))
+        assert err.max() <= e + 1e-6, err.max()
+        f = sarcodec.decode(data, dtype="float32")
+        assert np.abs(20 * np.log10(f[ok] / dn[ok])).max() <= e + 1e-4

@@ -263,7 +263,9 @@ def compress(
                                                "with a GPU, 0 on a CPU); the output does not change"),
     max_error: Optional[float] = typer.Option(None, "--max-error",
                                               help="Every valid pixel within this many dB of the original, by "
-                                                   "construction (a residual layer); without -q, on the rate point "
+                                                   "construction (a residual layer), in the output's dtype: on "
+                                                   "integer rasters the rounding to integers is covered too (a finer "
+                                                   "step where values are small); without -q, on the rate point "
                                                    "that gives the smallest file"),
     psnr: Optional[float] = typer.Option(None, "--psnr", help="Target PSNR (dB, clipped dB domain): the smallest file "
                                                                "that reaches it (searches the quality, and MSE pixel layers on "

@@ -353,7 +353,12 @@ def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: 
                                      step), model)
     for e in entries:
         rad = rads[e.band]
-        t, mask = rad.forward_unclipped(src.read(e.band, e.row, e.row + e.height, e.col, e.col + e.width))
+        vals = src.read(e.band, e.row, e.row + e.height, e.col, e.col + e.width)
+        t, mask = rad.forward_unclipped(vals)
+        integer = None
+        if spec.max_error_db is not None and spec.bound and np.issubdtype(np.dtype(src.dtype), np.integer):
+            # the decoder rounds to the file's integer dtype: the bound must hold after that
+            integer = (np.asarray(vals)[~mask], rad.kind)
         key = (e.band, e.row, e.col)
         if bases is not None and key in bases:
             base = bases[key]
@@ -362,7 +367,7 @@ def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: 
             if bases is not None:
                 base.setflags(write=False)  # shared by the trials: nothing may change it
                 bases[key] = base
-        blob, lay = make_layer(t, base, mask, spec, rad.lo_db, rad.hi_db)
+        blob, lay = make_layer(t, base, mask, spec, rad.lo_db, rad.hi_db, integer=integer)
         if blob:
             e.layer_offset, e.layer_length, e.layer_crc = writer.add_blob(blob)
         if stats is not None:

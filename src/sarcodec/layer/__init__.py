@@ -136,12 +136,52 @@ class LayerSpec:
                 "bias": self.bias, "peak_db": self.peak_db if self.outliers != "none" else None}
 
 
+def integer_output_step(values: np.ndarray, kind: str, max_error_db: float) -> float:
+    """The largest dB step of a bound layer with which every integer in ``values`` (a tile's valid
+    stored values, of ``kind``) still lies within ``max_error_db`` of itself once the decoder has
+    rounded its reconstruction to an integer. Two ways a value v is safe: its reconstruction stays
+    inside v's own rounding interval (v ± 1/2, then it comes back exactly: small DN, whose interval
+    is wide in dB), or within max_error minus what rounding can add next to it (large DN). The
+    step is twice the smallest of those allowances (at most 2 x max_error): halved at worst, for
+    the values where the two meet (DN ~17 at 0.5 dB)."""
+    from ..radiometry import to_intensity
+
+    v = np.unique(np.asarray(values, np.float64))
+    if kind != "db":
+        v = v[v > 0]
+    if v.size == 0:
+        return 2.0 * max_error_db
+
+    def db(x):
+        if kind == "db":
+            return x
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return 10.0 * np.log10(to_intensity(x, kind))
+
+    def lin(d):  # dB -> stored value
+        if kind == "db":
+            return d
+        i = np.power(10.0, d / 10.0)
+        return i if kind == "intensity" else np.sqrt(i)
+
+    dv = db(v)
+    below = np.where(v - 0.5 > 0, db(np.maximum(v - 0.5, 1e-300)), -np.inf) if kind != "db" else v - 0.5
+    exact = np.minimum(db(v + 0.5) - dv, dv - below)  # stays in v's rounding interval
+    x = lin(dv - max_error_db)  # the lowest reconstruction within the bound: rounding costs most there
+    x_lo = np.where(x - 0.5 > 0, db(np.maximum(x - 0.5, 1e-300)), -np.inf) if kind != "db" else x - 0.5
+    near = max_error_db - np.maximum(db(x + 0.5) - db(x), db(x) - x_lo)
+    allow = np.maximum(exact, near) - 1e-4  # a margin for the float synthesis and float32 storage
+    return float(min(2.0 * max_error_db, 2.0 * max(float(allow.min()), 1e-4)))
+
+
 def make_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, spec: LayerSpec,
-               lo_db: float, hi_db: float) -> tuple[bytes, LayerData]:
+               lo_db: float, hi_db: float, integer: tuple[np.ndarray, str] | None = None) -> tuple[bytes, LayerData]:
     """The encoder's side: the layer blob of one tile from the original ``t`` (normalised,
     unclipped), the base reconstruction ``base`` and the invalid-pixel ``mask``, and the layer as
     a decoder will read it (step and bias at the float32 precision the blob stores), so that the
-    encoder knows the reconstruction without decoding its own blob."""
+    encoder knows the reconstruction without decoding its own blob. ``integer``: (the tile's valid
+    stored values, their kind) when the decoder will round to integers: a bound layer then takes
+    the step of :func:`integer_output_step`, so that the bound holds after the rounding too."""
     span = hi_db - lo_db
     t = np.asarray(t, np.float64)
     base = np.asarray(base, np.float64)
@@ -149,6 +189,8 @@ def make_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, spec: L
     r = np.where(valid, t - base, 0.0)
     if spec.max_error_db is not None:
         step = 2.0 * spec.max_error_db / span
+        if integer is not None and spec.bound:
+            step = min(step, integer_output_step(integer[0], integer[1], spec.max_error_db) / span)
         # a hair below the bound: float32 storage and the synthesis' rounding stay inside it
         q = np.rint(r / step).astype(np.int64)
     else:
