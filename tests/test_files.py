@@ -302,3 +302,25 @@ def test_rgb_picture_is_refused_unless_a_kind_is_given(tmp_path, trained_tiny):
     assert not (tmp_path / "q.sarc").exists()
     compress_file(png, tmp_path / "q.sarc", str(trained_tiny), kind="dn")  # the user insists
     assert (tmp_path / "q.sarc").is_file()
+
+
+def test_progress_covers_every_pass(tmp_path):
+    """One bar over all the work: the pixel-layer pass reports progress too (half of each tile
+    after the first pass's half), and a --bpp search advances per trial encode, summing to the
+    raster's pixels either way; the CLI says up front what a search costs."""
+    import subprocess
+    import sys
+
+    import rasterio
+
+    x = synthetic_sar((160, 130), seed=31).astype(np.float32)
+    with rasterio.open(tmp_path / "p.tif", "w", driver="GTiff", width=130, height=160, count=1, dtype="float32") as ds:
+        ds.write(x, 1)
+    for kw, least in (({}, 2 * 9), ({"bpp": 1.0}, 5)):
+        calls = []
+        sarcodec.compress_file(tmp_path / "p.tif", tmp_path / "p.sarc", "default", tile_size=64, force=True,
+                               progress=calls.append, **kw)
+        assert sum(calls) == x.size and len(calls) >= least, (kw, calls)
+    r = subprocess.run([sys.executable, "-m", "sarcodec", "compress", str(tmp_path / "p.tif"), "-o",
+                        str(tmp_path / "q.sarc"), "--bpp", "1", "--tile", "64"], capture_output=True, text=True)
+    assert r.returncode == 0 and "trial encodes" in r.stderr, r.stderr

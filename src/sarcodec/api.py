@@ -232,7 +232,7 @@ def search_memo(pixels: int) -> dict | None:
 
 
 def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: float | None,
-                  pixels: int) -> bytes:
+                  pixels: int, on_trial=None) -> bytes:
     """Search (quality, max_error) for a PSNR or bpp target. ``encode_fn(model, step, max_error,
     stats) -> bytes`` encodes once and fills ``stats`` (squared error and count per band).
 
@@ -242,7 +242,8 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
     :func:`layer_bases` below the quality scan's crossing, from the crossing downward while a lower
     base does better, each walk starting where the previous base's crossed. The smallest file that
     meets a PSNR target, or the best PSNR that fits a bpp budget, wins. Returns its bytes, with the
-    target, the quality (and max_error) used and the PSNR reached recorded in its metadata."""
+    target, the quality (and max_error) used and the PSNR reached recorded in its metadata.
+    ``on_trial()`` is called after each trial encode (progress)."""
     import math
 
     tried: list[tuple[float, int, bytes, dict[str, float]]] = []  # (psnr, bytes, data, knob)
@@ -255,6 +256,8 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         p = math.inf if sse == 0 else 10 * math.log10(max(cnt, 1) / sse)
         # sized as it will be written: with the target's record (at most this long: "met" false)
         tried.append((p, len(_record_target(data, target, p, False, knob)), data, knob))
+        if on_trial is not None:
+            on_trial()
         return tried[-1]
 
     def at(q: float) -> tuple[float, int, bytes, dict]:

@@ -151,6 +151,9 @@ def default_kind(dtype: np.dtype) -> str:
     return "dn" if np.issubdtype(dtype, np.integer) else "intensity"
 
 
+SEARCH_TRIALS = 20  # trial encodes a --psnr / --bpp search typically makes (10-30 on the validation crops)
+
+
 def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, model: SarCodec | str = "default", *,
                   kind: str | None = None, tile_size: int = DEFAULT_TILE, force: bool = False,
                   progress: Progress | None = None, batch: int | None = None, refine: int = 0,
@@ -243,8 +246,18 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             if psnr is None and bpp is None:
                 data = min((in_memory(m, st, max_error) for m, st in bases), key=len)
             else:
+                done = [0]
+
+                def trial() -> None:  # a search's length is not known up front: 1/TRIALS of the bar each,
+                    if progress:      # up to 90% of it
+                        n = min(pixels // SEARCH_TRIALS, int(0.9 * pixels) - done[0])
+                        if n > 0:
+                            progress(n)
+                            done[0] += n
+
                 data = search_target(lambda m, st, e, stats: in_memory(m, st, e, stats, False), [m for m, _ in bases],
-                                     psnr=psnr, bpp=bpp, pixels=pixels)  # MSE layers: no bound is asked for
+                                     psnr=psnr, bpp=bpp, pixels=pixels, on_trial=trial)  # MSE layers: no bound asked
+                pixels -= done[0]
             unchanged()
             atomic_write(dst_path, data, force=force)
             size = len(data)

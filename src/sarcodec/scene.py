@@ -213,8 +213,9 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
         entries.append(writer.add_tile(e, payload))
         if keep is not None:
             keep[(e.band, e.row, e.col)] = payload
-        if progress:
-            progress(e.height * e.width)
+        if progress:  # with a pixel layer, its pass reports the other half (one bar over both)
+            n = e.height * e.width
+            progress(n if keep is None else n // 2)
 
     in_flight: deque[tuple[TileEntry, np.ndarray, Future]] = deque()
 
@@ -284,7 +285,7 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
                 memo[pay_key] = pay_rec
         if keep is not None:
             bases = memo.setdefault(("bases",) + pay_key[1:], {}) if memo is not None else None
-            encode_layers(src, model, rads, writer, entries, keep, tile, layer, stats, step, bases)
+            encode_layers(src, model, rads, writer, entries, keep, tile, layer, stats, step, bases, progress)
     finally:
         model.train(was)
     return entries, invalid
@@ -341,11 +342,13 @@ class _MemoryReader:
 def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter,
                   entries: list[TileEntry], payloads: dict[tuple[int, int, int], bytes], tile: int,
                   spec: LayerSpec, stats: dict[str, Any] | None = None, step: int = STEP_ONE,
-                  bases: dict[tuple[int, int, int], np.ndarray] | None = None) -> None:
+                  bases: dict[tuple[int, int, int], np.ndarray] | None = None,
+                  progress: Callable[[int], None] | None = None) -> None:
     """Second pass of :func:`encode_tiles`: each tile's pixel layer against the base reconstruction
     a decoder will synthesise (same code path), written beside the tile. ``stats``: see
     :func:`encode_tiles`. ``bases``: base reconstructions of this very base layer by tile, reused
-    when present and filled in otherwise (a search's trials, see ``memo``)."""
+    when present and filled in otherwise (a search's trials, see ``memo``). ``progress``: the
+    pixels of each tile done, less the half the first pass reported."""
     if stats is not None:
         stats["sse"] = [0.0] * src.bands
         stats["count"] = [0] * src.bands
@@ -370,6 +373,9 @@ def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: 
         blob, lay = make_layer(t, base, mask, spec, rad.lo_db, rad.hi_db, integer=integer)
         if blob:
             e.layer_offset, e.layer_length, e.layer_crc = writer.add_blob(blob)
+        if progress:
+            n = e.height * e.width
+            progress(n - n // 2)
         if stats is not None:
             rec = lay.apply(base, rad.lo_db, rad.hi_db)
             ok = ~mask
