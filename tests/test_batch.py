@@ -107,3 +107,34 @@ def test_summary_table_tells_same_names_apart(tmp_path):
     long = [{"input": str(tmp_path / ("x" * 90) / "scene.tif"), "status": "ok", "bpp": 0.5, "seconds": 1.0,
              "error": None}, rows[0]]
     assert "…" in summary_table(long) and "/scene.tif" in summary_table(long)
+
+
+def test_ctrl_c_during_a_cluster_batch_leaves_no_temporaries(tmp_path, trained_tiny):
+    """SIGINT while a LocalCluster compresses: exit 130, the tasks not started are cancelled, the
+    cluster closes, and nothing half-written (no .part file) is left in the output tree."""
+    import os
+    import signal
+    import time
+
+    pytest.importorskip("distributed")
+    src = tmp_path / "in"
+    x = synthetic_sar((512, 512), seed=5).astype(np.float32)
+    src.mkdir()
+    for i in range(8):
+        with rasterio.open(src / f"s{i}.tif", "w", driver="GTiff", width=512, height=512, count=1,
+                           dtype="float32") as ds:
+            ds.write(x, 1)
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "sarcodec", "compress", str(src), "-o", f"{out}/", "--cluster",
+                          "local:2", "--model", str(trained_tiny), "--tile", "128"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not (out.exists() and any(
+            ".part" in f or f.endswith(".sarc") for _, _, fs in os.walk(out) for f in fs)):
+        time.sleep(0.05)  # until the workers are writing
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=180)
+    assert p.returncode == 130, err.decode()[-2000:]
+    left = [f for _, _, fs in os.walk(out) for f in fs if ".part" in f or f.startswith(".")]
+    assert left == [], left
+    assert err.decode().count("Traceback") == 0

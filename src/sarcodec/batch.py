@@ -96,16 +96,50 @@ def _map(task: Callable, jobs: list[tuple], client: Any, progress: Callable[[dic
     futs = [client.submit(task, *j, pure=False, key=f"sarcodec-{i}-{Path(j[0]).name}") for i, j in enumerate(jobs)]
     index = {f.key: i for i, f in enumerate(futs)}
     rows: list[dict | None] = [None] * len(futs)
-    for fut in as_completed(futs):
-        i = index[fut.key]
-        try:
-            rows[i] = fut.result()
-        except Exception as e:  # noqa: BLE001 - a worker lost mid-task
-            rows[i] = {"input": jobs[i][0], "output": jobs[i][1], "status": "error", "bpp": None, "seconds": None,
-                       "error": f"task failed on the cluster: {type(e).__name__}: {e}", "exit_code": 6}
-        if progress:
-            progress(rows[i])
+    try:
+        for fut in as_completed(futs):
+            i = index[fut.key]
+            try:
+                rows[i] = fut.result()
+            except Exception as e:  # noqa: BLE001 - a worker lost mid-task
+                rows[i] = {"input": jobs[i][0], "output": jobs[i][1], "status": "error", "bpp": None, "seconds": None,
+                           "error": f"task failed on the cluster: {type(e).__name__}: {e}", "exit_code": 6}
+            if progress:
+                progress(rows[i])
+    except BaseException:  # Ctrl-C, SIGTERM: start nothing more (a running task cannot be stopped)
+        client.cancel([f for f in futs if not f.done()])
+        raise
     return rows  # type: ignore[return-value]
+
+
+def remove_temporaries(outputs: Sequence[str | os.PathLike]) -> None:
+    """After an interrupted batch whose workers are gone (their cluster closed): remove what they
+    were writing beside ``outputs`` (temporary files of writers no longer running)."""
+    from .container import remove_stale_temporaries
+
+    for o in outputs:
+        remove_stale_temporaries(Path(o))
+
+
+def close_cluster(client: Any, interrupted: bool = False) -> None:
+    """Close ``client`` and the LocalCluster it started, if any. ``interrupted``: quietly (closing
+    a cluster whose tasks were cancelled makes dask log a warning per lost task)."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("distributed", "distributed.worker", "distributed.nanny",
+                                               "distributed.scheduler", "distributed.core")]
+    levels = [lg.level for lg in loggers]
+    if interrupted:
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+    try:
+        cl = client.cluster
+        client.close()
+        if cl is not None:
+            cl.close()
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
 
 
 def compress_files(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, client: Any = None, *,

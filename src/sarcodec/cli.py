@@ -164,7 +164,7 @@ def _batch(fn, files: list[Path], out: Path, cluster: Optional[str], model: Opti
            kwargs: dict) -> None:
     """Several files: one task each (here or on a Dask cluster), continuing past failures; a
     summary table, a log line per file, and the exit code of the first failure (0 if none)."""
-    from .batch import batch_exit_code, cluster_client, summary_table
+    from .batch import batch_exit_code, close_cluster, cluster_client, output_paths, remove_temporaries, summary_table
 
     client = cluster_client(cluster) if cluster else None
     done = [0]
@@ -175,14 +175,17 @@ def _batch(fn, files: list[Path], out: Path, cluster: Optional[str], model: Opti
         err.print(f"[{done[0]}/{len(files)}] {row['input']} -> {row['output']}: {row['status']}{bpp}"
                   + (f" ({row['error']})" if row["error"] else ""))
 
+    interrupted = False
     try:
         rows = fn(files, out, client, model=model, skip_existing=skip_existing, progress=log, **kwargs)
+    except BaseException:
+        interrupted = True
+        raise
     finally:
         if client is not None:
-            cl = client.cluster
-            client.close()
-            if cl is not None:
-                cl.close()
+            close_cluster(client, interrupted)
+            if interrupted:  # the cluster's workers are gone: what they were writing goes too
+                remove_temporaries(output_paths(files, out, ".sarc" if fn.__name__.startswith("compress") else ".tif"))
     console.print(summary_table(rows))
     code = batch_exit_code(rows)
     if code:
