@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -359,15 +360,23 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
                 out = rasterio.open(target, "w", **profile)
             try:
-                with out:
-                    # tile by tile (not full-width strips): memory stays O(tile), whatever the width
+                with out, ThreadPoolExecutor(1) as writer:
+                    # tile by tile (not full-width strips): memory stays O(tile), whatever the width. GDAL
+                    # compresses and writes a tile in one thread (it releases the GIL) while this one
+                    # decodes the next: at most one tile waits, and a write's error is raised here
+                    pending = None
                     for b in range(nb):
                         for e in dec.tiles_in(b, r0, r0 + h, c0, c0 + w):
                             a0, a1 = max(e.row, r0), min(e.row + e.height, r0 + h)
                             b0, b1 = max(e.col, c0), min(e.col + e.width, c0 + w)
                             block = dec.read_band(b, a0, a1, b0, b1, kind=kind, dtype=out_dtype, progress=progress,
                                                   counts=counts)
-                            out.write(block, b + 1, window=Window(b0 - c0, a0 - r0, b1 - b0, a1 - a0))
+                            if pending is not None:
+                                pending.result()
+                            pending = writer.submit(out.write, block, b + 1,
+                                                    window=Window(b0 - c0, a0 - r0, b1 - b0, a1 - a0))
+                    if pending is not None:
+                        pending.result()
                     _copy_annotations(out, geo, hdr, nb, r0, c0, GroundControlPoint, CRS, out_kind)
                 if cog:
                     from rasterio.shutil import copy as rio_copy
