@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..entropy import fill_escapes
+from ..entropy import fill_escapes, stable_order
 from ..errors import InputError
 
 if TYPE_CHECKING:
@@ -253,9 +253,7 @@ class _Models:
 def _groups(cls: np.ndarray):
     """(class, flat indices) in increasing class order, each in raster order."""
     flat = cls.reshape(-1)
-    # classes fit in a byte: numpy's stable sort of a uint8 array is a radix sort (same order)
-    small = flat.size and 0 <= flat.min() and flat.max() < 256
-    order = np.argsort(flat.astype(np.uint8) if small else flat, kind="stable")
+    order = stable_order(flat, N_CLASSES)  # a radix sort: classes fit in a byte
     bounds = np.flatnonzero(np.diff(flat[order])) + 1
     for grp in np.split(order, bounds):
         if grp.size:
