@@ -198,7 +198,7 @@ def rd_lambda(step: float) -> float:
     return 2.0 * np.log(2.0) * step * step / 12.0
 
 
-def _proxy_cost(c: np.ndarray, s: float, nrm: float, lam: float) -> float:
+def proxy_cost(c: np.ndarray, s: float, nrm: float, lam: float) -> float:
     """The best basis' cost of band ``c`` (synthesis norm ``nrm``) at step ``s``: squared error
     (in residual units) of the scalar quantiser plus ``lam`` times the bits the dependent
     quantiser's context model would spend on its levels (the estimate of its first iteration) and
@@ -211,22 +211,24 @@ def _proxy_cost(c: np.ndarray, s: float, nrm: float, lam: float) -> float:
     return err + lam * (bits + 8 * (PACKET_BAND_BYTES + 3 * tables))
 
 
-def best_basis(r: np.ndarray, step: float, depth: int = PACKET_DEPTH) -> Tree:
+def best_basis(r: np.ndarray, step: float, depth: int = PACKET_DEPTH) -> tuple[Tree, float]:
     """The packet tree of residual ``r`` (0 on invalid pixels) at ``step`` that a cheap rate
     estimate prefers (Coifman and Wickerhauser's best basis with a rate-distortion cost, bottom
-    up: a band is split where its four children cost less than it does). Cost: squared error +
-    make_layer's lambda * estimated bits; child norms are the parent's times one level's."""
+    up: a band is split where its four children cost less than it does), and its estimated cost.
+    Cost: squared error + make_layer's lambda * estimated bits (:func:`proxy_cost`); child norms
+    are the parent's times one level's."""
     lam = rd_lambda(step)
     one = packet_norms((64, 64), (None, None, None, None))
 
     def rec(x, nrm, d):
-        leaf = _proxy_cost(x, step / nrm, nrm, lam)
+        leaf = proxy_cost(x, step / nrm, nrm, lam)
         if d == 0 or min(x.shape) < PACKET_MIN_SIZE:
             return leaf, None
         subs = [rec(b, nrm * v, d - 1) for b, v in zip(split_band(x), one)]
         total = sum(c for c, _ in subs)
         return (total, tuple(t for _, t in subs)) if total < leaf else (leaf, None)
-    return rec(np.asarray(r, np.float64), 1.0, depth)[1]
+    cost, tree = rec(np.asarray(r, np.float64), 1.0, depth)
+    return tree, cost
 
 
 def encode_packet_layer(r: np.ndarray, step: float, tree: Tree | str = "best") -> tuple[bytes, np.ndarray]:
@@ -242,7 +244,7 @@ def encode_packet_layer(r: np.ndarray, step: float, tree: Tree | str = "best") -
     falls towards the Nyquist frequency inside them: on the GRD validation crops at 1-2 bpp the
     packet basis gains 0.3-0.6 dB over the dyadic transform at the same rate."""
     if isinstance(tree, str):
-        tree = best_basis(r, step)
+        tree = best_basis(r, step)[0]
     bits = tree_bits(tree)
     blobs, res = _dq_bands(r, step, tree)
     return b"".join([_HEAD.pack(_MAGIC, 8, float(step), 0.0, 0), struct.pack("<B", len(bits)),
