@@ -226,3 +226,70 @@ def test_search_trials_share_latents_and_bases(family, img, monkeypatch):
         for h in hooks:
             h.remove()
     assert sarcodec.api.search_memo(2**27) is None  # too large to keep: trials recompute
+
+
+def test_sample_blocks_spread_over_the_raster():
+    """A large raster is searched on blocks from every cell of a grid shaped like it, each inside
+    the raster and apart from the others; a small one (or a thin strip) is searched whole."""
+    from sarcodec.api import SAMPLE_BLOCK, SAMPLE_BLOCKS, SAMPLE_FROM, read_sample, sample_blocks
+
+    b = SAMPLE_BLOCK
+    assert sample_blocks(1024, 1024) is None and sample_blocks(100, 10**6) is None
+    for rows, cols in ((2048, 2048), (17000, 25000), (2000, 12000), (300, 40000)):
+        assert rows * cols >= SAMPLE_FROM
+        corners = sample_blocks(rows, cols)
+        assert 1 <= len(corners) <= SAMPLE_BLOCKS + 3 and len(set(corners)) == len(corners)
+        assert all(0 <= r <= rows - b and 0 <= c <= cols - b for r, c in corners), (rows, cols)
+        rs, cs = sorted({r for r, _ in corners}), sorted({c for _, c in corners})
+        assert all(y - x >= b for x, y in zip(rs, rs[1:])) and all(y - x >= b for x, y in zip(cs, cs[1:]))
+        assert len(rs) * len(cs) == len(corners)  # a full grid
+    x = np.arange(2 * 2048 * 2048, dtype=np.float32).reshape(2, 2048, 2048)
+    m = read_sample(lambda k, r0, r1, c0, c1: x[k, r0:r1, c0:c1], 2, 2048, 2048)
+    r, c = sample_blocks(2048, 2048)[5]
+    g = m.shape[2] // b
+    np.testing.assert_array_equal(m[1, (5 // g) * b:(5 // g + 1) * b, (5 % g) * b:(5 % g + 1) * b], x[1, r:r + b, c:c + b])
+
+
+@pytest.fixture
+def small_sample(monkeypatch):
+    """Sampling thresholds scaled down so that a 256^2 raster is searched on a sample (4 blocks of 64^2)."""
+    monkeypatch.setattr(sarcodec.api, "SAMPLE_BLOCK", 64)
+    monkeypatch.setattr(sarcodec.api, "SAMPLE_BLOCKS", 4)
+    monkeypatch.setattr(sarcodec.api, "SAMPLE_FROM", 3 * 4 * 64 * 64)
+
+
+@pytest.mark.parametrize("target", [{"bpp": 1.0}, {"psnr": 33.0}])
+def test_sampled_search_meets_the_target_on_the_whole(family, small_sample, monkeypatch, target):
+    """The search runs on the sample; the whole raster is encoded at most three times and its file
+    meets the target within 3% of the budget (0.06 dB of the PSNR), as recorded."""
+    img = sarcodec.data.synthetic_sar((256, 256), seed=8)
+    shapes = []
+    orig = sarcodec.api._encode_one
+    monkeypatch.setattr(sarcodec.api, "_encode_one", lambda a, *p, **k: shapes.append(a.shape) or orig(a, *p, **k))
+    d = sarcodec.encode(img, family, tile_size=64, **target)
+    whole = shapes.count(img.shape)
+    assert 1 <= whole <= 3 and shapes.count((128, 128)) == len(shapes) - whole > whole, shapes
+    tg = ContainerReader(d).header.metadata["target"]
+    assert tg["met"], tg
+    if "bpp" in target:
+        assert 0.97 <= 8 * len(d) / img.size <= 1.0
+    else:
+        assert 33.0 <= _psnr(img, d) <= 33.06 + 0.05 and tg["psnr_reached"] == pytest.approx(_psnr(img, d), abs=0.05)
+    assert sarcodec.decode(d).shape == img.shape
+
+
+def test_sampled_search_of_a_file_uses_the_files_clip_bounds(family, small_sample, tmp_path):
+    """compress_file samples a large raster too: the file meets the budget, its radiometry is the
+    whole raster's, and the progress bar still sums to the raster's pixels."""
+    import rasterio
+
+    img = sarcodec.data.synthetic_sar((256, 256), seed=9).astype(np.float32)
+    with rasterio.open(tmp_path / "s.tif", "w", driver="GTiff", width=256, height=256, count=1, dtype="float32") as ds:
+        ds.write(img, 1)
+    calls = []
+    r = sarcodec.compress_file(tmp_path / "s.tif", tmp_path / "s.sarc", "default", bpp=1.0, tile_size=64,
+                               progress=calls.append)
+    assert 0.97 <= r["bpp"] <= 1.0 and sum(calls) == img.size
+    ref = sarcodec.encode(img, family, quality=2, tile_size=64)
+    h, h_ref = ContainerReader(tmp_path / "s.sarc").header, ContainerReader(ref).header
+    assert h.metadata["target"]["met"] and h.bands[0]["radiometry"] == h_ref.bands[0]["radiometry"]

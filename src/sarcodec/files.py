@@ -35,6 +35,7 @@ from .parallel import check_workers
 from .radiometry import check_kind, check_nodata, check_output_dtype
 from .scene import (
     DEFAULT_TILE,
+    ArraySource,
     check_lossless_dtype,
     check_precision,
     check_tile_size,
@@ -152,7 +153,6 @@ def default_kind(dtype: np.dtype) -> str:
     return "dn" if np.issubdtype(dtype, np.integer) else "intensity"
 
 
-SEARCH_TRIALS = 20  # trial encodes a --psnr / --bpp search typically makes (10-30 on the validation crops)
 
 
 def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, model: SarCodec | str = "default", *,
@@ -173,7 +173,7 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
     that marks invalid pixels, overriding the file's own (decoded files declare it)."""
     import io
 
-    from .api import coding_points, coding_step, family_members, search_memo, search_target
+    from .api import coding_points, coding_step, family_members, read_sample, search_memo, search_target
 
     check_tile_size(tile_size)
     check_workers(workers)
@@ -214,24 +214,29 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
         nd = ds.nodata if nodata is None else check_nodata(nodata)  # an override is what the output declares
         geo["nodata"] = _json_num(nd)
 
+        def radiometry(m: SarCodec) -> list:
+            return fit_radiometry(src, kind, nd, clip_defaults(m, clip), read_decimated=src.read_decimated)
+
         def encode_to(fh, m: SarCodec, st: int, err: float | None, stats: dict | None = None, show=progress,
-                      bnd: bool = bound, memo: dict | None = None) -> int:
+                      bnd: bool = bound, memo: dict | None = None, part: tuple | None = None) -> int:
+            # part: (source, radiometry) of a search's sample instead of the raster
             spec = LayerSpec(err, outliers, bias=bias, bound=bnd)
             st = coding_step(m, st, lossless)
-            rads = fit_radiometry(src, kind, nd, clip_defaults(m, clip), read_decimated=src.read_decimated)
-            header = new_header(model_info(m), src, rads, tile_size, list(ds.descriptions),
+            source, rads = part if part is not None else (src, radiometry(m))
+            header = new_header(model_info(m), source, rads, tile_size, list(ds.descriptions),
                                 {"geo": geo, "source": Path(src_path).name,
                                  **coding_metadata(m, st, spec, clip, lossless)})
             writer = ContainerWriter(fh)
-            return encode_container(src, m, rads, writer, header, show, batch, refine, workers, precision, spec,
+            return encode_container(source, m, rads, writer, header, show, batch, refine, workers, precision, spec,
                                     stats, memo)
 
         # only a target search re-encodes the same (model, step): other multi-encode paths try distinct models
         memo = search_memo(src.bands * src.rows * src.cols) if psnr is not None or bpp is not None else None
 
-        def in_memory(m: SarCodec, st: int, err: float | None, stats: dict | None = None, bnd: bool = bound) -> bytes:
+        def in_memory(m: SarCodec, st: int, err: float | None, stats: dict | None = None, bnd: bool = bound,
+                      part: tuple | None = None, memo: dict | None = memo) -> bytes:
             buf = io.BytesIO()
-            encode_to(buf, m, st, err, stats, None, bnd, memo)
+            encode_to(buf, m, st, err, stats, None, bnd, memo, part)
             return buf.getvalue()
 
         def unchanged() -> None:  # an input overwritten while we read it would mix two scenes
@@ -249,15 +254,22 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
             else:
                 done = [0]
 
-                def trial() -> None:  # a search's length is not known up front: 1/TRIALS of the bar each,
-                    if progress:      # up to 90% of it
-                        n = min(pixels // SEARCH_TRIALS, int(0.9 * pixels) - done[0])
+                def trial(share: float) -> None:  # a search's length is not known up front: each trial
+                    if progress:                  # its usual share of the bar, up to 90% of it
+                        n = min(int(share * pixels), int(0.9 * pixels) - done[0])
                         if n > 0:
                             progress(n)
                             done[0] += n
 
+                mosaic = read_sample(src.read, src.bands, src.rows, src.cols)
+                sample = None
+                if mosaic is not None:  # a large raster: searched on a sample, with the raster's clip bounds
+                    part = (ArraySource(mosaic), radiometry(bases[0][0]))
+                    smemo: dict = {}
+                    sample = (lambda m, st, e, stats: in_memory(m, st, e, stats, False, part, smemo), int(mosaic.size))
                 data = search_target(lambda m, st, e, stats: in_memory(m, st, e, stats, False), [m for m, _ in bases],
-                                     psnr=psnr, bpp=bpp, pixels=pixels, on_trial=trial)  # MSE layers: no bound asked
+                                     psnr=psnr, bpp=bpp, pixels=pixels, on_trial=trial,
+                                     sample=sample)  # MSE layers: no bound asked
                 pixels -= done[0]
             unchanged()
             atomic_write(dst_path, data, force=force)
