@@ -2,9 +2,11 @@
 
     python benchmarks/rd_test.py --model default-q1 --model default-q2 ... [--json out.json]
     python benchmarks/rd_test.py --family default --quality 0 --quality 0.5 ... [--ladder]
+    python benchmarks/rd_test.py --family default --bpp 0.15 --bpp 0.25 ... [--part 0/2]
 
 The second form codes at continuous qualities of a family (``sarcodec.encode(quality=)``);
-``--ladder`` adds MSE pixel layers: every max_error step of the ladder on every base quality the
+``--bpp`` codes through the search a user calls (`compress --bpp`), one point per budget: the
+R-D of the path itself, not a hull of many encodes. ``--ladder`` adds MSE pixel layers: every max_error step of the ladder on every base quality the
 ``--psnr``/``--bpp`` search tries (the benchmark's ``ladder_grid``: what the search chooses
 from), and keeps the Pareto points of all.
 
@@ -42,6 +44,10 @@ def main() -> None:
     ap.add_argument("--family", default=None, help="a bundled family, coded at each --quality")
     ap.add_argument("--quality", action="append", type=float, default=[])
     ap.add_argument("--ladder", action="store_true", help="also max_error pixel layers beyond the qualities")
+    ap.add_argument("--bpp", action="append", type=float, default=[],
+                    help="with --family: code through the --bpp search a user calls, one point per budget")
+    ap.add_argument("--part", default=None, metavar="K/N",
+                    help="only every N-th image from the K-th (0-based): runs in parallel, joined with --merge")
     ap.add_argument("--data", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-jxl", action="store_true")
@@ -69,11 +75,15 @@ def main() -> None:
     if root is None:
         sys.exit("no data: pass --data or place ../shared/sar")
     scenes = benchmark_scenes(root, a.split, tuple(a.val_locations.split(",")))
-    if bool(a.model) == bool(a.family and a.quality):
-        sys.exit("give --model ... or --family F --quality Q ...")
-    if a.family:  # (label, encode kwargs): one point per quality
+    if a.part:
+        k, n = (int(v) for v in a.part.split("/"))
+        scenes = scenes[k::n]
+    if bool(a.model) == bool(a.family and (a.quality or a.bpp)):
+        sys.exit("give --model ... or --family F --quality Q ... (or --bpp B ...)")
+    if a.family:  # (label, encode kwargs): one point per quality, or per budget through the search
         fam_models = sarcodec.api.family_members(a.family)
-        points = [(f"q={q:g}", {"model": fam_models, "quality": q}) for q in a.quality]
+        points = [(f"q={q:g}", {"model": fam_models, "quality": q}) for q in a.quality] \
+            + [(f"bpp={b:g}", {"model": fam_models, "bpp": b}) for b in a.bpp]
     else:
         # label each rate point by what was asked for (checkpoint files may share an internal name)
         points = [(Path(m).stem if m.endswith(".pt") else m, {"model": sarcodec.load_model(m)}) for m in a.model]
