@@ -139,14 +139,19 @@ def _progress():
                     transient=False, disable=not err.is_terminal)
 
 
-def _raster_pixels(path: Path) -> Optional[int]:
+def _raster_shape(path: Path) -> Optional[tuple[int, int, int]]:
     try:
         import rasterio
 
         with rasterio.open(path) as ds:
-            return ds.count * ds.height * ds.width
+            return ds.count, ds.height, ds.width
     except Exception:  # noqa: BLE001 - compress_file reports unreadable inputs properly
         return None
+
+
+def _raster_pixels(path: Path) -> Optional[int]:
+    s = _raster_shape(path)
+    return None if s is None else s[0] * s[1] * s[2]
 
 
 def _sarc_pixels(path: Path, window) -> Optional[int]:
@@ -272,9 +277,10 @@ def compress(
                                                    "that gives the smallest file"),
     psnr: Optional[float] = typer.Option(None, "--psnr", help="Target PSNR (dB, clipped dB domain): the smallest file "
                                                                "that reaches it (searches the quality, and MSE pixel layers on "
-                                                               "each base quality: ~10-30 trial encodes, ~0.01-0.02 MP/s on 2 cores)"),
+                                                               "each base quality, by trial encodes: ~0.025 MP/s on 2 cores up to "
+                                                               "~3 MP per band, ~0.13 MP/s on large scenes, searched on a sample)"),
     bpp: Optional[float] = typer.Option(None, "--bpp", help="Target bits per pixel: the best PSNR within it (the best "
-                                                             "rate-distortion; searched like --psnr, ~0.01-0.02 MP/s on 2 cores)"),
+                                                             "rate-distortion; searched like --psnr)"),
     clip: Optional[str] = typer.Option(None, "--clip", help="LO,HI percentiles of the coded dB range (default 0.1,99.9)"),
     outliers: str = typer.Option("high", "--outliers",
                                  help="Pixels beyond the coded range kept within 0.35 dB: high (bright targets), "
@@ -335,10 +341,14 @@ def compress(
     else:
         m = load_model(model, device=dev)
     if psnr is not None or bpp is not None:  # say up front what a search costs
-        px = sum(_raster_pixels(f) or 0 for f in files)
-        err.print(f"{'--psnr' if psnr is not None else '--bpp'}: the encoder searches by trial encodes (typically "
-                  f"10-30 of each image; ~0.01-0.02 MP/s on 2 CPU cores): about {px / 0.015e6 / 60:.0f} min for "
-                  f"{px / 1e6:.1f} MP here. The default settings encode in one pass (~0.4 MP/s).")
+        from .api import search_seconds
+
+        shapes = [s for s in map(_raster_shape, files) if s is not None]
+        secs, px = sum(search_seconds(*s) for s in shapes), sum(b * r * c for b, r, c in shapes)
+        err.print(f"{'--psnr' if psnr is not None else '--bpp'}: the encoder searches by trial encodes (8-21 of "
+                  f"a raster up to ~3 MP per band; of a larger one, ~18 of a 1 MP sample per band, then 2-3 "
+                  f"one-pass encodes of the whole): about {max(1, round(secs / 60))} min for {px / 1e6:.1f} MP "
+                  f"here on 2 CPU cores. The default settings encode in one pass (~0.4 MP/s).")
     with _progress() as prog:
         for f, o in zip(files, outs):
             task = prog.add_task(f.name, total=_raster_pixels(f))  # a total: the bar shows an ETA
