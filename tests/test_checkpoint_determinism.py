@@ -1,4 +1,5 @@
 import hashlib
+import os
 import subprocess
 import sys
 
@@ -37,11 +38,23 @@ def test_corrupt_and_missing_checkpoints(trained_tiny, tmp_path):
 
 
 DECODE_SCRIPT = """
-import sys, hashlib, numpy as np, torch, sarcodec
+import sys, hashlib, numpy as np, torch
+if len(sys.argv) > 4:  # MKL used before sarcodec is imported: its reproducible mode cannot be set
+    torch.randn(64, 64) @ torch.randn(64, 64)
+import sarcodec
 torch.set_num_threads(int(sys.argv[3]))
 out = sarcodec.decode(open(sys.argv[1], 'rb').read(), sarcodec.load_model(sys.argv[2]), normalized=True)
 print(hashlib.sha256(np.ascontiguousarray(out).tobytes()).hexdigest())
 """
+
+# MKL's AVX2 code path splits SGEMM reductions by thread count where its AVX-512 path does not:
+# forcing it shows on any Intel machine what an AVX2-only CI runner does.
+AVX2 = {**os.environ, "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def _decode_digest(f, ckpt, threads, env=None, mkl_first=False):
+    args = [sys.executable, "-c", DECODE_SCRIPT, str(f), str(ckpt), str(threads)] + (["mkl-first"] if mkl_first else [])
+    return subprocess.run(args, capture_output=True, text=True, check=True, env=env).stdout.strip()
 
 
 @pytest.mark.parametrize("arch", ["residual", "hyperprior", "hyperprior-step", "fast-q2"])
@@ -64,12 +77,21 @@ def test_decode_bit_identical_across_processes_and_threads(arch, trained_tiny, t
     f = tmp_path / "img.sarc"
     f.write_bytes(data)
     here = hashlib.sha256(np.ascontiguousarray(sarcodec.decode(data, m, normalized=True)).tobytes()).hexdigest()
-    digests = []
-    for threads in (1, 2):
-        r = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, str(f), str(ckpt), str(threads)],
-                           capture_output=True, text=True, check=True)
-        digests.append(r.stdout.strip())
-    assert digests == [here, here]
+    digests = [_decode_digest(f, ckpt, threads, env) for env in (None, AVX2) for threads in (1, 2)]
+    assert digests == [here] * 4
+
+
+def test_decode_reproducible_when_mkl_ran_first(tmp_path, sar_300x437):
+    """MKL used before ``import sarcodec`` keeps its default mode; the synthesis then runs on one
+    thread, so 1 and 2 threads still give the same pixels on that machine."""
+    from conftest import small_model
+
+    ckpt = tmp_path / "hp.pt"
+    sarcodec.save_checkpoint(small_model("hyperprior"), ckpt)
+    f = tmp_path / "img.sarc"
+    f.write_bytes(sarcodec.encode(sar_300x437, sarcodec.load_model(ckpt), tile_size=256, step=0.7))
+    one, two = (_decode_digest(f, ckpt, threads, AVX2, mkl_first=True) for threads in (1, 2))
+    assert one == two
 
 
 def test_encode_is_deterministic_too(trained_tiny, sar_300x437):

@@ -5,6 +5,7 @@
 >>> data = sarcodec.encode(intensity, model)                 # bytes of a .sarc container
 >>> restored = sarcodec.decode(data)                         # model found from the header
 """
+from . import _reproducible  # noqa: F401,E402  first: MKL reads its mode at its first call
 from .api import decode, encode
 from .checkpoint import list_pretrained, load_checkpoint, load_model, save_checkpoint
 from .errors import (

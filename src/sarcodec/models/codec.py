@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._reproducible import synthesis_threads
 from ..entropy import STEP_ONE
 from ..errors import ModelError
 from .latent_codecs import decode_tile
@@ -122,17 +123,25 @@ class SarCodec(nn.Module):
     @torch.no_grad()
     def synthesize(self, y_hat: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """ŷ -> pixels. On the CPU this bypasses oneDNN, whose (transposed) convolutions split
-        reductions by thread count: the native kernels give the same bits with 1 or 16 threads
-        (~20% slower; measured). Same-bits-everywhere for the latents is guaranteed separately."""
+        reductions by thread count, for the native kernels (~20% slower; measured), whose GEMMs
+        give the same bits with 1 or 16 threads under MKL's strict reproducible mode (see
+        ``sarcodec._reproducible``; on one thread where that mode is not in force).
+        Same-bits-everywhere for the latents is guaranteed separately."""
         was = self.training
         self.eval()
+        dev = next(self.parameters()).device
+        threads = torch.get_num_threads()
+        single = dev.type == "cpu" and threads > 1 and synthesis_threads() == 1
         try:
-            dev = next(self.parameters()).device
+            if single:
+                torch.set_num_threads(1)
             with warnings.catch_warnings():  # the flag context warns about Intel-GPU TF32 each time
                 warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
                 with torch.backends.mkldnn.flags(enabled=dev.type != "cpu"):
                     return self.g_s(y_hat.to(dev)).clamp(0.0, 1.0)[..., :h, :w]
         finally:
+            if single:
+                torch.set_num_threads(threads)
             self.train(was)
 
     @torch.no_grad()
