@@ -98,8 +98,22 @@ def scene(shape=(96, 80), seed=3) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "vectors")
+    ap.add_argument("--pixels-only", action="store_true",
+                    help="keep the .sarc files and their integers; decode them again for the pixel references "
+                         "(after a change of how the synthesis rounds, not of the format)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.pixels_only:
+        table = json.loads((a.out / "vectors.json").read_text())
+        pixels = {}
+        for name, v in table.items():
+            out = sarcodec.decode((a.out / v["file"]).read_bytes())
+            v["pixels_sha256"] = pixels_digest(out)
+            if not name.startswith("lossless"):
+                pixels[name] = out
+        (a.out / "vectors.json").write_text(json.dumps(table, indent=1) + "\n")
+        np.savez_compressed(a.out / "pixels.npz", **pixels)
+        return
     x = scene()
     dn = np.stack([np.sqrt(synthetic_sar((96, 80), seed=s) * 3e5).round().clip(0, 65535) for s in (7, 8)]).astype("uint16")
     dn[1, 40:50, 30:44] = 0  # nodata 0

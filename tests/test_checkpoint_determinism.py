@@ -138,3 +138,14 @@ def test_loading_other_weights_invalidates_tables_and_hash(trained_tiny):
     m.load_state_dict(sarcodec.load_model(trained_tiny).state_dict())
     assert m.weights_hash() != before
     assert m.weights_hash() == sarcodec.load_model(trained_tiny).weights_hash()
+
+
+def test_mkl_runs_in_its_strict_reproducible_mode():
+    """``import sarcodec`` put MKL (where torch has it) in strict CNR mode before its first call."""
+    import platform
+
+    from sarcodec._reproducible import mkl_strict, synthesis_threads
+
+    if not (torch.backends.mkl.is_available() and platform.machine() in ("x86_64", "AMD64")):
+        pytest.skip("no MKL in this torch build")
+    assert mkl_strict() and synthesis_threads() is None

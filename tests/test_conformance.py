@@ -2,10 +2,11 @@
 every tile and layer form the encoder writes, decoded by this sarcodec.
 
 The entropy-decoded integers (latents, layer values) must match their SHA-256 exactly: they are
-exact on every machine by design. The decoded pixels must match their SHA-256 on the machine the
-vectors were made on; elsewhere the learned synthesis may round its last float bits differently
-(other CPU kernels), so there they must match the stored reference pixels to within 1e-3 dB (a
-change of decoding moves them by far more) and the test says the hash differed.
+exact on every machine by design. The decoded pixels match their SHA-256 wherever the learned
+synthesis rounds as on the machine the vectors were made on (x86-64 CPUs under MKL's strict
+reproducible mode, see ``sarcodec._reproducible``); elsewhere (other kernels, a GPU) they must
+match the stored reference pixels to within 1e-3 dB (a change of decoding moves them by far more)
+and the test says the hash differed.
 """
 from __future__ import annotations
 
@@ -52,12 +53,17 @@ def test_vector_decodes_to_its_reference(name):
     with np.load(VECTORS / "pixels.npz") as ref:
         assert name in ref.files, f"{name}: lossless pixels changed (SHA-256 differs)"
         want = ref[name]
-    assert np.array_equal(np.isnan(out), np.isnan(want)) if out.dtype.kind == "f" else True
     ok = np.isfinite(want) & (want > 0)
-    assert np.array_equal(out[~ok], want[~ok]), f"{name}: invalid / zero pixels changed"
-    err = np.abs(10 * np.log10(out[ok].astype(np.float64) / want[ok]))
-    assert err.max() <= 1e-3, f"{name}: decoded pixels differ from the reference by up to {err.max():.2e} dB"
-    warnings.warn(f"{name}: pixels within {err.max():.1e} dB of the reference but not bit-identical "
+    assert np.array_equal(out[~ok], want[~ok], equal_nan=out.dtype.kind == "f"), f"{name}: invalid / zero pixels changed"
+    if out.dtype.kind in "iu":  # a last-bit difference may round an integer output the other way
+        step = np.abs(out[ok].astype(np.int64) - want[ok]).max()
+        assert step <= 1, f"{name}: decoded integers differ from the reference by up to {step}"
+        within = "1 unit"
+    else:
+        err = np.abs(10 * np.log10(out[ok].astype(np.float64) / want[ok]))
+        assert err.max() <= 1e-3, f"{name}: decoded pixels differ from the reference by up to {err.max():.2e} dB"
+        within = f"{err.max():.1e} dB"
+    warnings.warn(f"{name}: pixels within {within} of the reference but not bit-identical "
                   "(float rounding of the synthesis on this CPU)")
 
 
