@@ -252,6 +252,14 @@ SAMPLE_BLOCK = 256
 SAMPLE_BLOCKS = 16
 SAMPLE_FROM = 3 * SAMPLE_BLOCKS * SAMPLE_BLOCK ** 2  # pixels per band from which a search samples (~3 MP)
 _WHOLE_TRIALS = 3  # encodes of the whole raster after a sampled search, at most
+# A bracket narrower than JUMP_WIDTH (knob units: quality, log max_error) is not bisected further
+# once neither end could reach the aim even at JUMP_SLOPES times the line's slope across it: the
+# aim then lies in a jump of the outcome (the size of a 512^2 crop can step 5% between max_error
+# 1.1725 and 1.1736 where a tile's layer changes form). Wider brackets are always bisected: a
+# slope taken where a layer codes almost nothing can be 10x too flat, so the test takes at least the
+# typical slope (Search.typical_slope).
+JUMP_WIDTH = 0.05
+JUMP_SLOPES = 2.0
 
 
 def sample_blocks(rows: int, cols: int) -> list[tuple[int, int]] | None:
@@ -383,7 +391,12 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
                 m, st = quality_point(bases, q)
                 return self.run(m, st, None, {"quality": round(q, 4)})
 
-            return Line(self, at, QUALITY_MIN, float(n + 1), 3.0 if psnr_goal else 0.55, 1.5)
+            return Line(self, at, QUALITY_MIN, float(n + 1), self.typical_slope(False), 1.5)
+
+        def typical_slope(self, layer: bool) -> float:
+            """d score / d knob as measured on the validation crops: per quality unit, or per unit
+            of log max_error along a pixel layer."""
+            return (-8.5 if psnr_goal else -0.9) if layer else (3.0 if psnr_goal else 0.55)
 
         def layer_line(self, qb: float, slope: float, reach: float = 1.0) -> Line:
             m, st = quality_point(bases, qb)
@@ -392,7 +405,9 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
                 e = math.exp(u)
                 return self.run(m, st, e, {"quality": qb, "max_error": round(e, 4)})
 
-            return Line(self, at, math.log(ERROR_LADDER[-1]), math.log(ERROR_LADDER[0]), slope, reach)
+            line = Line(self, at, math.log(ERROR_LADDER[-1]), math.log(ERROR_LADDER[0]), slope, reach)
+            line.typical = self.typical_slope(True)
+            return line
 
     class Line:
         """One candidate along knob ``u`` in [lo, hi] of a :class:`Search`; ``slope``: the prior
@@ -401,6 +416,7 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         def __init__(self, s: Search, evaluate, lo: float, hi: float, slope: float, reach: float):
             self.s, self.evaluate, self.lo, self.hi, self.slope, self.reach = s, evaluate, lo, hi, slope, reach
             self.pts: list[tuple[float, tuple]] = []
+            self.typical = slope  # a slope magnitude the line surely reaches where it codes (jump test)
 
         def at(self, u: float) -> None:
             u = min(self.hi, max(self.lo, u))
@@ -440,6 +456,9 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
             (ua, ta) = pr[0]
             if self.bracketed():
                 (ub, tb) = pr[1]
+                if abs(ub - ua) < JUMP_WIDTH and min(abs(s.aim - s.score(ta)), abs(s.aim - s.score(tb))) > \
+                        JUMP_SLOPES * max(abs(self.slope), abs(self.typical)) * abs(ub - ua):
+                    return None  # the aim lies in a jump inside the bracket: no knob value lands near it
                 f = (s.aim - s.score(ta)) / (s.score(tb) - s.score(ta))
                 return ua + min(0.85, max(0.15, f)) * (ub - ua)
             d = self.fitted_slope()
@@ -509,7 +528,7 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         prev: Line | None = None
         prev_gain = lines[0][0]
         for qb in sorted((q for q in layer_bases(n) if q < cross), reverse=True):
-            line = s.layer_line(qb, prev.fitted_slope() if prev else (-8.5 if psnr_goal else -0.9))
+            line = s.layer_line(qb, prev.fitted_slope() if prev else s.typical_slope(True))
             # an MSE layer's step sets the PSNR it reaches: error ~ step / sqrt(12) where it codes,
             # so max_error ~ 55 x the RMS error aimed at (normalised; 50-80 measured on the
             # validation locations at 0.5-1.5 bpp); below the first base the max_error that
