@@ -293,3 +293,49 @@ def test_sampled_search_of_a_file_uses_the_files_clip_bounds(family, small_sampl
     ref = sarcodec.encode(img, family, quality=2, tile_size=64)
     h, h_ref = ContainerReader(tmp_path / "s.sarc").header, ContainerReader(ref).header
     assert h.metadata["target"]["met"] and h.bands[0]["radiometry"] == h_ref.bands[0]["radiometry"]
+
+
+def _fake_outcome(family, m, st, e):
+    """A synthetic R-D model: quality q costs 400 * 2^(0.8 q) bytes for 20 + 3 q dB; an MSE layer
+    of max_error e adds 6 ln(4 / e) dB for 500 ln(4 / e)^1.5 bytes."""
+    q = [b.name for b in family].index(m.name) + 1 - math.log2(st / 64)
+    size, p = 400 * 2 ** (0.8 * q), 20 + 3 * q
+    if e is not None and e < 4:
+        size, p = size + 500 * math.log(4 / e) ** 1.5, p + 6 * math.log(4 / e)
+    return size, p
+
+
+def _fake_search(family, monkeypatch, budget, jump=None):
+    """search_target on :func:`_fake_outcome` (no encoding), at a bpp budget over 10^4 pixels.
+    ``jump=(model name, step, e0)``: on that base a layer finer than e0 is 6% larger and 0.3 dB
+    better (a tile's layer changing form). Returns (trials (name, step, e, bytes), knob, bpp)."""
+    knobs, trials = [], []
+    monkeypatch.setattr(sarcodec.api, "_record_target", lambda data, target, p, met, knob=None: knobs.append(knob) or data)
+
+    def encode_fn(m, st, e, stats):
+        size, p = _fake_outcome(family, m, st, e)
+        if jump is not None and e is not None and (m.name, st) == jump[:2] and e < jump[2]:
+            size, p = size * 1.06, p + 0.3
+        stats["sse"], stats["count"] = [10000 * 10 ** (-p / 10)], [10000]
+        trials.append((m.name, st, e, int(size)))
+        return b"x" * int(size)
+
+    data = sarcodec.api.search_target(encode_fn, list(family), psnr=None, bpp=budget, pixels=10000)
+    return trials, knobs[-1], 8 * len(data) / 10000
+
+
+def test_search_does_not_bisect_a_jump(family, monkeypatch):
+    """Where the budget falls inside a jump of the winning line (just above the jump the file is 3%
+    under the budget, just below it 3% over), the search stops narrowing the jump after a few
+    trials (it used to bisect it to the end of its refining budget), and the file fits."""
+    _, knob, _ = _fake_search(family, monkeypatch, 1.5)
+    m, st = quality_point(family, knob["quality"])
+    lo, hi = math.log(knob["max_error"]), math.log(4.0)  # the coarser e for 3% less
+    goal = 0.97 * _fake_outcome(family, m, st, knob["max_error"])[0]
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _fake_outcome(family, m, st, math.exp(mid))[0] > goal else (lo, mid)
+    e_j = math.exp(lo)
+    trials, knob, got = _fake_search(family, monkeypatch, 1.5, jump=(m.name, st, e_j))
+    near = [t for t in trials if (t[0], t[1]) == (m.name, st) and t[2] and abs(math.log(t[2] / e_j)) < 0.03]
+    assert got <= 1.5 and len(near) <= 3, trials
