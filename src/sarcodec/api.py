@@ -391,7 +391,8 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
                 m, st = quality_point(bases, q)
                 return self.run(m, st, None, {"quality": round(q, 4)})
 
-            return Line(self, at, QUALITY_MIN, float(n + 1), self.typical_slope(False), 1.5)
+            typical = self.typical_slope(False)
+            return Line(self, at, QUALITY_MIN, float(n + 1), typical, 1.5, typical)
 
         def typical_slope(self, layer: bool) -> float:
             """d score / d knob as measured on the validation crops: per quality unit, or per unit
@@ -405,18 +406,18 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
                 e = math.exp(u)
                 return self.run(m, st, e, {"quality": qb, "max_error": round(e, 4)})
 
-            line = Line(self, at, math.log(ERROR_LADDER[-1]), math.log(ERROR_LADDER[0]), slope, reach)
-            line.typical = self.typical_slope(True)
-            return line
+            return Line(self, at, math.log(ERROR_LADDER[-1]), math.log(ERROR_LADDER[0]), slope, reach,
+                        self.typical_slope(True))
 
     class Line:
         """One candidate along knob ``u`` in [lo, hi] of a :class:`Search`; ``slope``: the prior
-        d score / d u; ``reach``: the longest secant step."""
+        d score / d u; ``reach``: the longest secant step; ``typical``: a slope the line surely
+        reaches where it codes (:meth:`Search.typical_slope`, for the jump test)."""
 
-        def __init__(self, s: Search, evaluate, lo: float, hi: float, slope: float, reach: float):
+        def __init__(self, s: Search, evaluate, lo: float, hi: float, slope: float, reach: float, typical: float):
             self.s, self.evaluate, self.lo, self.hi, self.slope, self.reach = s, evaluate, lo, hi, slope, reach
+            self.typical = typical
             self.pts: list[tuple[float, tuple]] = []
-            self.typical = slope  # a slope magnitude the line surely reaches where it codes (jump test)
 
         def at(self, u: float) -> None:
             u = min(self.hi, max(self.lo, u))
