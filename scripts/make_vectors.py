@@ -107,9 +107,10 @@ def main() -> None:
         table = json.loads((a.out / "vectors.json").read_text())
         pixels = {}
         for name, v in table.items():
-            out = sarcodec.decode((a.out / v["file"]).read_bytes())
+            data = (a.out / v["file"]).read_bytes()
+            out = sarcodec.decode(data)
             v["pixels_sha256"] = pixels_digest(out)
-            if not name.startswith("lossless"):
+            if not ContainerReader(data).header.metadata.get("lossless"):
                 pixels[name] = out
         (a.out / "vectors.json").write_text(json.dumps(table, indent=1) + "\n")
         np.savez_compressed(a.out / "pixels.npz", **pixels)
