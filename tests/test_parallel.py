@@ -100,8 +100,13 @@ def test_automatic_worker_count(monkeypatch):
     assert auto_workers(MIN_TILES - 1, "cuda") == 0  # a pool costs more than it saves
     assert auto_workers(100, "cuda") == 15  # the GPU leaves coding to the CPU: every core but one
     assert auto_workers(100, "cpu") == 0  # the transforms already use the cores
+    # pixel layers decode on one core each (NumPy, GIL): a worker per core, at most one per layer
+    assert auto_workers(4, "cpu", layers=4) == 4
+    assert auto_workers(100, "cpu", layers=100) == 16
+    assert auto_workers(100, "cpu", layers=1) == 0
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert auto_workers(100, "cuda") == 1
+    assert auto_workers(100, "cpu", layers=30) == 2
 
 
 def test_spawned_workers_get_a_pickled_coder(model, monkeypatch):
@@ -143,3 +148,54 @@ def test_planned_decoding_leaves_no_latent_to_the_main_process(model, image, mon
     assert not local
     sarcodec.decode(data, model, workers=0, window=(0, 0, 64, 64))
     assert len(local) == 2 * 4  # two bands, the tile and its 3 neighbours
+
+
+def test_pixel_layers_decode_in_workers(model, image, monkeypatch):
+    """A file with pixel layers decodes to the same pixels with its layers decoded ahead in
+    worker processes (none left to the main process, also for a window), and by default uses
+    such a pool on a CPU; a lossless file's tiles (all layer) too."""
+    import sarcodec.layer as layer
+    import sarcodec.parallel as parallel
+
+    data = sarcodec.encode(image, model, tile_size=64, max_error=1.0, workers=0)
+    local = []
+    real = layer.decode_layer
+    monkeypatch.setattr(layer, "decode_layer", lambda *a: local.append(1) or real(*a))
+    full = sarcodec.decode(data, model, normalized=True, workers=0)
+    assert len(local) == 2 * 30
+    local.clear()
+    np.testing.assert_array_equal(sarcodec.decode(data, model, normalized=True, workers=2), full)
+    win = (70, 40, 190, 150)
+    np.testing.assert_array_equal(sarcodec.decode(data, model, normalized=True, window=win, workers=2),
+                                  full[:, 40:190, 70:260])
+    assert not local
+    pools = []
+    real_pool = parallel.CoderPool
+    monkeypatch.setattr(parallel, "CoderPool", lambda *a: pools.append(a[1]) or real_pool(*a))
+    np.testing.assert_array_equal(sarcodec.decode(data, model, normalized=True), full)  # automatic
+    assert pools and pools[0] >= 1 and not local
+    dn = (image[0] * 1000).astype(np.uint16)
+    packed = sarcodec.encode(dn, model, lossless=True, tile_size=64)
+    np.testing.assert_array_equal(sarcodec.decode(packed, workers=2), dn)
+    np.testing.assert_array_equal(sarcodec.decode(packed, workers=0), dn)
+
+
+def test_a_corrupted_layer_decoded_in_a_worker_names_its_tile(model, image):
+    """A pixel layer that passes its checksum but does not decode (forged) is a
+    CorruptedFileError naming the tile, from a worker as from the main process."""
+    import zlib
+
+    from sarcodec.container import ContainerReader, with_header
+    from sarcodec.errors import CorruptedFileError
+
+    data = bytearray(sarcodec.encode(image, model, tile_size=64, max_error=1.0, workers=0))
+    hdr = ContainerReader(bytes(data)).header
+    e = next(t for t in hdr.tiles if t.layer_length > 40)
+    blob = bytearray(data[e.layer_offset:e.layer_offset + e.layer_length])
+    blob[2] = 77  # an unknown layer form
+    data[e.layer_offset:e.layer_offset + e.layer_length] = blob
+    e.layer_crc = zlib.crc32(bytes(blob))
+    forged = with_header(bytes(data), hdr)
+    for w in (0, 2):
+        with pytest.raises(CorruptedFileError, match=f"row {e.row}, col {e.col}.*unknown layer form"):
+            sarcodec.decode(forged, model, workers=w)

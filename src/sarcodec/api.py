@@ -747,7 +747,9 @@ def decode(data: bytes | str, model: SarCodec | str | Sequence[SarCodec] | None 
     pixels set to nodata (NaN for floats without nodata). ``normalized=True`` returns the codec's
     [0, 1] reconstruction. ``window=(col_off, row_off, width, height)`` decodes only the tiles it
     touches (and their neighbours' latents); it equals the same window of a full decode.
-    ``workers``: processes that entropy-decode tiles ahead (as in :func:`encode`).
+    ``workers``: processes that entropy-decode tiles and their pixel layers ahead (default:
+    automatic, :func:`sarcodec.parallel.auto_workers`: on a CPU, one per core for a file with
+    pixel layers; 0: none); the pixels are the same whatever the number.
     """
     if kind is not None:
         check_kind(kind)

@@ -378,8 +378,9 @@ def decompress(
     device: Optional[str] = typer.Option(None, help="Where the synthesis transform runs: cpu, cuda, cuda:1 "
                                                     "(default: cuda if available); the latents are identical everywhere"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
-                                          help="Processes entropy-decoding tiles in parallel (default: CPU cores - 1 "
-                                               "with a GPU, 0 on a CPU); the output does not change"),
+                                          help="Processes entropy-decoding tiles and their pixel layers ahead (default: "
+                                               "CPU cores - 1 with a GPU; on a CPU, one per core for files with pixel "
+                                               "layers, else 0); the output does not change"),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Run the batch on Dask: local, local:N or tcp://HOST:PORT"),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Leave outputs that already exist alone"),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs"),

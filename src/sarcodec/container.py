@@ -432,17 +432,25 @@ class ContainerReader:
                 f"{self.name}: nodata mask of tile (band {entry.band}, row {entry.row}, col {entry.col}) checksum mismatch")
         return unpack_mask(blob, (entry.height, entry.width))
 
-    def tile_layer(self, entry: TileEntry):
-        """The tile's pixel layer (:class:`sarcodec.layer.LayerData`), or None when it has none."""
+    def tile_layer_blob(self, entry: TileEntry) -> tuple[bytes, str] | None:
+        """The tile's pixel-layer blob, checksum checked, and the name its errors give it (for
+        :func:`sarcodec.layer.decode_layer`); None when the tile has no layer."""
         if not entry.layer_length:
             return None
-        from .layer import decode_layer
-
         blob = self._read(entry.layer_offset, entry.layer_length)
         where = f"tile (band {entry.band}, row {entry.row}, col {entry.col})"
         if zlib.crc32(blob) != entry.layer_crc:
             raise CorruptedFileError(f"{self.name}: pixel layer of {where} checksum mismatch (file corrupted)")
-        return decode_layer(blob, (entry.height, entry.width), f"{self.name}: {where}")
+        return blob, f"{self.name}: {where}"
+
+    def tile_layer(self, entry: TileEntry):
+        """The tile's pixel layer (:class:`sarcodec.layer.LayerData`), or None when it has none."""
+        found = self.tile_layer_blob(entry)
+        if found is None:
+            return None
+        from .layer import decode_layer
+
+        return decode_layer(found[0], (entry.height, entry.width), found[1])
 
 
 def check_output_path(path: Path, force: bool) -> None:

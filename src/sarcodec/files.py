@@ -321,7 +321,7 @@ def decompress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, *,
                     overview_resampling: str = "average") -> dict[str, Any]:
     """Decode a .sarc file to a GeoTIFF (or COG) with the original georeferencing and tags.
     ``device``: where the file's model is loaded when ``model`` is not a loaded model (default
-    cpu); ``workers``: processes that entropy-decode tiles ahead (see :func:`sarcodec.decode`)."""
+    cpu); ``workers``: processes that decode tiles' latents and pixel layers ahead (see :func:`sarcodec.decode`)."""
     import rasterio
     from rasterio.control import GroundControlPoint
     from rasterio.crs import CRS

@@ -1,4 +1,4 @@
-"""Entropy coding of tiles in worker processes.
+"""Entropy coding of tiles, and decoding of their pixel layers, in worker processes.
 
 A tile's range coding (and the fixed-point hyper-synthesis that picks its probability tables)
 is pure CPU integer work that holds the GIL, so threads do not overlap it (measured: 8 tiles,
@@ -6,7 +6,8 @@ is pure CPU integer work that holds the GIL, so threads do not overlap it (measu
 a copy of the model's exact coder (:meth:`SarCodec.coder`: integer tables and fixed-point
 weights, no transforms), while the main process runs the transforms. Integer arithmetic only:
 a tile's bytes and decoded latents are the same in any process, so parallel and sequential
-coding give byte-identical files (tested).
+coding give byte-identical files (tested). A tile's pixel layer (:mod:`sarcodec.layer`: NumPy and
+range decoding, the GIL held) decodes to the same integers in any process too.
 
 On Linux the workers are forked, as PyTorch's DataLoader workers are: a forked child starts at
 once, needs nothing from ``__main__`` (a spawned one re-imports the user's script, which breaks
@@ -78,6 +79,12 @@ def _decode(data: bytes, y_shape: tuple[int, ...]) -> np.ndarray:
     return decode_tile(_CODER, data, y_shape)
 
 
+def _decode_layer(blob: bytes, shape: tuple[int, int], where: str) -> Any:
+    from .layer import decode_layer
+
+    return decode_layer(blob, shape, where)
+
+
 def result(fut: Future) -> Any:
     """A pool task's result; a worker that died (the kernel's out-of-memory killer, most often)
     is a ResourceError (exit 6) that says what to do, not a bare BrokenProcessPool."""
@@ -94,20 +101,29 @@ def check_workers(workers: int | None) -> int | None:
     return workers
 
 
-def auto_workers(n_tiles: int, device: str) -> int:
-    """Worker processes for a job of ``n_tiles`` tiles when the user did not say.
+def auto_workers(n_tiles: int, device: str, layers: int = 0) -> int:
+    """Worker processes for a job of ``n_tiles`` tiles, ``layers`` of them with a pixel layer to
+    decode, when the user did not say.
 
     * On a GPU the transforms are fast and the CPU-side coding is the bottleneck (about 0.13 s
       per 1024 px tile on one core): one worker per CPU core but one (the main process feeds
       the GPU), at most 16.
-    * On a CPU, none: the transforms already keep every core busy through PyTorch's threads and
-      coding is under 10% of the work (1024 px tile on 2 cores: analysis 1.0 s, coding 0.1 s,
-      synthesis 2.2 s). Measured on 2 cores, a 4096^2 array: 0.91 / 0.90 / 0.93 MP/s encode
-      and 0.58 / 0.56 / 0.58 MP/s decode with 0 / 1 / 2 workers (benchmarks/parallel_coding.py).
+    * Pixel layers to decode (two or more): one worker per core, at most one per layer. A
+      layer decodes on one core at ~1-3 MP/s (NumPy per lattice column, the GIL held), as slow
+      as the synthesis or slower, so layers decoded ahead in other processes overlap it
+      (``benchmarks/scene_speed.py``).
+    * Otherwise, on a CPU, none: the transforms already keep every core busy through PyTorch's
+      threads and latent coding is under 10% of the work (1024 px tile on 2 cores: analysis
+      1.0 s, coding 0.1 s, synthesis 2.2 s). Measured on 2 cores, a 4096^2 array: 0.91 / 0.90 /
+      0.93 MP/s encode and 0.58 / 0.56 / 0.58 MP/s decode with 0 / 1 / 2 workers
+      (benchmarks/parallel_coding.py).
     """
-    if n_tiles < MIN_TILES or device != "cuda":
-        return 0
-    return max(1, min((os.cpu_count() or 1) - 1, MAX_AUTO_WORKERS))
+    cores = os.cpu_count() or 1
+    if n_tiles >= MIN_TILES and device == "cuda":
+        return max(1, min(cores - 1, MAX_AUTO_WORKERS))
+    if layers >= 2:
+        return min(cores, layers, MAX_AUTO_WORKERS)
+    return 0
 
 
 class CoderPool:
@@ -137,6 +153,10 @@ class CoderPool:
     def decode(self, data: bytes, y_shape: tuple[int, ...]) -> Future:
         return self._submit(_decode, bytes(data), tuple(y_shape))
 
+    def decode_layer(self, blob: bytes, shape: tuple[int, int], where: str) -> Future:
+        """A tile's pixel layer (:func:`sarcodec.layer.decode_layer`; needs no coder)."""
+        return self._submit(_decode_layer, bytes(blob), tuple(shape), where)
+
     def close(self, cancel: bool = False) -> None:
         self._ex.shutdown(wait=True, cancel_futures=cancel)
 
@@ -148,9 +168,10 @@ class CoderPool:
 
 
 @contextmanager
-def coder_pool(coder: Any, n_tiles: int, device: str, workers: int | None) -> Iterator[CoderPool | None]:
+def coder_pool(coder: Any, n_tiles: int, device: str, workers: int | None, layers: int = 0
+               ) -> Iterator[CoderPool | None]:
     """A :class:`CoderPool` of ``workers`` processes (None: :func:`auto_workers`), or None for 0."""
-    n = auto_workers(n_tiles, device) if check_workers(workers) is None else min(workers, n_tiles)
+    n = auto_workers(n_tiles, device, layers) if check_workers(workers) is None else min(workers, n_tiles)
     if n == 0:
         yield None
         return

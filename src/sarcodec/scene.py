@@ -431,15 +431,16 @@ def fit_radiometry(src: Source, kind: str, nodata: float | None, defaults: dict[
 class SceneDecoder:
     """Decodes tiles of one container; caches decoded latents (bounded LRU).
 
-    With a :class:`~sarcodec.parallel.CoderPool`, the latents that :meth:`plan` says will be
-    needed are entropy-decoded ahead in the pool's processes (at most ``2 * workers`` waiting)
-    while this process synthesises pixels; the latents are the same either way."""
+    With a :class:`~sarcodec.parallel.CoderPool`, the latents and pixel layers that :meth:`plan`
+    says will be needed are entropy-decoded ahead in the pool's processes (at most ``2 *
+    workers`` waiting) while this process synthesises pixels; they are the same either way."""
 
     def __init__(self, reader: ContainerReader, model: SarCodec, cache_tiles: int | None = None,
                  pool: CoderPool | None = None):
         self.reader, self.model, self.pool = reader, model, pool
-        self._ahead: deque[tuple[int, int, int]] = deque()  # keys to decode ahead, in order of need
-        self._pending: dict[tuple[int, int, int], Future] = {}
+        # what to decode ahead, in order of need: ("latent" | "layer", tile key)
+        self._ahead: deque[tuple[str, tuple[int, int, int]]] = deque()
+        self._pending: dict[tuple[str, tuple[int, int, int]], Future] = {}
         self.hdr = reader.header
         self.halo_latents = int(self.hdr.metadata.get("halo_latents", getattr(model, "halo_latents", 4)))
         # "crop": at the raster's border the synthesis sees the image edge (files since format 2);
@@ -478,31 +479,50 @@ class SceneDecoder:
 
     def plan(self, bands: Iterable[int], r0: int, r1: int, c0: int, c1: int) -> None:
         """Announce that the window rows r0:r1, cols c0:c1 of ``bands`` will be read next, band by
-        band, tile by tile: with a pool, their latents are decoded ahead. Without one, a no-op."""
+        band, tile by tile: with a pool, their latents (none in a lossless file) and pixel layers
+        are decoded ahead. Without one, a no-op."""
         if self.pool is None:
             return
+        lossless = bool(self.hdr.metadata.get("lossless"))
         seen = set(self._ahead)
         for b in bands:
             for e in self.tiles_in(b, r0, r1, c0, c1):
-                for key in self._neighbourhood(e):
-                    if key not in seen:
-                        seen.add(key)
-                        self._ahead.append(key)
+                # the layer first: the slower to decode, and the first a tile's pixels ask for
+                keys = [("layer", (e.band, e.row, e.col))] if e.layer_length else []
+                keys += [] if lossless else [("latent", k) for k in self._neighbourhood(e)]
+                for item in keys:
+                    if item not in seen:
+                        seen.add(item)
+                        self._ahead.append(item)
 
     def _top_up(self) -> None:
         while self.pool is not None and self._ahead and len(self._pending) < 2 * self.pool.workers:
-            key = self._ahead.popleft()
-            if key not in self.cache and key not in self._pending:
-                e = self.by_pos[key]
-                self._pending[key] = self.pool.decode(self.reader.tile_bytes(e),
-                                                      self.model.latent_shape(e.height, e.width))
+            item = self._ahead.popleft()
+            kind, key = item
+            if item in self._pending or kind == "latent" and key in self.cache:
+                continue
+            e = self.by_pos[key]
+            if kind == "latent":
+                self._pending[item] = self.pool.decode(self.reader.tile_bytes(e),
+                                                       self.model.latent_shape(e.height, e.width))
+            else:
+                blob, where = self.reader.tile_layer_blob(e)
+                self._pending[item] = self.pool.decode_layer(blob, (e.height, e.width), where)
+
+    def tile_layer(self, e: TileEntry):
+        """The tile's pixel layer (:class:`sarcodec.layer.LayerData`; None if it has none), from
+        the pool when it was decoded ahead."""
+        self._top_up()
+        fut = self._pending.pop(("layer", (e.band, e.row, e.col)), None)
+        self._top_up()
+        return self.reader.tile_layer(e) if fut is None else pool_result(fut)
 
     def latent(self, key: tuple[int, int, int]) -> torch.Tensor:
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
         self._top_up()  # the first call submits the first keys, this one included
-        fut = self._pending.pop(key, None)
+        fut = self._pending.pop(("latent", key), None)
         self._top_up()
         if fut is not None:
             y = torch.from_numpy(pool_result(fut))[0]
@@ -583,7 +603,7 @@ class SceneDecoder:
         rad = Radiometry.from_dict(self.hdr.bands[band]["radiometry"])
 
         def block(e: TileEntry, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-            lay = self.reader.tile_layer(e)
+            lay = self.tile_layer(e)
             if lay is None:
                 return self.tile_pixels(e, rows, cols)  # only the part of the tile the window needs
             g = lay.reach  # a restoration filter reads a ring around the window (within the tile)
@@ -625,7 +645,7 @@ class SceneDecoder:
                        dtype: Any, progress: Callable[[int], None] | None) -> np.ndarray:
         """A lossless file's stored integers (exact), converted only when another kind is asked."""
         def block(e: TileEntry, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-            lay = self.reader.tile_layer(e)
+            lay = self.tile_layer(e)
             if lay is None or lay.q is None:  # an all-zero tile
                 return np.zeros((rows[1] - rows[0], cols[1] - cols[0]), np.int64)
             return lay.q[rows[0]:rows[1], cols[0]:cols[1]]
@@ -648,18 +668,20 @@ class SceneDecoder:
 
 
 @contextmanager
-def window_decoder(reader: ContainerReader, model: SarCodec, r0: int, r1: int, c0: int, c1: int,
+def window_decoder(reader: ContainerReader, model: SarCodec | None, r0: int, r1: int, c0: int, c1: int,
                    workers: int | None = None) -> Iterator[SceneDecoder]:
     """A :class:`SceneDecoder` planned for reading rows r0:r1, cols c0:c1 of every band, band by
-    band and tile by tile, with ``workers`` processes decoding latents ahead (None: automatic,
-    see :func:`sarcodec.parallel.auto_workers`; 0: none)."""
+    band and tile by tile, with ``workers`` processes decoding latents and pixel layers ahead
+    (None: automatic, see :func:`sarcodec.parallel.auto_workers`; 0: none). A lossless file
+    needs no ``model``."""
     dec = SceneDecoder(reader, model)
     nb = reader.header.shape[0]
-    if reader.header.metadata.get("lossless"):  # no learned layer to decode
-        yield dec
-        return
-    n_tiles = sum(1 for b in range(nb) for _ in dec.tiles_in(b, r0, r1, c0, c1))
-    with coder_pool(model.coder(dec.step), n_tiles, next(model.parameters()).device.type, workers) as pool:
+    lossless = bool(reader.header.metadata.get("lossless"))
+    tiles = [e for b in range(nb) for e in dec.tiles_in(b, r0, r1, c0, c1)]
+    layered = sum(1 for e in tiles if e.layer_length)
+    coder = None if lossless else model.coder(dec.step)
+    device = "cpu" if lossless else next(model.parameters()).device.type
+    with coder_pool(coder, len(tiles), device, workers, layers=layered) as pool:
         dec.pool = pool
         dec.plan(range(nb), r0, r1, c0, c1)
         yield dec
