@@ -77,8 +77,9 @@ def encode(
     go through the analysis transform together (default: 4 on a GPU, 1 on a CPU). ``refine`` > 0
     runs that many steps of encoder-side latent refinement per tile (slower encoding, smaller
     files at the same quality; decoding unchanged, see :mod:`sarcodec.models.refine`).
-    ``workers`` processes entropy-code tiles in parallel (default: automatic, see
-    :func:`sarcodec.parallel.auto_workers`; 0: none); the bytes are the same whatever the number.
+    ``workers`` processes entropy-code tiles and code their pixel layers in parallel (default:
+    automatic, see :func:`sarcodec.parallel.auto_workers`: for latents none on a CPU, for pixel
+    layers one per core; 0: none); the bytes are the same whatever the number.
     ``precision`` of the analysis transform, "fp32" or "bf16" (default: bf16 where the GPU or CPU
     has bf16 units, else fp32; :func:`sarcodec.scene.encoder_precision`): bf16 costs +0.04%
     BD-rate (measured) and decoding is unaffected and stays exact.

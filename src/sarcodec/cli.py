@@ -267,8 +267,9 @@ def compress(
                                             help="Analysis transform in fp32 or bf16 (default: bf16 where the GPU or CPU "
                                                  "has bf16 units); bf16 costs +0.04% BD-rate, decoding is unaffected"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
-                                          help="Processes entropy-coding tiles in parallel (default: CPU cores - 1 "
-                                               "with a GPU, 0 on a CPU); the output does not change"),
+                                          help="Processes coding tiles in parallel: latents (default: CPU cores - 1 "
+                                               "with a GPU, 0 on a CPU) and pixel layers (default: one per "
+                                               "core); the output does not change"),
     max_error: Optional[float] = typer.Option(None, "--max-error",
                                               help="Every valid pixel within this many dB of the original, by "
                                                    "construction (a residual layer), in the output's dtype: on "

@@ -164,8 +164,8 @@ def compress_file(src_path: str | os.PathLike, dst_path: str | os.PathLike, mode
                   max_pixels: float | None = MAX_PIXELS, quality: float | None = None, nodata: float | None = None,
                   step: float | None = None, bound: bool = True) -> dict[str, Any]:
     """Compress one raster file to ``dst_path`` (.sarc). Returns a summary (bytes, bpp, ratio).
-    ``refine`` > 0: steps of encoder-side latent refinement per tile; ``workers``: entropy-coding
-    processes; ``precision``: of the analysis transform; ``max_error``, ``outliers``, ``bias``,
+    ``refine`` > 0: steps of encoder-side latent refinement per tile; ``workers``: processes coding
+    tiles' latents and pixel layers; ``precision``: of the analysis transform; ``max_error``, ``outliers``, ``bias``,
     ``clip``: SAR fidelity; ``psnr`` / ``bpp``: targets the encoder searches for, over the rate
     points of a family given by name (see :func:`sarcodec.encode`); ``quality`` (continuous, over
     a family) or ``step`` (one model's quantisation step) as in :func:`sarcodec.encode`. A search

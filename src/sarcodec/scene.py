@@ -285,7 +285,7 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
                 memo[pay_key] = pay_rec
         if keep is not None:
             bases = memo.setdefault(("bases",) + pay_key[1:], {}) if memo is not None else None
-            encode_layers(src, model, rads, writer, entries, keep, tile, layer, stats, step, bases, progress)
+            encode_layers(src, model, rads, writer, entries, keep, tile, layer, stats, step, bases, progress, workers)
     finally:
         model.train(was)
     return entries, invalid
@@ -343,45 +343,76 @@ def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: 
                   entries: list[TileEntry], payloads: dict[tuple[int, int, int], bytes], tile: int,
                   spec: LayerSpec, stats: dict[str, Any] | None = None, step: int = STEP_ONE,
                   bases: dict[tuple[int, int, int], np.ndarray] | None = None,
-                  progress: Callable[[int], None] | None = None) -> None:
+                  progress: Callable[[int], None] | None = None, workers: int | None = None) -> None:
     """Second pass of :func:`encode_tiles`: each tile's pixel layer against the base reconstruction
     a decoder will synthesise (same code path), written beside the tile. ``stats``: see
     :func:`encode_tiles`. ``bases``: base reconstructions of this very base layer by tile, reused
     when present and filled in otherwise (a search's trials, see ``memo``). ``progress``: the
-    pixels of each tile done, less the half the first pass reported."""
+    pixels of each tile done, less the half the first pass reported. ``workers``: processes that
+    code the layers while this one synthesises the bases (None: :func:`auto_workers`, one per
+    core for two tiles or more; 0: none); layers are written in tile order, at most ``2 *
+    workers`` in flight, and the file is byte-identical whatever the number."""
     if stats is not None:
         stats["sse"] = [0.0] * src.bands
         stats["count"] = [0] * src.bands
     dec = SceneDecoder(_MemoryReader((src.bands, src.rows, src.cols), tile, entries, model.halo_latents, payloads,
                                      step), model)
-    for e in entries:
-        rad = rads[e.band]
-        vals = src.read(e.band, e.row, e.row + e.height, e.col, e.col + e.width)
-        t, mask = rad.forward_unclipped(vals)
-        integer = None
-        if spec.max_error_db is not None and spec.bound and np.issubdtype(np.dtype(src.dtype), np.integer):
-            # the decoder rounds to the file's integer dtype: the bound must hold after that
-            integer = (np.asarray(vals)[~mask], rad.kind)
-        key = (e.band, e.row, e.col)
-        if bases is not None and key in bases:
-            base = bases[key]
-        else:
-            base = dec.tile_pixels(e)
-            if bases is not None:
-                base.setflags(write=False)  # shared by the trials: nothing may change it
-                bases[key] = base
-        blob, lay = make_layer(t, base, mask, spec, rad.lo_db, rad.hi_db, integer=integer)
+    in_flight: deque[tuple[TileEntry, Future]] = deque()
+
+    def done(e: TileEntry, coded: tuple[bytes, float, int]) -> None:
+        blob, sse, count = coded
         if blob:
             e.layer_offset, e.layer_length, e.layer_crc = writer.add_blob(blob)
         if progress:
             n = e.height * e.width
             progress(n - n // 2)
         if stats is not None:
-            rec = lay.apply(base, rad.lo_db, rad.hi_db)
-            ok = ~mask
-            d = np.clip(rec[ok], 0.0, 1.0) - np.clip(t[ok], 0.0, 1.0)
-            stats["sse"][e.band] += float(np.dot(d, d))
-            stats["count"][e.band] += int(ok.sum())
+            stats["sse"][e.band] += sse
+            stats["count"][e.band] += count
+
+    dev = next(model.parameters()).device.type
+    with coder_pool(None, len(entries), dev, workers, layers=len(entries)) as pool:
+        for e in entries:
+            rad = rads[e.band]
+            vals = src.read(e.band, e.row, e.row + e.height, e.col, e.col + e.width)
+            t, mask = rad.forward_unclipped(vals)
+            integer = None
+            if spec.max_error_db is not None and spec.bound and np.issubdtype(np.dtype(src.dtype), np.integer):
+                # the decoder rounds to the file's integer dtype: the bound must hold after that
+                integer = (np.asarray(vals)[~mask], rad.kind)
+            key = (e.band, e.row, e.col)
+            if bases is not None and key in bases:
+                base = bases[key]
+            else:
+                base = dec.tile_pixels(e)
+                if bases is not None:
+                    base.setflags(write=False)  # shared by the trials: nothing may change it
+                    bases[key] = base
+            args = (t, base, mask, spec, rad.lo_db, rad.hi_db, integer, stats is not None)
+            if pool is None:
+                done(e, code_layer(*args))
+                continue
+            in_flight.append((e, pool.code_layer(*args)))
+            while len(in_flight) > 2 * pool.workers:
+                e_out, fut = in_flight.popleft()
+                done(e_out, pool_result(fut))
+        while in_flight:
+            e, fut = in_flight.popleft()
+            done(e, pool_result(fut))
+
+
+def code_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray, spec: LayerSpec, lo_db: float, hi_db: float,
+               integer: tuple[np.ndarray, str] | None, measure: bool) -> tuple[bytes, float, int]:
+    """One tile's pixel-layer blob (:func:`sarcodec.layer.make_layer`) and, when ``measure``, the
+    squared error of the reconstruction it gives over the valid pixels and their count (in the
+    [0, 1] domain, both sides clipped to it); else 0.0 and 0."""
+    blob, lay = make_layer(t, base, mask, spec, lo_db, hi_db, integer=integer)
+    if not measure:
+        return blob, 0.0, 0
+    rec = lay.apply(base, lo_db, hi_db)
+    ok = ~mask
+    d = np.clip(rec[ok], 0.0, 1.0) - np.clip(t[ok], 0.0, 1.0)
+    return blob, float(np.dot(d, d)), int(ok.sum())
 
 
 def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], writer: ContainerWriter, header: Header,
