@@ -230,21 +230,24 @@ def test_search_trials_share_latents_and_bases(family, img, monkeypatch):
 
 def test_sample_blocks_spread_over_the_raster():
     """A large raster is searched on blocks from every cell of a grid shaped like it, each inside
-    the raster and apart from the others; a small one (or a thin strip) is searched whole."""
+    the raster and apart from the others, an even number of them in a mosaic of two rows (two
+    tiles or more, coded on two cores); a small raster (or a thin strip) is searched whole."""
     from sarcodec.api import SAMPLE_BLOCK, SAMPLE_BLOCKS, SAMPLE_FROM, read_sample, sample_blocks
 
     b = SAMPLE_BLOCK
     assert sample_blocks(1024, 1024) is None and sample_blocks(100, 10**6) is None
-    for rows, cols in ((2048, 2048), (17000, 25000), (2000, 12000), (300, 40000)):
+    for rows, cols in ((2048, 2048), (17000, 25000), (2000, 12000), (300, 40000), (6000, 2000)):
         assert rows * cols >= SAMPLE_FROM
         corners = sample_blocks(rows, cols)
-        assert 1 <= len(corners) <= SAMPLE_BLOCKS + 3 and len(set(corners)) == len(corners)
+        assert 2 <= len(corners) <= SAMPLE_BLOCKS + 3 and len(set(corners)) == len(corners)
+        assert len(corners) % 2 == 0, (rows, cols)
         assert all(0 <= r <= rows - b and 0 <= c <= cols - b for r, c in corners), (rows, cols)
         rs, cs = sorted({r for r, _ in corners}), sorted({c for _, c in corners})
         assert all(y - x >= b for x, y in zip(rs, rs[1:])) and all(y - x >= b for x, y in zip(cs, cs[1:]))
         assert len(rs) * len(cs) == len(corners)  # a full grid
     x = np.arange(2 * 2048 * 2048, dtype=np.float32).reshape(2, 2048, 2048)
     m = read_sample(lambda k, r0, r1, c0, c1: x[k, r0:r1, c0:c1], 2, 2048, 2048)
+    assert m.shape == (2, 2 * b, SAMPLE_BLOCKS // 2 * b)
     r, c = sample_blocks(2048, 2048)[5]
     g = m.shape[2] // b
     np.testing.assert_array_equal(m[1, (5 // g) * b:(5 // g + 1) * b, (5 % g) * b:(5 % g + 1) * b], x[1, r:r + b, c:c + b])
