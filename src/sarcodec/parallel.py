@@ -114,7 +114,8 @@ def auto_workers(n_tiles: int, device: str, layers: int = 0) -> int:
     * On a GPU the transforms are fast and the CPU-side coding is the bottleneck (about 0.13 s
       per 1024 px tile on one core): one worker per CPU core but one (the main process feeds
       the GPU), at most 16.
-    * Pixel layers (two or more): one worker per core, at most one per layer. On one core a
+    * Dense pixel layers (two or more; ``max_error`` or lossless, not the default outlier
+      layer, which codes in milliseconds): one worker per core, at most one per layer. On one core a
       layer codes at ~0.2-0.5 MP/s and decodes at ~1-3 MP/s (NumPy per lattice column, the GIL
       held), slower than the synthesis, so layers coded in other processes overlap it and each
       other (a 2048^2 scene, 4 layered tiles, 2 cores: encode 29 -> 19 s, decode 7.0 -> 3.8 s).
