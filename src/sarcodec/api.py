@@ -303,10 +303,11 @@ def read_sample(read, bands: int, rows: int, cols: int) -> np.ndarray | None:
     return out
 
 
-# What a search costs on 2 CPU cores, measured (512^2 validation crops, a 2048^2 scene): a raster
-# searched whole runs ~8-21 trial encodes, ~0.025 MP/s in all; a sampled one ~18 trials of the
-# sample per band (~150 s) and 2-3 one-pass encodes of the whole (~0.35 MP/s each).
-_WHOLE_SEARCH_MPS, _SAMPLE_SEARCH_S, _ONE_PASS_MPS = 0.025e6, 150.0, 0.35e6
+# What a search costs on 2 CPU cores, measured (512^2 validation crops; 2048^2 and 4096^2 scenes,
+# `fast` and `default` at --bpp 1: 95 s, 188-220 s): a raster searched whole runs ~8-21 trial
+# encodes, ~0.025 MP/s in all; a sampled one ~18 trials of the sample per band (~65-70 s) and 2-3
+# encodes of the whole with their pixel layers on both cores (~0.3 MP/s each).
+_WHOLE_SEARCH_MPS, _SAMPLE_SEARCH_S, _ONE_PASS_MPS = 0.025e6, 70.0, 0.3e6
 
 
 def search_seconds(bands: int, rows: int, cols: int) -> float:

@@ -280,7 +280,7 @@ def compress(
                                                                "that reaches it (searches the quality, and MSE pixel layers on "
                                                                "each base quality, by trial encodes: ~0.025 MP/s on 2 cores up to "
                                                                "~3 MP per band; a larger raster is searched on a sample: "
-                                                               "~0.045 MP/s at 4096^2)"),
+                                                               "~0.08 MP/s at 4096^2)"),
     bpp: Optional[float] = typer.Option(None, "--bpp", help="Target bits per pixel: the best PSNR within it (the best "
                                                              "rate-distortion; searched like --psnr)"),
     clip: Optional[str] = typer.Option(None, "--clip", help="LO,HI percentiles of the coded dB range (default 0.1,99.9)"),
