@@ -204,13 +204,16 @@ def test_a_corrupted_layer_decoded_in_a_worker_names_its_tile(model, image):
 def test_pixel_layers_encode_in_workers(model, image):
     """Pixel layers coded in worker processes while the main process synthesises the bases: the
     same file and the same measured error as in one process, for a bound layer on integer DN
-    (its step follows the rounding) and for a search's MSE layer with a memo of bases."""
+    (its step follows the rounding), a lossless file and a search's MSE layer with a memo of
+    bases."""
     from sarcodec.api import _encode_one
 
     image = image[:, :130, :200]  # 2 x 12 tiles
     dn = (image * 3000).astype(np.uint16)
     ref = sarcodec.encode(dn, model, tile_size=64, max_error=1.0, workers=0)
     assert sarcodec.encode(dn, model, tile_size=64, max_error=1.0, workers=2) == ref
+    packed = sarcodec.encode(dn, model, lossless=True, tile_size=64, workers=0)
+    assert sarcodec.encode(dn, model, lossless=True, tile_size=64, workers=2) == packed
     got = []
     for w in (0, 2):
         stats, memo = {}, {}

@@ -91,6 +91,12 @@ def _code_layer(*args: Any) -> Any:
     return code_layer(*args)
 
 
+def _encode_raw(values: np.ndarray) -> bytes:
+    from .layer import encode_layer
+
+    return encode_layer(values, 1.0, raw=True)
+
+
 def result(fut: Future) -> Any:
     """A pool task's result; a worker that died (the kernel's out-of-memory killer, most often)
     is a ResourceError (exit 6) that says what to do, not a bare BrokenProcessPool."""
@@ -167,6 +173,10 @@ class CoderPool:
     def code_layer(self, *args: Any) -> Future:
         """A tile's pixel layer coded (:func:`sarcodec.scene.code_layer`; needs no coder)."""
         return self._submit(_code_layer, *args)
+
+    def encode_raw(self, values: np.ndarray) -> Future:
+        """A lossless tile's stored integers coded (:func:`sarcodec.layer.encode_layer`, raw)."""
+        return self._submit(_encode_raw, values)
 
     def close(self, cancel: bool = False) -> None:
         self._ex.shutdown(wait=True, cancel_futures=cancel)

@@ -292,27 +292,46 @@ def encode_tiles(src: Source, model: SarCodec, rads: list[Radiometry], writer: C
 
 
 def encode_lossless_tiles(src: Source, writer: ContainerWriter, tile: int, rads: list[Radiometry],
-                          progress: Callable[[int], None] | None = None) -> tuple[list[TileEntry], list[int]]:
+                          progress: Callable[[int], None] | None = None, workers: int | None = None
+                          ) -> tuple[list[TileEntry], list[int]]:
     """Lossless mode: every tile's stored integers coded by the pixel layer's integer coder alone
     (``raw``: row differences, then the rounded mean of neighbours, classes by local gradient);
-    no learned base (its payload is empty). The nodata mask is stored as usual."""
+    no learned base (its payload is empty). The nodata mask is stored as usual. ``workers``:
+    processes coding tiles (None: one per core for two tiles or more; 0: none); tiles are
+    written in order, the file is byte-identical whatever the number."""
     entries: list[TileEntry] = []
     invalid = [0] * src.bands
-    for b in range(src.bands):
-        for (r, c, h, w) in tile_grid(src.rows, src.cols, tile):
-            vals = np.asarray(src.read(b, r, r + h, c, c + w))
-            e = TileEntry(b, r, c, h, w)
-            _, mask = rads[b].forward(vals)
-            if mask.any():
-                invalid[b] += int(mask.sum())
-                e.mask_offset, e.mask_length, e.mask_crc = writer.add_blob(pack_mask(mask))
-            e = writer.add_tile(e, b"")
-            blob = encode_layer(vals.astype(np.int64), 1.0, raw=True)
-            if blob:  # none for an all-zero tile: the decoder reads a missing layer as zeros
-                e.layer_offset, e.layer_length, e.layer_crc = writer.add_blob(blob)
-            entries.append(e)
-            if progress:
-                progress(h * w)
+    in_flight: deque[tuple[TileEntry, np.ndarray, Future]] = deque()
+
+    def done(e: TileEntry, mask: np.ndarray, blob: bytes) -> None:
+        if mask.any():
+            invalid[e.band] += int(mask.sum())
+            e.mask_offset, e.mask_length, e.mask_crc = writer.add_blob(pack_mask(mask))
+        e = writer.add_tile(e, b"")
+        if blob:  # none for an all-zero tile: the decoder reads a missing layer as zeros
+            e.layer_offset, e.layer_length, e.layer_crc = writer.add_blob(blob)
+        entries.append(e)
+        if progress:
+            progress(e.height * e.width)
+
+    grid = tile_grid(src.rows, src.cols, tile)
+    n = src.bands * len(grid)
+    with coder_pool(None, n, "cpu", workers, layers=n) as pool:
+        for b in range(src.bands):
+            for (r, c, h, w) in grid:
+                vals = np.asarray(src.read(b, r, r + h, c, c + w))
+                _, mask = rads[b].forward(vals)
+                e = TileEntry(b, r, c, h, w)
+                if pool is None:
+                    done(e, mask, encode_layer(vals.astype(np.int64), 1.0, raw=True))
+                    continue
+                in_flight.append((e, mask, pool.encode_raw(vals.astype(np.int64))))
+                while len(in_flight) > 2 * pool.workers:
+                    e_out, m_out, fut = in_flight.popleft()
+                    done(e_out, m_out, pool_result(fut))
+        while in_flight:
+            e_out, m_out, fut = in_flight.popleft()
+            done(e_out, m_out, pool_result(fut))
     return entries, invalid
 
 
@@ -427,7 +446,7 @@ def encode_container(src: Source, model: SarCodec, rads: list[Radiometry], write
     in ``header`` with how it was encoded, and finish the container. Returns its size in bytes.
     ``memo``: see :func:`encode_tiles`."""
     if header.metadata.get("lossless"):
-        header.tiles, invalid = encode_lossless_tiles(src, writer, header.tile_size, rads, progress)
+        header.tiles, invalid = encode_lossless_tiles(src, writer, header.tile_size, rads, progress, workers)
         for b, n in enumerate(invalid):
             header.bands[b]["invalid"] = n
         return writer.finish(header)
