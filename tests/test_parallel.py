@@ -221,3 +221,21 @@ def test_pixel_layers_encode_in_workers(model, image):
             data = _encode_one(image, model, tile_size=64, max_error=e, bound=False, workers=w, stats=stats, memo=memo)
         got.append((data, stats))
     assert got[0] == got[1]
+
+
+def _encode_in_daemon(args):
+    image, path = args
+    import sarcodec as sc
+
+    return sc.encode(image, sc.load_model(path), tile_size=64, max_error=1.0)
+
+
+def test_no_pool_inside_a_daemonic_process(model, image, trained_tiny):
+    """In a multiprocessing.Pool (or Dask) worker, which may not have children, a layered encode
+    codes in its own process by default instead of failing to start workers."""
+    import multiprocessing as mp
+
+    small = image[0, :130, :200]
+    with mp.get_context("spawn").Pool(1) as p:  # fork would hang: OpenMP after fork
+        data = p.map(_encode_in_daemon, [(small, str(trained_tiny))])[0]
+    assert data == sarcodec.encode(small, model, tile_size=64, max_error=1.0, workers=0)

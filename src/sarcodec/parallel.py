@@ -125,12 +125,16 @@ def auto_workers(n_tiles: int, device: str, layers: int = 0) -> int:
       layer codes at ~0.2-0.5 MP/s and decodes at ~1-3 MP/s (NumPy per lattice column, the GIL
       held), slower than the synthesis, so layers coded in other processes overlap it and each
       other (a 2048^2 scene, 4 layered tiles, 2 cores: encode 29 -> 19 s, decode 7.0 -> 3.8 s).
+    * None in a daemonic process (a ``multiprocessing.Pool`` or Dask worker), which may not
+      start processes of its own.
     * Otherwise, on a CPU, none: the transforms already keep every core busy through PyTorch's
       threads and latent coding is under 10% of the work (1024 px tile on 2 cores: analysis
       1.0 s, coding 0.1 s, synthesis 2.2 s). Measured on 2 cores, a 4096^2 array: 0.91 / 0.90 /
       0.93 MP/s encode and 0.58 / 0.56 / 0.58 MP/s decode with 0 / 1 / 2 workers
       (benchmarks/parallel_coding.py).
     """
+    if mp.current_process().daemon:
+        return 0  # a daemonic process (a multiprocessing.Pool or Dask worker) may not start children
     cores = os.cpu_count() or 1
     if n_tiles >= MIN_TILES and device == "cuda":
         return max(1, min(cores - 1, MAX_AUTO_WORKERS))
