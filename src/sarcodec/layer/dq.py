@@ -38,6 +38,7 @@ import struct
 import numpy as np
 
 from . import coder as L
+from . import jit
 
 # The state machine: state x parity of the level -> next state, and the quantiser (0: Q0, 1: Q1)
 # each state selects: Ungerboeck's 8-state code for one-dimensional signal sets (parity-check
@@ -179,6 +180,10 @@ def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.nda
     """Levels and quantisers of chains = rows of ``x`` (values in units of delta) minimising
     sum (x - value)^2 + lam * bits: ``tab`` the bits per (table, symbol), ``cls`` the class of each
     position, ``khat`` its predicted level in Q0 and in Q1 (a level is coded as its difference)."""
+    if jit.ENABLED:
+        c = lambda a: np.ascontiguousarray(a, np.int64)  # noqa: E731
+        return jit.viterbi(np.ascontiguousarray(x, np.float64), np.ascontiguousarray(tab, np.float64), c(cls),
+                           c(khat[0]), c(khat[1]), float(lam), c(machine[0]), c(machine[1]), DIRECT)
     R, C = x.shape
     # the best level of each (quantiser, parity) at every position: independent of the path, so
     # computed for all positions at once; the trellis then only adds and compares
@@ -454,6 +459,8 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
         raise ValueError("raw bits do not match the blob size")
     raw = np.unpackbits(np.frombuffer(blob, np.uint8, (n_raw + 7) // 8, pos))[:n_raw].astype(np.int64)
     tables = _Tables(params)
+    if jit.ENABLED:
+        return _decode_compiled(shape, tables, words, raw, alphas, offsets, delta)
     fam = constriction.stream.model.Categorical(perfect=False)
     dec = constriction.stream.queue.RangeDecoder(words)
     m = np.zeros(shape, np.int64)  # reconstruction indices: the contexts and predictions
@@ -497,6 +504,39 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
             kp[:, j] = k
             sp[:, j] = q1
             st = nxt[st, k & 1]
+        m[rr, cc] = recon_index(kp, sp)
+        if np.abs(m).max() >= 2**40:
+            raise ValueError("value out of range")
+    if ri != raw.size:
+        raise ValueError("unused raw bits")
+    return L.LayerData(m, delta, 0.0, offsets)
+
+
+def _decode_compiled(shape, tables, words, raw, alphas, offsets, delta) -> L.LayerData:
+    """:func:`decode_dq`'s walk along the chains in compiled code (:mod:`.jit`, the same integers):
+    the contexts of each pass in NumPy, then every column of the pass in one call."""
+    nxt, quant = MACHINE
+    cdf = jit.quantised_cdf(tables.prob)
+    st = jit.decoder(words)
+    m = np.zeros(shape, np.int64)
+    ri = 0
+    signs = _Signs()
+    for p in range(len(L.PASSES)):
+        rr, cc, cls, ssum, n = L._context(m, p)
+        if rr.size == 0:
+            continue
+        mu = L._predict(alphas[p], ssum, n)
+        k0, k1 = _khat(mu, False), _khat(mu, True)
+        rb0 = _sign_bucket(alphas[p], ssum, n, recon_index(k0, np.zeros_like(k0)))
+        rb1 = _sign_bucket(alphas[p], ssum, n, recon_index(k1, np.ones_like(k1)))
+        kp = np.zeros(rr.shape, np.int64)
+        sp = np.zeros(rr.shape, np.int64)
+        ri = jit.decode_dq_pass(st, words, cdf, *(np.ascontiguousarray(a, np.int64) for a in (cls, k0, k1, rb0, rb1)),
+                                nxt, quant, DIRECT, signs.neg, signs.tot, SIGN_HALVE, raw, ri, kp, sp)
+        if ri == -1:
+            raise ValueError("invalid range-coder data")
+        if ri == -2:
+            raise ValueError("raw bits are short")
         m[rr, cc] = recon_index(kp, sp)
         if np.abs(m).max() >= 2**40:
             raise ValueError("value out of range")

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import jit
 from .coder import _HEAD, _MAGIC, LayerData
 
 FILTER_PAIRS = tuple((dr, dc) for dr in range(4) for dc in range(-3, 4)
                      if (dr > 0 or dc > 0) and abs(dr) + abs(dc) <= 4)
+_PAIRS = np.array(FILTER_PAIRS, np.int64)
 FILTER_REACH = 3  # the taps and the activity (Laplacian 1 + box 2) each reach 3 pixels
 FILTER_CLASSES = 4
 _TAP_ONE = 4096  # taps in 1/4096 (int16)
@@ -65,6 +67,9 @@ class RestorationFilter:
     def apply(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64)
         xp = _padded(x)
+        if jit.ENABLED:
+            return jit.restore(xp, FILTER_REACH, _PAIRS, self.edges.astype(np.float64),
+                               self.taps.astype(np.float64) / _TAP_ONE, self.dc.astype(np.float64) / _DC_ONE)
         cls = np.searchsorted(self.edges.astype(np.float64), _filter_activity(xp, x.shape), side="right")
         taps = self.taps.astype(np.float64) / _TAP_ONE
         out = x + (self.dc.astype(np.float64) / _DC_ONE)[cls]

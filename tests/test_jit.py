@@ -1,0 +1,119 @@
+"""The compiled layer loops (layer/jit.py) against what they replace: constriction's range decoder
+and model quantisation, and the NumPy paths of the dependent-quantisation decoder, its Viterbi
+search and the restoration filter. Every comparison is exact (same integers, same floats)."""
+import numpy as np
+import pytest
+
+from sarcodec.errors import CorruptedFileError
+from sarcodec.layer import decode_layer, dq, jit
+from sarcodec.layer.restoration import RestorationFilter
+
+pytestmark = pytest.mark.skipif(jit.numba is None, reason="numba not installed")
+
+
+@pytest.fixture
+def numpy_path(monkeypatch):
+    """Run a block with the compiled loops off (the NumPy + constriction reference)."""
+    def off():
+        monkeypatch.setattr(jit, "ENABLED", False)
+
+    def on():
+        monkeypatch.setattr(jit, "ENABLED", True)
+
+    return off, on
+
+
+def _random_rows(rng, rows, n):
+    """Probability rows as the coders build them (integer frequencies / their sum), some peaked,
+    some with tiny entries, some with a zero (an unused table's row)."""
+    f = rng.integers(1, 2**24, (rows, n)).astype(np.float64) ** rng.uniform(0.2, 3.0, (rows, 1))
+    f[::7, 1:] = 0.0
+    f[3::11, 2:] = 1.0
+    return f / f.sum(1, keepdims=True)
+
+
+def test_model_quantisation_and_decoder_match_constriction():
+    """Symbols range-coded by constriction with random float64 models decode to the same
+    symbols through the compiled quantisation and decoder (and through the binary model)."""
+    import constriction
+
+    rng = np.random.default_rng(0)
+    for n, count in ((2, 3000), (5, 2000), (43, 4000)):
+        prob = _random_rows(rng, count, n)
+        cdf = jit.quantised_cdf(prob)
+        assert np.all(np.diff(cdf, axis=1) > 0) and np.all(cdf[:, -1] == 1 << 24)
+        sym = np.array([rng.choice(n, p=p) if p[0] < 1 else 0 for p in prob], np.int32)
+        enc = constriction.stream.queue.RangeEncoder()
+        fam = constriction.stream.model.Categorical(perfect=False)
+        enc.encode(sym, fam, prob)
+        words = enc.get_compressed()
+        st = jit.decoder(words)
+        got = [jit._decode(st, words, cdf[i], n) for i in range(count)]
+        np.testing.assert_array_equal(got, sym)
+    # the sign models: (1 - neg/tot, neg/tot) from adaptive counts
+    neg = rng.integers(1, 4000, 5000)
+    tot = neg + rng.integers(1, 4000, 5000)
+    p1 = neg / tot
+    prob = np.stack([1.0 - p1, p1], 1)
+    bits = (rng.random(5000) < p1).astype(np.int32)
+    enc = constriction.stream.queue.RangeEncoder()
+    enc.encode(bits, constriction.stream.model.Categorical(perfect=False), prob)
+    words = enc.get_compressed()
+    st = jit.decoder(words)
+    got = [jit._decode_bit(st, words, jit._binary_cdf1(int(a), int(b))) for a, b in zip(neg, tot)]
+    np.testing.assert_array_equal(got, bits)
+    assert all(jit._binary_cdf1(int(a), int(b)) == jit.quantised_cdf(p[None])[0, 1] for a, b, p in
+               zip(neg[:200], tot[:200], prob[:200]))
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0, 60.0])
+def test_dq_layers_decode_the_same_both_ways(scale, numpy_path):
+    off, on = numpy_path
+    for shape in ((1, 9), (7, 1), (37, 53), (96, 80)):
+        x = np.random.default_rng(int(scale * 10) + shape[0]).laplace(0, scale, shape) * 0.01
+        off()
+        blob, lay = dq.encode_dq(x, 0.01)
+        if not blob:
+            continue
+        ref = decode_layer(blob, shape)
+        on()
+        assert dq.encode_dq(x, 0.01)[0] == blob  # the compiled Viterbi picks the same levels
+        got = decode_layer(blob, shape)
+        np.testing.assert_array_equal(got.q, ref.q)
+        np.testing.assert_array_equal(got.q, lay.q)
+        assert got.offsets == ref.offsets
+
+
+def test_damaged_blobs_fail_alike(numpy_path):
+    """A damaged stream is a format error (or some layer) on both paths, the same one."""
+    off, on = numpy_path
+    x = np.random.default_rng(8).laplace(0, 0.03, (40, 36))
+    blob, _ = dq.encode_dq(x, 0.01)
+    rng = np.random.default_rng(9)
+    for _ in range(40):
+        b = bytearray(blob)
+        b[int(rng.integers(len(b)))] ^= 1 << int(rng.integers(8))
+        out = []
+        for f in (off, on):
+            f()
+            try:
+                out.append(decode_layer(bytes(b), x.shape).q)
+            except CorruptedFileError:
+                out.append(None)
+        assert (out[0] is None) == (out[1] is None)
+        if out[0] is not None:
+            np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_restoration_filter_gives_the_same_floats(numpy_path):
+    off, on = numpy_path
+    rng = np.random.default_rng(3)
+    for h, w, k in ((1, 1, 1), (5, 300, 4), (64, 33, 3), (120, 90, 4)):
+        x = rng.normal(0.5, 0.1, (h, w))
+        f = RestorationFilter(np.sort(rng.uniform(0, 2, k - 1)).astype(np.float32),
+                              rng.integers(-3000, 3000, (k, 18)).astype(np.int16),
+                              rng.integers(-3000, 3000, k).astype(np.int16))
+        off()
+        ref = f.apply(x)
+        on()
+        np.testing.assert_array_equal(f.apply(x), ref)
