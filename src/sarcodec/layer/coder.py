@@ -21,6 +21,7 @@ import numpy as np
 
 from ..entropy import fill_escapes, stable_order
 from ..errors import InputError
+from . import jit
 
 if TYPE_CHECKING:
     from .restoration import RestorationFilter
@@ -40,6 +41,7 @@ N_CLASSES = 1 + 2 * N_ACT
 # bucket of 16 * (sum |q| of neighbours) / n: about log-spaced
 _ACT_EDGES = np.array([1, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256], np.int64)
 _ACT_LUT = np.searchsorted(_ACT_EDGES, np.arange(_ACT_EDGES[-1] + 1), side="right")
+_NB = tuple(np.array(nb, np.int64).reshape(-1, 2) for *_, nb in PASSES)  # neighbour offsets per pass
 HALF = 1024  # table range +-HALF; beyond: escape + raw int32
 N_OFFSETS = 4  # MSE layers: reconstruction offsets for |q| = 1, 2, 3 and >= 4
 _MAGIC = b"L1"
@@ -117,6 +119,10 @@ def _context(q: np.ndarray, p: int, raw: bool = False) -> tuple[np.ndarray, ...]
     if not nb or rr.size == 0:
         z = np.zeros(rr.shape, np.int64)
         return rr, cc, z, z, z
+    if jit.ENABLED and not raw:
+        base = 1 + (_GROUP[p] - 1) * N_ACT
+        return (rr, cc) + jit.context(np.ascontiguousarray(q, np.int64), r0, c0, s, _NB[p], base, _ACT_LUT,
+                                      int(_ACT_EDGES[-1]))
     # in-bounds neighbour counts: len(nb) inside, fewer on the border rows and columns only
     n = np.full((nr, nc), len(nb), np.int64)
     for dr, dc in nb:

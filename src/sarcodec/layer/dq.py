@@ -95,9 +95,19 @@ def _symbol(a: np.ndarray) -> np.ndarray:
     return sym
 
 
-def _fit(a: np.ndarray) -> tuple[int, int]:
-    """(p0, theta) by maximum likelihood for magnitudes ``a``."""
-    return L._fit_class(a)
+def _fit_tables(a: np.ndarray, tid: np.ndarray) -> dict[int, tuple[int, int]]:
+    """``{t: coder._fit_class(a[tid == t])}`` (p0, theta by maximum likelihood) for every table ``t`` in ``tid``, from per-table counts and sums
+    in one pass (the same numbers: the sums are of integers, exact in float64)."""
+    a, tid = np.abs(a).reshape(-1), tid.reshape(-1)
+    n = np.bincount(tid)
+    nz = np.bincount(tid, a != 0, n.size)
+    tot = np.bincount(tid, np.minimum(a, L.HALF), n.size)
+    out = {}
+    for t in np.flatnonzero(n).tolist():
+        cnt, k = int(n[t]), int(nz[t])
+        p0 = min(max(int(round(65536 * (cnt - k + 0.5) / (cnt + 1.0))), 1), 65535)
+        out[t] = (p0, 0) if k == 0 else (p0, min(int(round(256 * max(0.0, 1.0 - 1.0 / (float(tot[t]) / k)))), 255))
+    return out
 
 
 class _Tables:
@@ -266,6 +276,7 @@ def _contexts(m: np.ndarray, k: np.ndarray, qs: np.ndarray):
     out, sums = [], []
     for p in range(len(L.PASSES)):
         rr, cc, c, ssum, n = L._context(m, p)
+        lat = np.s_[L.PASSES[p][0]::L.PASSES[p][2], L.PASSES[p][1]::L.PASSES[p][2]]  # = [rr, cc], as a view
         sums.append((ssum, n) if rr.size else None)
         if rr.size == 0:
             out.append(0)
@@ -274,18 +285,18 @@ def _contexts(m: np.ndarray, k: np.ndarray, qs: np.ndarray):
         if L.PASSES[p][3]:
             mean = ssum / n
             den = float(np.sum(mean * mean))
-            cand = int(np.clip(round(32 * float(np.sum(m[rr, cc] * mean)) / den), -32, 32)) if den > 0 else 0
+            cand = int(np.clip(round(32 * float(np.sum(m[lat] * mean)) / den), -32, 32)) if den > 0 else 0
             best = None
-            q1 = qs[rr, cc] > 0
+            q1 = qs[lat] > 0
             tid = (2 * c + q1).reshape(-1)
             for al in ((0, cand) if cand else ()):
                 mu = L._predict(al, ssum, n)
-                bits = _estimate_bits((k[rr, cc] - np.where(q1, _khat(mu, True), _khat(mu, False))).reshape(-1), tid)
+                bits = _estimate_bits((k[lat] - np.where(q1, _khat(mu, True), _khat(mu, False))).reshape(-1), tid)
                 if best is None or bits < best:
                     a, best = al, bits
         out.append(a)
         mu = L._predict(a, ssum, n)
-        cls[rr, cc], k0[rr, cc], k1[rr, cc] = c, _khat(mu, False), _khat(mu, True)
+        cls[lat], k0[lat], k1[lat] = c, _khat(mu, False), _khat(mu, True)
     return out, cls, k0, k1, sums
 
 
@@ -329,8 +340,8 @@ def _quantise(xs: list[np.ndarray], lam: float, iterations: int = 2, machine=MAC
         m0 = 2 * k0
         alphas, e, tid, ctx = _residuals(m0, k0, st0)
         pr = {}
-        for t in np.unique(tid // 2):
-            pr[2 * t] = pr[2 * t + 1] = _fit(np.abs(e[tid // 2 == t]))
+        for t, fit in _fit_tables(e, tid // 2).items():
+            pr[2 * t] = pr[2 * t + 1] = fit
         state.append((ctx, pr))
     for _ in range(iterations):
         tab = np.concatenate([_Tables(pr).bits for _, pr in state])
@@ -354,7 +365,7 @@ def _quantise(xs: list[np.ndarray], lam: float, iterations: int = 2, machine=MAC
         for i in range(nb):
             m = recon_index(k[i], st[i])
             alphas, e, tid, c = _residuals(m, k[i], st[i])
-            pr = {int(t): _fit(np.abs(e[tid == t])) for t in np.unique(tid)}
+            pr = _fit_tables(e, tid)
             state.append((c, pr))
             out.append((k[i], st[i], alphas, e, tid, pr, c[3]))
     return out
@@ -388,25 +399,66 @@ def encode_dq_bands(bands: list[np.ndarray], steps: list[float], lam: float = LA
 def _pack(band, delta, k, qs, alphas, e, tid, params, sums) -> tuple[bytes, L.LayerData]:
     """The blob of levels ``k`` in quantisers ``qs`` (see :func:`encode_dq`); ``sums``: per pass
     the neighbour sums and counts of :func:`_contexts`, for the sign contexts."""
-    import constriction
-
     m = recon_index(k, qs)
     if not m.any():
         return b"", L.LayerData(None, delta, 0.0)
     offsets = L.centroid_offsets(m.reshape(-1), band.reshape(-1), delta)
     tables = _Tables(params)
+    if jit.ENABLED:
+        words, raw = _pack_compiled(k, qs, alphas, e, tid, sums, tables)
+    else:
+        words, raw = _pack_numpy(k, qs, alphas, e, tid, sums, tables)
+    used = sum(1 << t for t in params)
+    parts = [L._HEAD.pack(L._MAGIC, FLAG, delta, 0.0, 0), _TAIL.pack(used)]
+    parts += [struct.pack("<HB", *params[t]) for t in sorted(params)]
+    parts.append(struct.pack(f"<{L.N_OFFSETS}b", *offsets))
+    parts.append(struct.pack(f"<{len(L.PASSES)}b", *alphas))
+    parts += [struct.pack("<I", words.size), words.astype("<u4").tobytes(), struct.pack("<I", len(raw)),
+              np.packbits(np.asarray(raw, np.uint8)).tobytes()]
+    return b"".join(parts), L.LayerData(m, delta, 0.0, offsets)
+
+
+def _pass_inputs(k, qs, alphas, e, tid, sums, p):
+    """One pass's differences, table ids, quantisers and sign buckets (None: an empty pass)."""
+    rr, cc = _lattice(k.shape, p)
+    if rr.size == 0 or cc.size == 0:
+        return None
+    ep, tp = e[np.ix_(rr, cc)], tid[np.ix_(rr, cc)]
+    qp = qs[np.ix_(rr, cc)]
+    # the prediction's sign bucket for every position of the pass
+    rb = _sign_bucket(alphas[p], *sums[p], recon_index(k[np.ix_(rr, cc)] - ep, qp))
+    return ep, tp, qp, rb
+
+
+def _pack_compiled(k, qs, alphas, e, tid, sums, tables):
+    """:func:`_pack_numpy` in compiled code (:mod:`.jit`): the same words and raw bits."""
+    cdf = jit.quantised_cdf(tables.prob)
+    st, out = jit.encoder(2 * k.size)
+    raw = np.zeros(31 * k.size, np.uint8)
+    ri = 0
+    signs = _Signs()
+    for p in range(len(L.PASSES)):
+        got = _pass_inputs(k, qs, alphas, e, tid, sums, p)
+        if got is not None:
+            ep, tp, qp, rb = (np.ascontiguousarray(a, np.int64) for a in got)
+            ri = jit.encode_dq_pass(st, out, cdf, ep, tp, rb, qp, DIRECT, signs.neg, signs.tot, SIGN_HALVE, raw, ri)
+    return jit.sealed(st, out), raw[:ri]
+
+
+def _pack_numpy(k, qs, alphas, e, tid, sums, tables):
+    """The range-coder words and the raw bits of a layer's passes (constriction, column by
+    column)."""
+    import constriction
+
     fam = constriction.stream.model.Categorical(perfect=False)
     enc = constriction.stream.queue.RangeEncoder()
     raw: list[int] = []
     signs = _Signs()
     for p in range(len(L.PASSES)):
-        rr, cc = _lattice(k.shape, p)
-        if rr.size == 0 or cc.size == 0:
+        got = _pass_inputs(k, qs, alphas, e, tid, sums, p)
+        if got is None:
             continue
-        ep, tp = e[np.ix_(rr, cc)], tid[np.ix_(rr, cc)]
-        # the prediction's sign bucket for every position of the pass
-        qp = qs[np.ix_(rr, cc)]
-        rb = _sign_bucket(alphas[p], *sums[p], recon_index(k[np.ix_(rr, cc)] - ep, qp))
+        ep, tp, qp, rb = got
         for j in range(ep.shape[1]):
             a = np.abs(ep[:, j])
             sym = _symbol(a)
@@ -420,15 +472,7 @@ def _pack(band, delta, k, qs, alphas, e, tid, params, sums) -> tuple[bytes, L.La
                 ctx = _context_of(rb[:, j][nz], a[nz], qp[:, j][nz])
                 enc.encode(neg.astype(np.int32), fam, signs.probs(ctx))
                 signs.update(ctx, neg)
-    words = enc.get_compressed().astype("<u4")
-    used = sum(1 << t for t in params)
-    parts = [L._HEAD.pack(L._MAGIC, FLAG, delta, 0.0, 0), _TAIL.pack(used)]
-    parts += [struct.pack("<HB", *params[t]) for t in sorted(params)]
-    parts.append(struct.pack(f"<{L.N_OFFSETS}b", *offsets))
-    parts.append(struct.pack(f"<{len(L.PASSES)}b", *alphas))
-    parts += [struct.pack("<I", words.size), words.tobytes(), struct.pack("<I", len(raw)),
-              np.packbits(np.asarray(raw, np.uint8)).tobytes()]
-    return b"".join(parts), L.LayerData(m, delta, 0.0, offsets)
+    return enc.get_compressed().astype(np.uint32), raw
 
 
 def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:

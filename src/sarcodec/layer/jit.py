@@ -360,3 +360,161 @@ def viterbi(x, tab, cls, k0, k1, lam, nxt, quant, direct):
             s = prev
             qs[r, j] = quant[s]
     return ks, qs
+
+
+@_njit
+def context(q, r0, c0, s, nb, base, lut, top):
+    """``coder._context`` of a residual (not ``raw``) for the lattice (r0::s, c0::s) with neighbour
+    offsets ``nb`` (k x 2): per position the class ``base + lut[min(16 sum|v| // n, top)]``, the
+    signed neighbour sum and the count of in-bounds neighbours (missing ones count 0)."""
+    h, w = q.shape
+    nr = (h - r0 + s - 1) // s if h > r0 else 0
+    nc = (w - c0 + s - 1) // s if w > c0 else 0
+    cls = np.empty((nr, nc), np.int64)
+    ssum = np.empty((nr, nc), np.int64)
+    cnt = np.empty((nr, nc), np.int64)
+    for i in range(nr):
+        y = r0 + i * s
+        for j in range(nc):
+            x = c0 + j * s
+            a = np.int64(0)
+            t = np.int64(0)
+            n = np.int64(0)
+            for k in range(nb.shape[0]):
+                yy, xx = y + nb[k, 0], x + nb[k, 1]
+                if 0 <= yy < h and 0 <= xx < w:
+                    v = q[yy, xx]
+                    a += abs(v)
+                    t += v
+                    n += 1
+            cls[i, j] = base + lut[min((16 * a) // n, top)]
+            ssum[i, j] = t
+            cnt[i, j] = n
+    return cls, ssum, cnt
+
+
+# --- the range encoder (constriction's ``stream.queue.RangeEncoder``) ---------------------------
+# state: lower, range, the count of held-back ("inverted") words (0: normal), the first of them,
+# the count of words written to the output buffer
+@_njit
+def _emit(st, out, word):
+    n = np.int64(st[4])
+    out[n] = np.uint32(word)
+    st[4] = np.uint64(n + 1)
+
+
+@_njit
+def _encode(st, out, left, prob):
+    """One symbol with left CDF ``left`` and probability ``prob`` (in 2^-24)."""
+    lower, rng = st[0], st[1]
+    scale = rng >> _P
+    rng = scale * np.uint64(prob)
+    new_lower = lower + scale * np.uint64(left)
+    if st[2] > 0 and new_lower + rng > new_lower:  # an inverted run resolves: write it
+        if new_lower < lower:
+            first, rest = st[3] + _ONE, np.uint64(0)
+        else:
+            first, rest = st[3], np.uint64(0xFFFFFFFF)
+        _emit(st, out, first)
+        for _ in range(np.int64(st[2]) - 1):
+            _emit(st, out, rest)
+        st[2] = np.uint64(0)
+    lower = new_lower
+    if rng < _LOW:
+        rng = rng << _W
+        word = lower >> _W
+        lower = lower << _W
+        if st[2] > 0:
+            st[2] += _ONE
+        elif lower + rng > lower:
+            _emit(st, out, word)
+        else:
+            st[2] = _ONE
+            st[3] = word
+    st[0], st[1] = lower, rng
+
+
+def encoder(capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fresh encoder state and an output buffer for ``capacity`` symbols (a symbol writes at
+    most one word, and sealing two more)."""
+    st = np.zeros(5, np.uint64)
+    st[1] = _FULL
+    return st, np.zeros(capacity + 4, np.uint32)
+
+
+def sealed(st: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The encoder's words, sealed as constriction's ``get_compressed`` seals them."""
+    st, out = st.copy(), out.copy()
+    _seal(st, out)
+    return out[:int(st[4])].copy()
+
+
+@_njit
+def _seal(st, out):
+    lower, rng = st[0], st[1]
+    if rng == _FULL:
+        return
+    point = lower + np.uint64(0xFFFFFFFF)
+    if st[2] > 0:
+        if point >= lower:
+            first, rest = st[3], np.uint64(0xFFFFFFFF)
+        else:
+            first, rest = st[3] + _ONE, np.uint64(0)
+        _emit(st, out, first)
+        for _ in range(np.int64(st[2]) - 1):
+            _emit(st, out, rest)
+    pw = point >> _W
+    _emit(st, out, pw)
+    if ((lower + rng) >> _W) == pw:
+        _emit(st, out, 0)
+
+
+@_njit
+def encode_dq_pass(st, out, cdf, e, tid, rb, qp, direct, sign_neg, sign_tot, sign_halve, raw, ri):
+    """The encoder's side of :func:`decode_dq_pass` (``dq._pack``'s loop): per column the symbols
+    of every row's difference ``e`` with table ``tid``, the buckets' low bits into ``raw`` (most
+    significant first, from ``ri``), then the signs of the non-zero ones in contexts of ``rb``,
+    ``qp`` with the column's frozen counts, then the counts updated. Returns the raw position."""
+    R, C = e.shape
+    n = cdf.shape[1] - 1
+    n_sign = sign_neg.size
+    add_neg = np.zeros(n_sign, np.int64)
+    add_tot = np.zeros(n_sign, np.int64)
+    for j in range(C):
+        for i in range(R):
+            a = abs(e[i, j])
+            s = _symbol_of(a, direct)
+            t = tid[i, j]
+            _encode(st, out, cdf[t, s], cdf[t, s + 1] - cdf[t, s])
+            if s >= direct:
+                nb = s - direct + 4
+                for b in range(nb - 1, -1, -1):
+                    raw[ri] = (a >> b) & 1
+                    ri += 1
+        for c in range(n_sign):
+            add_neg[c] = 0
+            add_tot[c] = 0
+        for i in range(R):
+            v = e[i, j]
+            if v != 0:
+                ctx = (rb[i, j] * 3 + min(abs(v), 3) - 1) * 2 + qp[i, j]
+                c1 = _binary_cdf1(sign_neg[ctx], sign_tot[ctx])
+                if v < 0:
+                    _encode(st, out, c1, (1 << PRECISION) - c1)
+                    add_neg[ctx] += 1
+                else:
+                    _encode(st, out, 0, c1)
+                add_tot[ctx] += 1
+        big = False
+        for c in range(n_sign):
+            sign_neg[c] += add_neg[c]
+            sign_tot[c] += add_tot[c]
+            if sign_tot[c] > sign_halve:
+                big = True
+        if big:
+            for c in range(n_sign):
+                if sign_tot[c] > sign_halve:
+                    sign_neg[c] = (sign_neg[c] + 1) // 2
+                    sign_tot[c] = (sign_tot[c] + 1) // 2
+                sign_neg[c] = min(max(sign_neg[c], 1), sign_tot[c] - 1)
+    return ri

@@ -119,18 +119,27 @@ def fit_filter(x: np.ndarray, t: np.ndarray, valid: np.ndarray, classes: int = F
         np.zeros(classes - 1, np.float32)
     edges = np.maximum.accumulate(edges)
     cls = np.searchsorted(edges.astype(np.float64), act, side="right")
-    y = (np.asarray(t, np.float64) - x)[valid]
-    a = np.stack([f[valid] for f in feats] + [np.ones(int(valid.sum()))], 1)
-    cv = cls[valid]
+    # the valid pixels grouped by class, each class in raster order: one gather per feature
+    # instead of a stacked matrix masked per class (the same rows, so the same sums)
+    flat = np.flatnonzero(valid)
+    cv = cls.reshape(-1)[flat]
+    order = np.argsort(cv, kind="stable")
+    idx = flat[order]
+    a = np.empty((idx.size, len(feats) + 1))
+    for j, f in enumerate(feats):
+        a[:, j] = f.reshape(-1)[idx]
+    a[:, -1] = 1.0
+    y = (np.asarray(t, np.float64) - x).reshape(-1)[idx]
+    bounds = np.searchsorted(cv[order], np.arange(classes + 1))
     taps = np.zeros((classes, len(FILTER_PAIRS)), np.int16)
     dc = np.zeros(classes, np.int16)
     for k in range(classes):
-        m = cv == k
-        if m.sum() <= a.shape[1]:
+        lo, hi = bounds[k], bounds[k + 1]
+        if hi - lo <= a.shape[1]:
             continue
-        ak = a[m]
+        ak = a[lo:hi]
         g = ak.T @ ak
-        c = np.linalg.solve(g + 1e-9 * np.trace(g) / len(g) * np.eye(len(g)), ak.T @ y[m])
+        c = np.linalg.solve(g + 1e-9 * np.trace(g) / len(g) * np.eye(len(g)), ak.T @ y[lo:hi])
         taps[k] = np.clip(np.round(c[:-1] * _TAP_ONE), -32767, 32767)
         dc[k] = np.clip(np.round(c[-1] * _DC_ONE), -32767, 32767)
     return RestorationFilter(edges, taps, dc)
