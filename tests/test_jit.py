@@ -8,7 +8,14 @@ from sarcodec.errors import CorruptedFileError
 from sarcodec.layer import decode_layer, dq, jit
 from sarcodec.layer.restoration import RestorationFilter
 
-pytestmark = pytest.mark.skipif(jit.numba is None, reason="numba not installed")
+pytestmark = pytest.mark.skipif(not jit.AVAILABLE, reason="numba not installed")
+
+
+@pytest.fixture(autouse=True)
+def compiled(monkeypatch):
+    """The kernels compiled (also under SARCODEC_JIT=0, which only changes the default)."""
+    monkeypatch.setattr(jit, "ENABLED", True)
+    jit.on()
 
 
 @pytest.fixture
@@ -19,6 +26,7 @@ def numpy_path(monkeypatch):
 
     def on():
         monkeypatch.setattr(jit, "ENABLED", True)
+        jit.on()
 
     return off, on
 

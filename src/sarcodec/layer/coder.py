@@ -119,10 +119,6 @@ def _context(q: np.ndarray, p: int, raw: bool = False) -> tuple[np.ndarray, ...]
     if not nb or rr.size == 0:
         z = np.zeros(rr.shape, np.int64)
         return rr, cc, z, z, z
-    if jit.ENABLED and not raw:
-        base = 1 + (_GROUP[p] - 1) * N_ACT
-        return (rr, cc) + jit.context(np.ascontiguousarray(q, np.int64), r0, c0, s, _NB[p], base, _ACT_LUT,
-                                      int(_ACT_EDGES[-1]))
     # in-bounds neighbour counts: len(nb) inside, fewer on the border rows and columns only
     n = np.full((nr, nc), len(nb), np.int64)
     for dr, dc in nb:
@@ -154,6 +150,10 @@ def _context(q: np.ndarray, p: int, raw: bool = False) -> tuple[np.ndarray, ...]
             t = np.concatenate(touched)
             cls[t] = base + _ACT_LUT[np.minimum((16 * a[t]) // n.reshape(-1)[t], _ACT_EDGES[-1])]
         return rr, cc, cls.reshape(nr, nc), ssum.reshape(nr, nc), n
+    elif not raw and jit.on():  # a dense residual: per position in compiled code (same integers)
+        base = 1 + (_GROUP[p] - 1) * N_ACT
+        return (rr, cc) + jit.context(np.ascontiguousarray(q, np.int64), r0, c0, s, _NB[p], base, _ACT_LUT,
+                                      int(_ACT_EDGES[-1]))
     else:
         a = np.zeros((nr, nc), np.int64)
         ssum = np.zeros((nr, nc), np.int64)

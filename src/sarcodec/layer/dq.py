@@ -190,7 +190,7 @@ def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.nda
     """Levels and quantisers of chains = rows of ``x`` (values in units of delta) minimising
     sum (x - value)^2 + lam * bits: ``tab`` the bits per (table, symbol), ``cls`` the class of each
     position, ``khat`` its predicted level in Q0 and in Q1 (a level is coded as its difference)."""
-    if jit.ENABLED:
+    if jit.on():
         c = lambda a: np.ascontiguousarray(a, np.int64)  # noqa: E731
         return jit.viterbi(np.ascontiguousarray(x, np.float64), np.ascontiguousarray(tab, np.float64), c(cls),
                            c(khat[0]), c(khat[1]), float(lam), c(machine[0]), c(machine[1]), DIRECT)
@@ -404,7 +404,7 @@ def _pack(band, delta, k, qs, alphas, e, tid, params, sums) -> tuple[bytes, L.La
         return b"", L.LayerData(None, delta, 0.0)
     offsets = L.centroid_offsets(m.reshape(-1), band.reshape(-1), delta)
     tables = _Tables(params)
-    if jit.ENABLED:
+    if jit.on():
         words, raw = _pack_compiled(k, qs, alphas, e, tid, sums, tables)
     else:
         words, raw = _pack_numpy(k, qs, alphas, e, tid, sums, tables)
@@ -503,7 +503,7 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
         raise ValueError("raw bits do not match the blob size")
     raw = np.unpackbits(np.frombuffer(blob, np.uint8, (n_raw + 7) // 8, pos))[:n_raw].astype(np.int64)
     tables = _Tables(params)
-    if jit.ENABLED:
+    if jit.on():
         return _decode_compiled(shape, tables, words, raw, alphas, offsets, delta)
     fam = constriction.stream.model.Categorical(perfect=False)
     dec = constriction.stream.queue.RangeDecoder(words)

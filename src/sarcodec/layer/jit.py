@@ -24,20 +24,36 @@ reproduce both exactly (``docs/format.md`` section 7):
 Every operation is integer arithmetic or IEEE float64 additions, multiplications and divisions
 (no fast-math), so the results equal constriction's on every machine;
 ``tests/test_jit.py`` checks that against constriction on random models and on real layers.
-``SARCODEC_JIT=0`` (or numba missing) selects the NumPy + constriction path.
+``SARCODEC_JIT=0`` (or numba missing) selects the NumPy + constriction path, the reference.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import numpy as np
 
-try:  # pragma: no cover - exercised through ENABLED
-    import numba
-except ImportError:  # pragma: no cover
-    numba = None
+# numba is imported, and the kernels compiled, on first use (:func:`on`): a file without a dense
+# layer (the default outlier layer) never pays its import (~0.3 s, ~60 MB)
+AVAILABLE = importlib.util.find_spec("numba") is not None
+ENABLED = AVAILABLE and os.environ.get("SARCODEC_JIT", "1") != "0"
+_KERNELS: list[str] = []
+_compiled = False
 
-ENABLED = numba is not None and os.environ.get("SARCODEC_JIT", "1") != "0"
+
+def on() -> bool:
+    """Whether the compiled loops are used (numba installed, ``SARCODEC_JIT`` not 0); the first
+    call that says yes compiles them (or loads them from numba's cache)."""
+    global _compiled
+    if ENABLED and not _compiled:
+        import numba
+
+        g = globals()
+        for name in _KERNELS:  # rebinding the names lets the kernels call each other compiled
+            g[name] = numba.njit(cache=True, nogil=True)(g[name])
+        _compiled = True
+    return ENABLED
+
 
 PRECISION = 24
 _ONE = np.uint64(1)
@@ -49,7 +65,9 @@ _FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _njit(fn):
-    return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
+    """Mark ``fn`` as a kernel, compiled by :func:`on`."""
+    _KERNELS.append(fn.__name__)
+    return fn
 
 
 @_njit
@@ -476,7 +494,6 @@ def encode_dq_pass(st, out, cdf, e, tid, rb, qp, direct, sign_neg, sign_tot, sig
     significant first, from ``ri``), then the signs of the non-zero ones in contexts of ``rb``,
     ``qp`` with the column's frozen counts, then the counts updated. Returns the raw position."""
     R, C = e.shape
-    n = cdf.shape[1] - 1
     n_sign = sign_neg.size
     add_neg = np.zeros(n_sign, np.int64)
     add_tot = np.zeros(n_sign, np.int64)

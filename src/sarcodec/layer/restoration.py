@@ -67,7 +67,7 @@ class RestorationFilter:
     def apply(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64)
         xp = _padded(x)
-        if jit.ENABLED:
+        if jit.on():
             return jit.restore(xp, FILTER_REACH, _PAIRS, self.edges.astype(np.float64),
                                self.taps.astype(np.float64) / _TAP_ONE, self.dc.astype(np.float64) / _DC_ONE)
         cls = np.searchsorted(self.edges.astype(np.float64), _filter_activity(xp, x.shape), side="right")
