@@ -2,7 +2,7 @@
 # One-shot, repeatable set-up: a virtual environment in .venv with pinned dependencies.
 #   * torch 2.13.0 (CPU build; installed first so that nothing pulls a CUDA build)
 #   * everything else pinned by constraints.txt (numpy 2, constriction, rasterio, imagecodecs,
-#     pytorch-msssim, typer, rich, pyyaml, scipy; pytest and the notebook runner nbclient +
+#     pytorch-msssim, typer, rich, pyyaml, scipy, numba; pytest and the notebook runner nbclient +
 #     ipykernel for the tests; tensorboard for training logs)
 # Idempotent: re-running only installs what changed. PYTHON overrides the interpreter (>= 3.11).
 set -euo pipefail
