@@ -558,7 +558,7 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
 
 def _decode_compiled(shape, tables, words, raw, alphas, offsets, delta) -> L.LayerData:
     """:func:`decode_dq`'s walk along the chains in compiled code (:mod:`.jit`, the same integers):
-    the contexts of each pass in NumPy, then every column of the pass in one call."""
+    per pass its contexts, then every column of the pass, predictions included, in one call."""
     nxt, quant = MACHINE
     cdf = jit.quantised_cdf(tables.prob)
     st = jit.decoder(words)
@@ -569,19 +569,14 @@ def _decode_compiled(shape, tables, words, raw, alphas, offsets, delta) -> L.Lay
         rr, cc, cls, ssum, n = L._context(m, p)
         if rr.size == 0:
             continue
-        mu = L._predict(alphas[p], ssum, n)
-        k0, k1 = _khat(mu, False), _khat(mu, True)
-        rb0 = _sign_bucket(alphas[p], ssum, n, recon_index(k0, np.zeros_like(k0)))
-        rb1 = _sign_bucket(alphas[p], ssum, n, recon_index(k1, np.ones_like(k1)))
-        kp = np.zeros(rr.shape, np.int64)
-        sp = np.zeros(rr.shape, np.int64)
-        ri = jit.decode_dq_pass(st, words, cdf, *(np.ascontiguousarray(a, np.int64) for a in (cls, k0, k1, rb0, rb1)),
-                                nxt, quant, DIRECT, signs.neg, signs.tot, SIGN_HALVE, raw, ri, kp, sp)
+        r0, c0, step, _ = L.PASSES[p]
+        ri = jit.decode_dq_pass(st, words, cdf, *(np.ascontiguousarray(a, np.int64) for a in (cls, ssum, n)),
+                                int(alphas[p]), nxt, quant, DIRECT, signs.neg, signs.tot, SIGN_HALVE, raw, ri,
+                                m, r0, c0, step)
         if ri == -1:
             raise ValueError("invalid range-coder data")
         if ri == -2:
             raise ValueError("raw bits are short")
-        m[rr, cc] = recon_index(kp, sp)
         if np.abs(m).max() >= 2**40:
             raise ValueError("value out of range")
     if ri != raw.size:

@@ -176,19 +176,48 @@ def decoder(words: np.ndarray) -> np.ndarray:
 
 
 @_njit
-def decode_dq_pass(st, words, cdf, cls, k0, k1, rb0, rb1, nxt, quant, direct, sign_neg, sign_tot,
-                   sign_halve, raw, ri, kp, sp):
+def _predicted(alpha, ssum, n):
+    """``coder._predict`` of one position: round(alpha/32 * ssum/n), half up."""
+    return (2 * alpha * ssum + 32 * n) // (64 * n) if alpha else np.int64(0)
+
+
+@_njit
+def _khat_of(mu, q1):
+    """``dq._khat``: the level of quantiser ``q1`` whose value is nearest ``mu``."""
+    if q1:
+        return ((abs(mu) + 1) // 2) * (1 if mu > 0 else (-1 if mu < 0 else 0))
+    return (mu + 1) // 2
+
+
+@_njit
+def _bucket(alpha, ssum, n, v):
+    """``dq._sign_bucket`` of one position whose predicted level has value ``v``."""
+    if alpha:
+        num, den = alpha * ssum - 32 * n * v, 32 * n
+    else:
+        num, den = ssum, 2 * n
+    t = 20 * num
+    return ((t >= -15 * den) + (t >= -5 * den) + (t >= -den) + (t > den) + (t > 5 * den)
+            + (t > 15 * den))
+
+
+@_njit
+def decode_dq_pass(st, words, cdf, cls, ssum, cnt, alpha, nxt, quant, direct, sign_neg, sign_tot,
+                   sign_halve, raw, ri, m, r0, c0, step):
     """The chains (rows) of one pass of a dependent-quantisation layer, column by column, exactly
     as ``dq.decode_dq``'s NumPy loop: per column the magnitudes of every row (table
     ``2 class + quantiser``, buckets completed from ``raw``), then the signs of the non-zero ones
-    with the column's frozen adaptive counts, then the counts updated (and halved past
-    ``sign_halve``). Fills levels ``kp`` and quantisers ``sp``; returns the raw-bit position, or
-    -1 on invalid data, -2 when the raw bits run short."""
+    with the column's frozen adaptive counts (context: the prediction's bucket, the magnitude, the
+    quantiser), then the counts updated (and halved past ``sign_halve``). The prediction of each
+    position comes from its neighbour sum ``ssum`` and count ``cnt`` with weight ``alpha``; the
+    reconstruction indices go into ``m`` at (r0 + i step, c0 + j step). Returns the raw-bit
+    position, or -1 on invalid data, -2 when the raw bits run short."""
     R, C = cls.shape
     n = cdf.shape[1] - 1
     state = np.zeros(R, np.int64)
     a = np.empty(R, np.int64)
     q1 = np.empty(R, np.int64)
+    kh = np.empty(R, np.int64)
     n_sign = sign_neg.size
     add_neg = np.zeros(n_sign, np.int64)
     add_tot = np.zeros(n_sign, np.int64)
@@ -214,9 +243,11 @@ def decode_dq_pass(st, words, cdf, cls, k0, k1, rb0, rb1, nxt, quant, direct, si
             add_neg[c] = 0
             add_tot[c] = 0
         for i in range(R):
+            k = _khat_of(_predicted(alpha, ssum[i, j], cnt[i, j]), q1[i])
+            kh[i] = k
             if a[i] != 0:
-                rb = rb1[i, j] if q1[i] else rb0[i, j]
-                ctx = (rb * 3 + min(a[i], 3) - 1) * 2 + q1[i]
+                v = 2 * k - (k > 0) + (k < 0) if q1[i] else 2 * k  # the predicted level's value
+                ctx = (_bucket(alpha, ssum[i, j], cnt[i, j], v) * 3 + min(a[i], 3) - 1) * 2 + q1[i]
                 neg = _decode_bit(st, words, _binary_cdf1(sign_neg[ctx], sign_tot[ctx]))
                 if neg < 0:
                     return -1
@@ -237,10 +268,8 @@ def decode_dq_pass(st, words, cdf, cls, k0, k1, rb0, rb1, nxt, quant, direct, si
                     sign_tot[c] = (sign_tot[c] + 1) // 2
                 sign_neg[c] = min(max(sign_neg[c], 1), sign_tot[c] - 1)
         for i in range(R):
-            kh = k1[i, j] if q1[i] else k0[i, j]
-            k = kh + a[i]
-            kp[i, j] = k
-            sp[i, j] = q1[i]
+            k = kh[i] + a[i]
+            m[r0 + i * step, c0 + j * step] = 2 * k - (k > 0) + (k < 0) if q1[i] else 2 * k
             state[i] = nxt[state[i], k & 1]
     return ri
 
