@@ -503,10 +503,11 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
         raise ValueError("raw bits do not match the blob size")
     raw = np.unpackbits(np.frombuffer(blob, np.uint8, (n_raw + 7) // 8, pos))[:n_raw].astype(np.int64)
     tables = _Tables(params)
-    if jit.on():
-        return _decode_compiled(shape, tables, words, raw, alphas, offsets, delta)
-    fam = constriction.stream.model.Categorical(perfect=False)
-    dec = constriction.stream.queue.RangeDecoder(words)
+    compiled = jit.on()
+    if compiled:  # the same integers (:mod:`.jit`): each pass, predictions included, in one call
+        cdf, dec = jit.quantised_cdf(tables.prob), jit.decoder(words)
+    else:
+        cdf, dec = None, constriction.stream.queue.RangeDecoder(words)
     m = np.zeros(shape, np.int64)  # reconstruction indices: the contexts and predictions
     ri = 0
     signs = _Signs()
@@ -514,41 +515,17 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
         rr, cc, cls, ssum, n = L._context(m, p)
         if rr.size == 0:
             continue
-        mu = L._predict(alphas[p], ssum, n)
-        k0, k1 = _khat(mu, False), _khat(mu, True)
-        # the prediction's sign bucket in each quantiser, for every position
-        rb0 = _sign_bucket(alphas[p], ssum, n, recon_index(k0, np.zeros_like(k0)))
-        rb1 = _sign_bucket(alphas[p], ssum, n, recon_index(k1, np.ones_like(k1)))
-        st = np.zeros(rr.shape[0], np.int64)
-        kp = np.zeros(rr.shape, np.int64)
-        sp = np.zeros(rr.shape, np.int64)
-        for j in range(rr.shape[1]):
-            q1 = quant[st]
-            a = np.asarray(dec.decode(fam, tables.prob[2 * cls[:, j] + q1]), np.int64)
-            big = a >= DIRECT
-            if big.any():  # buckets: 2^nb + nb raw bits
-                nb = a[big] - DIRECT + 4
-                start = ri + np.concatenate([[0], np.cumsum(nb)[:-1]])
-                ri += int(nb.sum())
-                if ri > raw.size:
-                    raise ValueError("raw bits are short")
-                v = np.ones(nb.size, np.int64)
-                for i in range(int(nb.max())):
-                    live = i < nb
-                    v = np.where(live, (v << 1) | raw[np.where(live, start + i, 0)], v)
-                a[big] = v
-            nz = a > 0
-            kh = np.where(q1, k1[:, j], k0[:, j])
-            if nz.any():
-                ctx = _context_of(np.where(q1, rb1[:, j], rb0[:, j])[nz], a[nz], q1[nz])
-                neg = np.asarray(dec.decode(fam, signs.probs(ctx)), np.int64)
-                signs.update(ctx, neg)
-                a[nz] = np.where(neg == 1, -a[nz], a[nz])
-            k = kh + a
-            kp[:, j] = k
-            sp[:, j] = q1
-            st = nxt[st, k & 1]
-        m[rr, cc] = recon_index(kp, sp)
+        if compiled:
+            r0, c0, step, _ = L.PASSES[p]
+            ri = jit.decode_dq_pass(dec, words, cdf, *(np.ascontiguousarray(a, np.int64) for a in (cls, ssum, n)),
+                                    int(alphas[p]), nxt, quant, DIRECT, signs.neg, signs.tot, SIGN_HALVE, raw, ri,
+                                    m, r0, c0, step)
+            if ri == -1:
+                raise ValueError("invalid range-coder data")
+            if ri == -2:
+                raise ValueError("raw bits are short")
+        else:
+            m[rr, cc], ri = _decode_pass(dec, tables, signs, raw, ri, alphas[p], cls, ssum, n)
         if np.abs(m).max() >= 2**40:
             raise ValueError("value out of range")
     if ri != raw.size:
@@ -556,29 +533,45 @@ def decode_dq(blob: bytes, shape: tuple[int, int]) -> L.LayerData:
     return L.LayerData(m, delta, 0.0, offsets)
 
 
-def _decode_compiled(shape, tables, words, raw, alphas, offsets, delta) -> L.LayerData:
-    """:func:`decode_dq`'s walk along the chains in compiled code (:mod:`.jit`, the same integers):
-    per pass its contexts, then every column of the pass, predictions included, in one call."""
+def _decode_pass(dec, tables, signs, raw, ri, alpha, cls, ssum, n) -> tuple[np.ndarray, int]:
+    """One pass of :func:`decode_dq` with constriction, every row of a lattice column at once:
+    its reconstruction indices and the raw-bit position after it."""
+    import constriction
+
     nxt, quant = MACHINE
-    cdf = jit.quantised_cdf(tables.prob)
-    st = jit.decoder(words)
-    m = np.zeros(shape, np.int64)
-    ri = 0
-    signs = _Signs()
-    for p in range(len(L.PASSES)):
-        rr, cc, cls, ssum, n = L._context(m, p)
-        if rr.size == 0:
-            continue
-        r0, c0, step, _ = L.PASSES[p]
-        ri = jit.decode_dq_pass(st, words, cdf, *(np.ascontiguousarray(a, np.int64) for a in (cls, ssum, n)),
-                                int(alphas[p]), nxt, quant, DIRECT, signs.neg, signs.tot, SIGN_HALVE, raw, ri,
-                                m, r0, c0, step)
-        if ri == -1:
-            raise ValueError("invalid range-coder data")
-        if ri == -2:
-            raise ValueError("raw bits are short")
-        if np.abs(m).max() >= 2**40:
-            raise ValueError("value out of range")
-    if ri != raw.size:
-        raise ValueError("unused raw bits")
-    return L.LayerData(m, delta, 0.0, offsets)
+    fam = constriction.stream.model.Categorical(perfect=False)
+    mu = L._predict(alpha, ssum, n)
+    k0, k1 = _khat(mu, False), _khat(mu, True)
+    # the prediction's sign bucket in each quantiser, for every position
+    rb0 = _sign_bucket(alpha, ssum, n, recon_index(k0, np.zeros_like(k0)))
+    rb1 = _sign_bucket(alpha, ssum, n, recon_index(k1, np.ones_like(k1)))
+    st = np.zeros(cls.shape[0], np.int64)
+    kp = np.zeros(cls.shape, np.int64)
+    sp = np.zeros(cls.shape, np.int64)
+    for j in range(cls.shape[1]):
+        q1 = quant[st]
+        a = np.asarray(dec.decode(fam, tables.prob[2 * cls[:, j] + q1]), np.int64)
+        big = a >= DIRECT
+        if big.any():  # buckets: 2^nb + nb raw bits
+            nb = a[big] - DIRECT + 4
+            start = ri + np.concatenate([[0], np.cumsum(nb)[:-1]])
+            ri += int(nb.sum())
+            if ri > raw.size:
+                raise ValueError("raw bits are short")
+            v = np.ones(nb.size, np.int64)
+            for i in range(int(nb.max())):
+                live = i < nb
+                v = np.where(live, (v << 1) | raw[np.where(live, start + i, 0)], v)
+            a[big] = v
+        nz = a > 0
+        kh = np.where(q1, k1[:, j], k0[:, j])
+        if nz.any():
+            ctx = _context_of(np.where(q1, rb1[:, j], rb0[:, j])[nz], a[nz], q1[nz])
+            neg = np.asarray(dec.decode(fam, signs.probs(ctx)), np.int64)
+            signs.update(ctx, neg)
+            a[nz] = np.where(neg == 1, -a[nz], a[nz])
+        k = kh + a
+        kp[:, j] = k
+        sp[:, j] = q1
+        st = nxt[st, k & 1]
+    return recon_index(kp, sp), ri

@@ -118,19 +118,20 @@ def _start(words):
 
 
 @_njit
-def _decode(st, words, cdf, n):
-    """One symbol with CDF ``cdf`` (n symbols; ``cdf[n]`` = 2^24); -1 on invalid data."""
-    lower, rng, point = st[0], st[1], st[2]
-    scale = rng >> _P
-    q = (point - lower) // scale
-    if q >= _TOP:
-        return -1
-    qi = np.int64(q)
-    s = 0
-    while s < n - 1 and cdf[s + 1] <= qi:
-        s += 1
-    lower = lower + scale * np.uint64(cdf[s])
-    rng = scale * np.uint64(cdf[s + 1] - cdf[s])
+def _quantile(st):
+    """Where the decoder's point lies in its range, in 2^-24 of it; -1 on invalid data."""
+    q = (st[2] - st[0]) // (st[1] >> _P)
+    return np.int64(q) if q < _TOP else -1
+
+
+@_njit
+def _consume(st, words, lo, hi):
+    """Narrow the decoder's range to the symbol [lo, hi) (in 2^-24), shifting in a word when the
+    range falls below 2^32 (zeros past the end)."""
+    scale = st[1] >> _P
+    lower = st[0] + scale * np.uint64(lo)
+    rng = scale * np.uint64(hi - lo)
+    point = st[2]
     if rng < _LOW:
         lower = lower << _W
         rng = rng << _W
@@ -140,34 +141,52 @@ def _decode(st, words, cdf, n):
             point = point | np.uint64(words[k])
         st[3] = np.uint64(k + 1)
     st[0], st[1], st[2] = lower, rng, point
+
+
+@_njit
+def _decode(st, words, cdf, n):
+    """One symbol with CDF ``cdf`` (n symbols; ``cdf[n]`` = 2^24); -1 on invalid data."""
+    q = _quantile(st)
+    if q < 0:
+        return -1
+    s = 0
+    while s < n - 1 and cdf[s + 1] <= q:
+        s += 1
+    _consume(st, words, cdf[s], cdf[s + 1])
     return s
 
 
 @_njit
 def _decode_bit(st, words, cdf1):
     """One symbol of a two-symbol model with middle CDF entry ``cdf1``; -1 on invalid data."""
-    lower, rng, point = st[0], st[1], st[2]
-    scale = rng >> _P
-    q = (point - lower) // scale
-    if q >= _TOP:
+    q = _quantile(st)
+    if q < 0:
         return -1
-    qi = np.int64(q)
-    if qi < cdf1:
-        s, lo, hi = 0, 0, cdf1
-    else:
-        s, lo, hi = 1, cdf1, 1 << PRECISION
-    lower = lower + scale * np.uint64(lo)
-    rng = scale * np.uint64(hi - lo)
-    if rng < _LOW:
-        lower = lower << _W
-        rng = rng << _W
-        point = point << _W
-        k = np.int64(st[3])
-        if k < words.size:
-            point = point | np.uint64(words[k])
-        st[3] = np.uint64(k + 1)
-    st[0], st[1], st[2] = lower, rng, point
-    return s
+    if q < cdf1:
+        _consume(st, words, 0, cdf1)
+        return 0
+    _consume(st, words, cdf1, 1 << PRECISION)
+    return 1
+
+
+@_njit
+def _update_signs(sign_neg, sign_tot, add_neg, add_tot, sign_halve):
+    """``dq._Signs.update``: add a column's counts (and clear them), halve the contexts past
+    ``sign_halve`` and keep 1 <= neg <= tot - 1."""
+    big = False
+    for c in range(sign_neg.size):
+        sign_neg[c] += add_neg[c]
+        sign_tot[c] += add_tot[c]
+        add_neg[c] = 0
+        add_tot[c] = 0
+        if sign_tot[c] > sign_halve:
+            big = True
+    if big:
+        for c in range(sign_neg.size):
+            if sign_tot[c] > sign_halve:
+                sign_neg[c] = (sign_neg[c] + 1) // 2
+                sign_tot[c] = (sign_tot[c] + 1) // 2
+            sign_neg[c] = min(max(sign_neg[c], 1), sign_tot[c] - 1)
 
 
 def decoder(words: np.ndarray) -> np.ndarray:
@@ -218,9 +237,8 @@ def decode_dq_pass(st, words, cdf, cls, ssum, cnt, alpha, nxt, quant, direct, si
     a = np.empty(R, np.int64)
     q1 = np.empty(R, np.int64)
     kh = np.empty(R, np.int64)
-    n_sign = sign_neg.size
-    add_neg = np.zeros(n_sign, np.int64)
-    add_tot = np.zeros(n_sign, np.int64)
+    add_neg = np.zeros(sign_neg.size, np.int64)  # the column's counts
+    add_tot = np.zeros(sign_neg.size, np.int64)
     for j in range(C):
         for i in range(R):
             q = quant[state[i]]
@@ -239,9 +257,6 @@ def decode_dq_pass(st, words, cdf, cls, ssum, cnt, alpha, nxt, quant, direct, si
                 a[i] = v
             else:
                 a[i] = s
-        for c in range(n_sign):
-            add_neg[c] = 0
-            add_tot[c] = 0
         for i in range(R):
             k = _khat_of(_predicted(alpha, ssum[i, j], cnt[i, j]), q1[i])
             kh[i] = k
@@ -255,18 +270,7 @@ def decode_dq_pass(st, words, cdf, cls, ssum, cnt, alpha, nxt, quant, direct, si
                 if neg == 1:
                     add_neg[ctx] += 1
                     a[i] = -a[i]
-        big = False
-        for c in range(n_sign):
-            sign_neg[c] += add_neg[c]
-            sign_tot[c] += add_tot[c]
-            if sign_tot[c] > sign_halve:
-                big = True
-        if big:
-            for c in range(n_sign):
-                if sign_tot[c] > sign_halve:
-                    sign_neg[c] = (sign_neg[c] + 1) // 2
-                    sign_tot[c] = (sign_tot[c] + 1) // 2
-                sign_neg[c] = min(max(sign_neg[c], 1), sign_tot[c] - 1)
+        _update_signs(sign_neg, sign_tot, add_neg, add_tot, sign_halve)
         for i in range(R):
             k = kh[i] + a[i]
             m[r0 + i * step, c0 + j * step] = 2 * k - (k > 0) + (k < 0) if q1[i] else 2 * k
@@ -451,6 +455,19 @@ def _emit(st, out, word):
 
 
 @_njit
+def _flush(st, out, carry):
+    """Write the held-back words: their first word plus the carry, then the rest as all ones
+    (no carry) or all zeros (the carry rippled through them)."""
+    if carry:
+        first, rest = st[3] + _ONE, np.uint64(0)
+    else:
+        first, rest = st[3], np.uint64(0xFFFFFFFF)
+    _emit(st, out, first)
+    for _ in range(np.int64(st[2]) - 1):
+        _emit(st, out, rest)
+
+
+@_njit
 def _encode(st, out, left, prob):
     """One symbol with left CDF ``left`` and probability ``prob`` (in 2^-24)."""
     lower, rng = st[0], st[1]
@@ -458,13 +475,7 @@ def _encode(st, out, left, prob):
     rng = scale * np.uint64(prob)
     new_lower = lower + scale * np.uint64(left)
     if st[2] > 0 and new_lower + rng > new_lower:  # an inverted run resolves: write it
-        if new_lower < lower:
-            first, rest = st[3] + _ONE, np.uint64(0)
-        else:
-            first, rest = st[3], np.uint64(0xFFFFFFFF)
-        _emit(st, out, first)
-        for _ in range(np.int64(st[2]) - 1):
-            _emit(st, out, rest)
+        _flush(st, out, new_lower < lower)
         st[2] = np.uint64(0)
     lower = new_lower
     if rng < _LOW:
@@ -503,13 +514,7 @@ def _seal(st, out):
         return
     point = lower + np.uint64(0xFFFFFFFF)
     if st[2] > 0:
-        if point >= lower:
-            first, rest = st[3], np.uint64(0xFFFFFFFF)
-        else:
-            first, rest = st[3] + _ONE, np.uint64(0)
-        _emit(st, out, first)
-        for _ in range(np.int64(st[2]) - 1):
-            _emit(st, out, rest)
+        _flush(st, out, point < lower)
     pw = point >> _W
     _emit(st, out, pw)
     if ((lower + rng) >> _W) == pw:
@@ -523,9 +528,8 @@ def encode_dq_pass(st, out, cdf, e, tid, rb, qp, direct, sign_neg, sign_tot, sig
     significant first, from ``ri``), then the signs of the non-zero ones in contexts of ``rb``,
     ``qp`` with the column's frozen counts, then the counts updated. Returns the raw position."""
     R, C = e.shape
-    n_sign = sign_neg.size
-    add_neg = np.zeros(n_sign, np.int64)
-    add_tot = np.zeros(n_sign, np.int64)
+    add_neg = np.zeros(sign_neg.size, np.int64)  # the column's counts
+    add_tot = np.zeros(sign_neg.size, np.int64)
     for j in range(C):
         for i in range(R):
             a = abs(e[i, j])
@@ -537,9 +541,6 @@ def encode_dq_pass(st, out, cdf, e, tid, rb, qp, direct, sign_neg, sign_tot, sig
                 for b in range(nb - 1, -1, -1):
                     raw[ri] = (a >> b) & 1
                     ri += 1
-        for c in range(n_sign):
-            add_neg[c] = 0
-            add_tot[c] = 0
         for i in range(R):
             v = e[i, j]
             if v != 0:
@@ -551,16 +552,5 @@ def encode_dq_pass(st, out, cdf, e, tid, rb, qp, direct, sign_neg, sign_tot, sig
                 else:
                     _encode(st, out, 0, c1)
                 add_tot[ctx] += 1
-        big = False
-        for c in range(n_sign):
-            sign_neg[c] += add_neg[c]
-            sign_tot[c] += add_tot[c]
-            if sign_tot[c] > sign_halve:
-                big = True
-        if big:
-            for c in range(n_sign):
-                if sign_tot[c] > sign_halve:
-                    sign_neg[c] = (sign_neg[c] + 1) // 2
-                    sign_tot[c] = (sign_tot[c] + 1) // 2
-                sign_neg[c] = min(max(sign_neg[c], 1), sign_tot[c] - 1)
+        _update_signs(sign_neg, sign_tot, add_neg, add_tot, sign_halve)
     return ri
