@@ -128,7 +128,9 @@ def _context(q: np.ndarray, p: int, raw: bool = False) -> tuple[np.ndarray, ...]
         n[:, ~okc] -= okr[:, None]
         n[np.ix_(~okr, ~okc)] -= 1
     m = _PAD
-    nz = None if raw else np.flatnonzero(q)
+    # sparse residuals take the NumPy path below unless numba is already loaded in this process
+    # (a default outlier layer never loads it; an MSE layer's encoder has)
+    nz = None if raw or jit.ready() else np.flatnonzero(q)
     if nz is not None and nz.size * 64 < q.size:  # (the class as below, computed where a != 0)
         # sparse residual (bright targets only, or none): add each non-zero value to the pass
         # positions it neighbours instead of visiting every position (same integers)

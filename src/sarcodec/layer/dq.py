@@ -254,9 +254,14 @@ def _viterbi(x: np.ndarray, tab: np.ndarray, cls: np.ndarray, khat: tuple[np.nda
 def _estimate_bits(e: np.ndarray, tid: np.ndarray) -> float:
     """Bits of ``e`` under a zero-inflated geometric law fitted per table id (for choices only)."""
     a = np.abs(e).astype(np.float64)
-    n = np.bincount(tid, minlength=N_TABLES).astype(np.float64)
-    nz = np.bincount(tid, a > 0, minlength=N_TABLES)
-    tot = np.bincount(tid, a, minlength=N_TABLES)
+    return _table_bits(np.bincount(tid, minlength=N_TABLES), np.bincount(tid, a > 0, minlength=N_TABLES),
+                       np.bincount(tid, a, minlength=N_TABLES))
+
+
+def _table_bits(n: np.ndarray, nz: np.ndarray, tot: np.ndarray) -> float:
+    """:func:`_estimate_bits` from per-table counts of values, of non-zero values and the sums of
+    their magnitudes (integer-valued: the same floats whether counted by NumPy or a kernel)."""
+    n, nz, tot = (np.asarray(v, np.float64) for v in (n, nz, tot))
     p0 = (n - nz + 0.5) / (n + 1.0)
     mean = np.where(nz > 0, tot / np.maximum(nz, 1), 1.0)
     th = np.clip(1.0 - 1.0 / np.maximum(mean, 1.0), 1 / 256, 255 / 256)
@@ -281,15 +286,26 @@ def _contexts(m: np.ndarray, k: np.ndarray, qs: np.ndarray):
         if rr.size == 0:
             out.append(0)
             continue
-        a = 0
+        a, cand = 0, 0
         if L.PASSES[p][3]:
             mean = ssum / n
             den = float(np.sum(mean * mean))
             cand = int(np.clip(round(32 * float(np.sum(m[lat] * mean)) / den), -32, 32)) if den > 0 else 0
+        if jit.on():  # per position in compiled code: the same levels and per-table counts
+            best = None
+            for al in (0, cand) if cand else (0,):
+                *lev, cn, cnz, ctot = jit.predicted_levels(al, ssum, n, k[lat], qs[lat], c, N_TABLES)
+                bits = _table_bits(cn, cnz, ctot) if cand else 0.0
+                if best is None or bits < best:
+                    a, best, levels = al, bits, lev
+            cls[lat], k0[lat], k1[lat] = c, *levels
+            out.append(a)
+            continue
+        if cand:
             best = None
             q1 = qs[lat] > 0
             tid = (2 * c + q1).reshape(-1)
-            for al in ((0, cand) if cand else ()):
+            for al in (0, cand):
                 mu = L._predict(al, ssum, n)
                 bits = _estimate_bits((k[lat] - np.where(q1, _khat(mu, True), _khat(mu, False))).reshape(-1), tid)
                 if best is None or bits < best:

@@ -55,6 +55,12 @@ def on() -> bool:
     return ENABLED
 
 
+def ready() -> bool:
+    """Whether the kernels are in use and already compiled (never compiles them): for choices
+    that may take the compiled path only where a process pays for numba anyway."""
+    return ENABLED and _compiled
+
+
 PRECISION = 24
 _ONE = np.uint64(1)
 _P = np.uint64(PRECISION)
@@ -443,6 +449,35 @@ def context(q, r0, c0, s, nb, base, lut, top):
             cnt[i, j] = n
     return cls, ssum, cnt
 
+
+
+@_njit
+def predicted_levels(alpha, ssum, cnt, k, qs, c, ntab):
+    """``dq._contexts`` for one pass at prediction weight ``alpha``: the predicted level of each
+    lattice position in Q0 and in Q1 and, per table id ``2 c + (qs > 0)``, the count of values,
+    of non-zero differences ``k`` - predicted level and the sum of their magnitudes (what
+    ``dq._estimate_bits`` weighs; integers, so the bits computed from them are the NumPy path's)."""
+    nr, nc = ssum.shape
+    k0 = np.empty((nr, nc), np.int64)
+    k1 = np.empty((nr, nc), np.int64)
+    n = np.zeros(ntab, np.int64)
+    nz = np.zeros(ntab, np.int64)
+    tot = np.zeros(ntab, np.int64)
+    for i in range(nr):
+        for j in range(nc):
+            mu = _predicted(alpha, ssum[i, j], cnt[i, j])
+            a0 = _khat_of(mu, False)
+            a1 = _khat_of(mu, True)
+            k0[i, j] = a0
+            k1[i, j] = a1
+            q1 = qs[i, j] > 0
+            e = k[i, j] - (a1 if q1 else a0)
+            t = 2 * c[i, j] + (1 if q1 else 0)
+            n[t] += 1
+            if e != 0:
+                nz[t] += 1
+                tot[t] += abs(e)
+    return k0, k1, n, nz, tot
 
 # --- the range encoder (constriction's ``stream.queue.RangeEncoder``) ---------------------------
 # state: lower, range, the count of held-back ("inverted") words (0: normal), the first of them,
