@@ -193,12 +193,19 @@ class CoderPool:
 
 
 @contextmanager
-def coder_pool(coder: Any, n_tiles: int, device: str, workers: int | None, layers: int = 0
-               ) -> Iterator[CoderPool | None]:
-    """A :class:`CoderPool` of ``workers`` processes (None: :func:`auto_workers`), or None for 0."""
+def coder_pool(coder: Any, n_tiles: int, device: str, workers: int | None, layers: int = 0,
+               kernels: bool = False) -> Iterator[CoderPool | None]:
+    """A :class:`CoderPool` of ``workers`` processes (None: :func:`auto_workers`), or None for 0.
+    ``kernels``: the workers will code or decode dense layers, so the compiled layer kernels are
+    loaded here first (:func:`sarcodec.layer.warm_kernels`, once per process) for forked workers
+    to inherit instead of each loading them again."""
     n = auto_workers(n_tiles, device, layers) if check_workers(workers) is None else min(workers, n_tiles)
     if n == 0:
         yield None
         return
+    if kernels and sys.platform.startswith("linux"):  # (spawned workers start empty whatever is done here)
+        from .layer import warm_kernels
+
+        warm_kernels()
     with CoderPool(coder, n) as pool:
         yield pool

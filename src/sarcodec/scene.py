@@ -393,7 +393,7 @@ def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: 
     # only dense layers (max_error) are worth a pool: an outlier layer codes in a few ms, less
     # than sending a worker the tile (a 2048^2 default encode: 10% slower with one)
     dense = len(entries) if spec.max_error_db is not None else 0
-    with coder_pool(None, len(entries), dev, workers, layers=dense) as pool:
+    with coder_pool(None, len(entries), dev, workers, layers=dense, kernels=dense > 0) as pool:
         for e in entries:
             rad = rads[e.band]
             vals = src.read(e.band, e.row, e.row + e.height, e.col, e.col + e.width)
@@ -738,7 +738,7 @@ def window_decoder(reader: ContainerReader, model: SarCodec | None, r0: int, r1:
     layered = sum(1 for e in tiles if 8 * e.layer_length >= DENSE_LAYER_BPP * e.height * e.width)
     coder = None if lossless else model.coder(dec.step)
     device = "cpu" if lossless else next(model.parameters()).device.type
-    with coder_pool(coder, len(tiles), device, workers, layers=layered) as pool:
+    with coder_pool(coder, len(tiles), device, workers, layers=layered, kernels=layered > 0 and not lossless) as pool:
         dec.pool = pool
         dec.plan(range(nb), r0, r1, c0, c1)
         yield dec
