@@ -49,8 +49,9 @@ print(hashlib.sha256(np.ascontiguousarray(out).tobytes()).hexdigest(), "strict" 
 """
 
 # MKL's AVX2 code path splits SGEMM reductions by thread count where its AVX-512 path does not:
-# forcing it shows on any Intel machine what an AVX2-only CI runner does.
-AVX2 = {**os.environ, "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+# forcing it (and oneDNN's AVX2 kernels, which the dense syntheses run on) shows on any AVX-512
+# machine what an AVX2-only machine does.
+AVX2 = {**os.environ, "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 # ``import sarcodec`` in this process put MKL_CBWR in os.environ: a child that inherits it runs MKL
 # in strict mode from its first call, so the "MKL used first" case needs it taken out
 AVX2_NO_CBWR = {k: v for k, v in AVX2.items() if k != "MKL_CBWR"}
@@ -66,10 +67,11 @@ def _decode_digest(f, ckpt, threads, env=None, mkl_first=False, mode="strict"):
 
 @pytest.mark.parametrize("arch", ["residual", "hyperprior", "hyperprior-step", "fast-q2"])
 def test_decode_bit_identical_across_processes_and_threads(arch, trained_tiny, tmp_path, sar_300x437):
-    """Same pixels from two fresh processes, with 1 and 2 threads, and in this process. The
-    hyperprior family (GDN + transposed convs) is the one whose oneDNN kernels depend on threads;
-    "-step": coded at a latent quantisation step other than 1 (continuous quality); "fast-q2":
-    the bundled lite synthesis (sub-pixel convs), loaded from its derived checkpoint."""
+    """Same pixels from fresh processes, with 1 and 2 threads, AVX-512 and AVX2 kernels, and in
+    this process. "residual": the native kernels under MKL's strict mode; the hyperprior family
+    (GDN + transposed convs, whose own oneDNN kernels depend on threads) and "fast-q2" (the
+    bundled lite synthesis, loaded from its derived checkpoint): their dense form on oneDNN;
+    "-step": coded at a latent quantisation step other than 1 (continuous quality)."""
     if arch == "residual":
         ckpt = trained_tiny
     elif arch == "fast-q2":

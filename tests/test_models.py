@@ -111,3 +111,28 @@ def test_parameter_counts_match_prototype_table():
     for arch, (expected, kwargs) in PROTOTYPE_TABLE.items():
         n = count(arch, **kwargs)["transforms"]
         assert abs(n - expected) / expected <= 0.15, (arch, n, expected)
+
+
+@pytest.mark.parametrize("name", ["hyperprior", "default-q2", "fast-q1"])
+def test_dense_synthesis_is_the_same_map(name):
+    """The CPU inference form of a synthesis (transposed convs as dense sub-pixel convs, run by
+    oneDNN channels-last) computes what g_s computes, to float rounding; it follows weight changes."""
+    from sarcodec.models.transforms import dense_synthesis
+
+    m = small_model("hyperprior") if name == "hyperprior" else sarcodec.load_model(name)
+    c = m.latent_shape(64, 64)[1]
+    y = torch.round(torch.randn(1, c, 7, 9, generator=torch.Generator().manual_seed(0)) * 3)
+    with torch.no_grad():
+        ref = m.g_s(y).clamp(0, 1)
+        assert dense_synthesis(m.g_s) is not None
+        assert (m.synthesize(y, 7 * 16, 9 * 16) - ref).abs().max() < 1e-4
+        before = m.synthesize(y, 7 * 16, 9 * 16)
+        next(m.g_s.parameters()).mul_(0.5)  # an in-place edit: the dense form is rebuilt
+        assert (m.synthesize(y, 7 * 16, 9 * 16) - m.g_s(y).clamp(0, 1)).abs().max() < 1e-4
+        assert not torch.equal(m.synthesize(y, 7 * 16, 9 * 16), before)
+
+
+def test_syntheses_without_a_dense_form_keep_their_own():
+    from sarcodec.models.transforms import dense_synthesis
+
+    assert dense_synthesis(small_model("residual").g_s) is None  # batch norm, sigmoid

@@ -1,8 +1,10 @@
 """Same pixels whatever the thread count.
 
-PyTorch's CPU convolutions (with oneDNN bypassed, see ``Codec.synthesize``) reduce through MKL's
-SGEMM, and on AVX2-only processors MKL splits those reductions by thread count: the same file
-decoded with 1 and 2 threads differed in the last bits. MKL's *strict conditional numerical
+PyTorch's native CPU convolutions (the syntheses without a dense form, see ``Codec.synthesize``)
+reduce through MKL's SGEMM, and on AVX2-only processors MKL splits those reductions by thread
+count: the same file decoded with 1 and 2 threads differed in the last bits. MKL's vector maths
+(GDN's square root, in the dense syntheses too) rounds, outside the mode below, by how the
+threads split an array. MKL's *strict conditional numerical
 reproducibility* mode (``MKL_CBWR=AVX2,STRICT``) fixes the code branch and the reduction order
 for GEMM whatever the thread count, and, being the AVX2 branch, gives the same bits on AVX2 and
 AVX-512 machines too (measured: same digest with 1-8 threads, AVX-512 and forced-AVX2 MKL; no

@@ -627,11 +627,17 @@ class SceneDecoder:
         """The tile's [0, 1] reconstruction (float32), or its tile-local rows / cols only: then only
         the latents they need (plus the synthesis' ring) are decoded and synthesised, so a small
         window costs a small synthesis. The pixels are those of the whole-tile synthesis (the
-        ring covers the synthesis' reach; bit-identical on the CPU, tested)."""
+        ring covers the synthesis' reach; bit-identical on the CPU, tested). A synthesis whose
+        kernels round by the canvas' shape (:meth:`SarCodec.partial_synthesis_exact`) always
+        synthesises the whole tile and cuts the window from it."""
         s = LATENT_STRIDE
         rr0, rr1 = rows or (0, e.height)
         cc0, cc1 = cols or (0, e.width)
-        lat = (rr0 // s, -(-rr1 // s), cc0 // s, -(-cc1 // s))
+        if self.model.partial_synthesis_exact():
+            lat = (rr0 // s, -(-rr1 // s), cc0 // s, -(-cc1 // s))
+        else:
+            th, tw = self.model.padded_size(e.height, e.width)
+            lat = (0, th // s, 0, tw // s)
         canvas, dr, dc = self._canvas(e, lat)
         canvas = canvas[None]
         full = self.model.synthesize(canvas, canvas.shape[-2] * s, canvas.shape[-1] * s)

@@ -13,7 +13,7 @@ from .._reproducible import synthesis_threads
 from ..entropy import STEP_ONE
 from ..errors import ModelError
 from .latent_codecs import decode_tile
-from .transforms import STRIDE
+from .transforms import STRIDE, dense_synthesis
 
 
 class SarCodec(nn.Module):
@@ -38,6 +38,7 @@ class SarCodec(nn.Module):
         self.halo_latents = 4  # set by the registry per architecture (see registry.HALO_LATENTS)
         self._tables_fresh = False
         self._hash: str | None = None
+        self._dense: tuple[tuple, nn.Module | None] | None = None  # (weights' key, dense_synthesis)
 
     # -- shapes -----------------------------------------------------------------------------
     def padded_size(self, h: int, w: int) -> tuple[int, int]:
@@ -120,25 +121,53 @@ class SarCodec(nn.Module):
         """Entropy-decode one stream -> ŷ (CPU, exact: identical on every machine)."""
         return torch.from_numpy(decode_tile(self.coder(step), data, self.latent_shape(h, w)))
 
+    def _dense_synthesis(self) -> nn.Module | None:
+        """:func:`transforms.dense_synthesis` of ``g_s``, rebuilt when its weights change (their
+        storage or in-place version: training steps, loads)."""
+        key = tuple((p.data_ptr(), p._version) for p in self.g_s.parameters())
+        if self._dense is None or self._dense[0] != key:
+            self._dense = (key, dense_synthesis(self.g_s))
+        return self._dense[1]
+
+    def partial_synthesis_exact(self) -> bool:
+        """Whether synthesising part of a tile's canvas (a window and the synthesis' reach) gives
+        the whole canvas' pixels bit for bit: so with the native kernels, whose reduction per
+        output does not depend on the canvas; not with the dense form on oneDNN, whose kernels
+        block the rows by their width (a 16-latent-wide canvas rounded ~1e-6 otherwise)."""
+        return next(self.parameters()).device.type != "cpu" or self._dense_synthesis() is None
+
     @torch.no_grad()
     def synthesize(self, y_hat: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """ŷ -> pixels. On the CPU this bypasses oneDNN, whose (transposed) convolutions split
-        reductions by thread count, for the native kernels (~20% slower; measured), whose GEMMs
-        give the same bits with 1 or 16 threads under MKL's strict reproducible mode (see
-        ``sarcodec._reproducible``; on one thread where that mode is not in force).
-        Same-bits-everywhere for the latents is guaranteed separately."""
+        """ŷ -> pixels, the same bits whatever the thread count. On the CPU a synthesis of convs,
+        transposed convs, GDN and pixel shuffles (default and fast families) runs in its dense
+        form (:func:`transforms.dense_synthesis`) on oneDNN's channels-last kernels, on one
+        thread, which reduce in one order on AVX2 and AVX-512. Any other bypasses oneDNN for
+        the native kernels, whose GEMMs give the same bits with 1 or 16 threads under MKL's strict
+        reproducible mode (see ``sarcodec._reproducible``). Where that mode is not in force, both
+        run on one thread: MKL's vector maths (GDN's sqrt) then rounds by how the threads split
+        an array. Same-bits-everywhere for the latents is guaranteed separately."""
         was = self.training
         self.eval()
         dev = next(self.parameters()).device
+        dense = self._dense_synthesis() if dev.type == "cpu" else None
         threads = torch.get_num_threads()
-        single = dev.type == "cpu" and threads > 1 and synthesis_threads() == 1
+        # the dense form runs on one thread: with two, about 1 decode in 20 of a 16-channel
+        # hyperprior rounded its first GDN differently (fresh processes, not understood yet); one
+        # thread of it still beats two of the native kernels (1024^2 tile: default 0.72 s against
+        # 0.90 s, fast 0.07 s against 0.13 s). Native kernels outside MKL's strict mode: one
+        # thread too (its vector maths, GDN's sqrt, then rounds by how threads split an array)
+        single = dev.type == "cpu" and threads > 1 and (dense is not None or synthesis_threads() == 1)
         try:
             if single:
                 torch.set_num_threads(1)
             with warnings.catch_warnings():  # the flag context warns about Intel-GPU TF32 each time
                 warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
-                with torch.backends.mkldnn.flags(enabled=dev.type != "cpu"):
-                    return self.g_s(y_hat.to(dev)).clamp(0.0, 1.0)[..., :h, :w]
+                with torch.backends.mkldnn.flags(enabled=dev.type != "cpu" or dense is not None):
+                    if dense is not None:
+                        x = dense(y_hat.to(dev).contiguous(memory_format=torch.channels_last))
+                    else:
+                        x = self.g_s(y_hat.to(dev))
+                    return x.clamp(0.0, 1.0)[..., :h, :w].contiguous()
         finally:
             if single:
                 torch.set_num_threads(threads)
