@@ -239,3 +239,21 @@ def test_no_pool_inside_a_daemonic_process(model, image, trained_tiny):
     with mp.get_context("spawn").Pool(1) as p:  # fork would hang: OpenMP after fork
         data = p.map(_encode_in_daemon, [(small, str(trained_tiny))])[0]
     assert data == sarcodec.encode(small, model, tile_size=64, max_error=1.0, workers=0)
+
+
+def test_synthesis_threads_give_the_same_file_and_pixels(sar_300x437):
+    """Tiles synthesised ahead in threads (the dense syntheses, two or more intra-op threads):
+    the same bytes and pixels as one thread synthesising tile after tile, windows included."""
+    threads = torch.get_num_threads()
+    m = sarcodec.load_model("fast-q2")
+    try:
+        torch.set_num_threads(2)
+        data = sarcodec.encode(sar_300x437, m, tile_size=64)
+        full = sarcodec.decode(data, m, normalized=True)
+        win = sarcodec.decode(data, m, normalized=True, window=(50, 70, 130, 90))
+        torch.set_num_threads(1)  # no synthesis threads
+        assert sarcodec.encode(sar_300x437, m, tile_size=64) == data
+        np.testing.assert_array_equal(sarcodec.decode(data, m, normalized=True), full)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(win, full[70:160, 50:180])

@@ -156,6 +156,10 @@ class CoderPool:
         ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         self._ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                        initargs=(coder,))
+        # start the workers now (a forking pool starts all of them at its first task): later the
+        # caller may run threads of its own (SceneDecoder.synthesis_threads), and a process
+        # forked while another thread is inside OpenMP or MKL can hang in them
+        result(self._submit(os.getpid))
 
     def _submit(self, fn: Any, *args: Any) -> Future:
         # workers start on demand, here; Python >= 3.12 warns about any fork of a process with

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict, deque
-from contextlib import contextmanager
-from concurrent.futures import Future
+from contextlib import contextmanager, nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
@@ -393,7 +393,11 @@ def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: 
     # only dense layers (max_error) are worth a pool: an outlier layer codes in a few ms, less
     # than sending a worker the tile (a 2048^2 default encode: 10% slower with one)
     dense = len(entries) if spec.max_error_db is not None else 0
-    with coder_pool(None, len(entries), dev, workers, layers=dense, kernels=dense > 0) as pool:
+    with coder_pool(None, len(entries), dev, workers, layers=dense, kernels=dense > 0) as pool, \
+            (dec.synthesis_threads() if pool is None and not bases else nullcontext()):
+        # without layer workers the bases are synthesised ahead on every core (a pool's workers
+        # already keep the other cores busy; a search's later trials reuse the bases it keeps)
+        dec.plan(range(src.bands), 0, src.rows, 0, src.cols)
         for e in entries:
             rad = rads[e.band]
             vals = src.read(e.band, e.row, e.row + e.height, e.col, e.col + e.width)
@@ -513,6 +517,12 @@ class SceneDecoder:
         per_row = -(-cols // self.tile)
         self.cache: OrderedDict[tuple[int, int, int], torch.Tensor] = OrderedDict()
         self.cache_tiles = cache_tiles or 3 * per_row + 3
+        # synthesis ahead in threads (:meth:`synthesis_threads`): tiles in the order plan() gave
+        self._order: list[tuple[int, int, int]] = []
+        self._index: dict[tuple[int, int, int], int] = {}
+        self._upto = 0  # tiles of _order up to here have been submitted
+        self._synth: dict[tuple[int, int, int], Future] = {}
+        self._threads: ThreadPoolExecutor | None = None
 
     def _neighbourhood(self, e: TileEntry, need: tuple[bool, bool, bool, bool] = (True,) * 4
                        ) -> Iterator[tuple[int, int, int]]:
@@ -533,7 +543,13 @@ class SceneDecoder:
     def plan(self, bands: Iterable[int], r0: int, r1: int, c0: int, c1: int) -> None:
         """Announce that the window rows r0:r1, cols c0:c1 of ``bands`` will be read next, band by
         band, tile by tile: with a pool, their latents (none in a lossless file) and pixel layers
-        are decoded ahead. Without one, a no-op."""
+        are decoded ahead; with synthesis threads, their pixels are synthesised ahead."""
+        for b in bands:
+            for e in self.tiles_in(b, r0, r1, c0, c1):
+                key = (e.band, e.row, e.col)
+                if key not in self._index:
+                    self._index[key] = len(self._order)
+                    self._order.append(key)
         if self.pool is None:
             return
         lossless = bool(self.hdr.metadata.get("lossless"))
@@ -548,35 +564,45 @@ class SceneDecoder:
                         seen.add(item)
                         self._ahead.append(item)
 
+    def _submit(self, item: tuple[str, tuple[int, int, int]]) -> Future:
+        kind, key = item
+        e = self.by_pos[key]
+        if kind == "latent":
+            return self.pool.decode(self.reader.tile_bytes(e), self.model.latent_shape(e.height, e.width))
+        blob, where = self.reader.tile_layer_blob(e)
+        return self.pool.decode_layer(blob, (e.height, e.width), where)
+
     def _top_up(self) -> None:
         while self.pool is not None and self._ahead and len(self._pending) < 2 * self.pool.workers:
             item = self._ahead.popleft()
             kind, key = item
             if item in self._pending or kind == "latent" and key in self.cache:
                 continue
-            e = self.by_pos[key]
-            if kind == "latent":
-                self._pending[item] = self.pool.decode(self.reader.tile_bytes(e),
-                                                       self.model.latent_shape(e.height, e.width))
-            else:
-                blob, where = self.reader.tile_layer_blob(e)
-                self._pending[item] = self.pool.decode_layer(blob, (e.height, e.width), where)
+            self._pending[item] = self._submit(item)
+
+    def _claim(self, item: tuple[str, tuple[int, int, int]]) -> Future | None:
+        """The pool's future of a planned item, submitted now if it still waits in the plan (the
+        synthesis threads' look-ahead asks for tiles before their turn); None without a pool or
+        for an item the plan does not hold."""
+        self._top_up()  # the first call submits the first items, this one included
+        fut = self._pending.pop(item, None)
+        if fut is None and self.pool is not None and item in self._ahead:
+            self._ahead.remove(item)
+            fut = self._submit(item)
+        self._top_up()
+        return fut
 
     def tile_layer(self, e: TileEntry):
         """The tile's pixel layer (:class:`sarcodec.layer.LayerData`; None if it has none), from
         the pool when it was decoded ahead."""
-        self._top_up()
-        fut = self._pending.pop(("layer", (e.band, e.row, e.col)), None)
-        self._top_up()
+        fut = self._claim(("layer", (e.band, e.row, e.col)))
         return self.reader.tile_layer(e) if fut is None else pool_result(fut)
 
     def latent(self, key: tuple[int, int, int]) -> torch.Tensor:
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
-        self._top_up()  # the first call submits the first keys, this one included
-        fut = self._pending.pop(("latent", key), None)
-        self._top_up()
+        fut = self._claim(("latent", key))
         if fut is not None:
             y = torch.from_numpy(pool_result(fut))[0]
         else:
@@ -622,6 +648,55 @@ class SceneDecoder:
             r0, r1, c0, c1 = r0 + pad[2], r1 + pad[2], c0 + pad[0], c1 + pad[0]
         return big[:, r0:r1, c0:c1], hl, hl
 
+    @contextmanager
+    def synthesis_threads(self) -> Iterator[None]:
+        """Within: tiles are synthesised ahead, in the order :meth:`plan` gave, in one thread per
+        intra-op thread PyTorch was given, each running the synthesis on one thread; this thread
+        builds the canvases (entropy decoding) and waits for the pixels it asks for. For the
+        dense syntheses on the CPU (:meth:`SarCodec.partial_synthesis_exact` false), which run on
+        one thread whatever they are given: the other cores would idle. The pixels are the same
+        (each tile's whole canvas, one thread, the same kernels). Otherwise a no-op."""
+        n = torch.get_num_threads()
+        if n < 2 or self.model is None or self.model.partial_synthesis_exact():
+            yield
+            return
+        with ThreadPoolExecutor(n, thread_name_prefix="sarcodec-synthesis",
+                                initializer=torch.set_num_threads, initargs=(1,)) as ex:
+            self._threads = ex
+            try:
+                yield
+            finally:
+                self._threads = None
+                for fut in self._synth.values():
+                    fut.cancel()
+                self._synth.clear()
+
+    def _synthesise(self, e: TileEntry) -> Future:
+        """The whole tile's pixels, synthesised in a thread (the canvas built here)."""
+        canvas, dr, dc = self._canvas(e)
+        s = LATENT_STRIDE
+
+        def run() -> np.ndarray:
+            full = self.model.synthesize(canvas[None], canvas.shape[-2] * s, canvas.shape[-1] * s)
+            return full[0, 0, dr * s:dr * s + e.height, dc * s:dc * s + e.width].cpu().numpy()
+
+        return self._threads.submit(run)
+
+    def _synthesised(self, e: TileEntry) -> np.ndarray:
+        """The whole tile's pixels from the synthesis threads, the next tiles of the plan submitted
+        (as many as there are threads)."""
+        key = (e.band, e.row, e.col)
+        i = self._index.get(key)
+        if i is not None:
+            self._upto = max(self._upto, i)
+            while self._upto < min(i + 1 + self._threads._max_workers, len(self._order)):
+                k = self._order[self._upto]
+                self._upto += 1
+                if k not in self._synth:
+                    self._synth[k] = self._synthesise(self.by_pos[k])
+        fut = self._synth.pop(key, None) or self._synthesise(e)
+        return fut.result()
+
     def tile_pixels(self, e: TileEntry, rows: tuple[int, int] | None = None,
                     cols: tuple[int, int] | None = None) -> np.ndarray:
         """The tile's [0, 1] reconstruction (float32), or its tile-local rows / cols only: then only
@@ -633,6 +708,8 @@ class SceneDecoder:
         s = LATENT_STRIDE
         rr0, rr1 = rows or (0, e.height)
         cc0, cc1 = cols or (0, e.width)
+        if self._threads is not None:
+            return self._synthesised(e)[rr0:rr1, cc0:cc1]
         if self.model.partial_synthesis_exact():
             lat = (rr0 // s, -(-rr1 // s), cc0 // s, -(-cc1 // s))
         else:
@@ -747,7 +824,8 @@ def window_decoder(reader: ContainerReader, model: SarCodec | None, r0: int, r1:
     with coder_pool(coder, len(tiles), device, workers, layers=layered, kernels=layered > 0 and not lossless) as pool:
         dec.pool = pool
         dec.plan(range(nb), r0, r1, c0, c1)
-        yield dec
+        with (nullcontext() if lossless else dec.synthesis_threads()):
+            yield dec
 
 
 def new_header(model_info: dict[str, Any], src: Source, rads: list[Radiometry], tile: int,

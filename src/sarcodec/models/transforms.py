@@ -190,8 +190,9 @@ def dense_synthesis(g_s: nn.Module) -> nn.Sequential | None:
     oneDNN on channels-last tensors, these layers reduce in one fixed order on AVX2 and AVX-512
     (measured: ``ONEDNN_MAX_CPU_ISA=AVX2`` and native AVX-512, latents from 1 x 1 to 136 x 136,
     default and fast families: one digest each; oneDNN's own transposed-conv kernels differ).
-    On one thread (see ``SarCodec.synthesize``) they are 1.2x (default) and 1.8x (fast) faster
-    than the native kernels on two; outputs within ~4e-6 of them. None for a synthesis with other
+    On one thread (see ``SarCodec.synthesize``; ``SceneDecoder.synthesis_threads`` runs tiles side
+    by side) they are 1.2x (default) and 1.8x (fast) faster than the native kernels on two;
+    outputs within ~4e-6 of them. None for a synthesis with other
     layers (batch norm, attention, upsampling), which keeps the native ones."""
     layers = _dense_layers(g_s)
     return None if layers is None else nn.Sequential(*layers).eval()
