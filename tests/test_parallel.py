@@ -257,3 +257,16 @@ def test_synthesis_threads_give_the_same_file_and_pixels(sar_300x437):
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_array_equal(win, full[70:160, 50:180])
+
+
+def test_synthesis_threads_leave_the_thread_count_as_it_was(sar_300x437):
+    import threading
+
+    data = sarcodec.encode(sar_300x437, "fast", tile_size=64)
+    threads = torch.get_num_threads()
+    sarcodec.decode(data)
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert torch.get_num_threads() == threads and seen == [threads]

@@ -660,16 +660,19 @@ class SceneDecoder:
         if n < 2 or self.model is None or self.model.partial_synthesis_exact():
             yield
             return
-        with ThreadPoolExecutor(n, thread_name_prefix="sarcodec-synthesis",
-                                initializer=torch.set_num_threads, initargs=(1,)) as ex:
-            self._threads = ex
-            try:
-                yield
-            finally:
-                self._threads = None
-                for fut in self._synth.values():
-                    fut.cancel()
-                self._synth.clear()
+        try:
+            with ThreadPoolExecutor(n, thread_name_prefix="sarcodec-synthesis",
+                                    initializer=torch.set_num_threads, initargs=(1,)) as ex:
+                self._threads = ex
+                try:
+                    yield
+                finally:
+                    self._threads = None
+                    for fut in self._synth.values():
+                        fut.cancel()
+                    self._synth.clear()
+        finally:  # the threads' set_num_threads(1) also set PyTorch's default for later threads
+            torch.set_num_threads(n)
 
     def _synthesise(self, e: TileEntry) -> Future:
         """The whole tile's pixels, synthesised in a thread (the canvas built here)."""
