@@ -523,6 +523,7 @@ class SceneDecoder:
         self._upto = 0  # tiles of _order up to here have been submitted
         self._synth: dict[tuple[int, int, int], Future] = {}
         self._threads: ThreadPoolExecutor | None = None
+        self._lookahead = 0  # tiles submitted ahead of the one asked for: one per thread
 
     def _neighbourhood(self, e: TileEntry, need: tuple[bool, bool, bool, bool] = (True,) * 4
                        ) -> Iterator[tuple[int, int, int]]:
@@ -663,7 +664,7 @@ class SceneDecoder:
         try:
             with ThreadPoolExecutor(n, thread_name_prefix="sarcodec-synthesis",
                                     initializer=torch.set_num_threads, initargs=(1,)) as ex:
-                self._threads = ex
+                self._threads, self._lookahead = ex, n
                 try:
                     yield
                 finally:
@@ -674,30 +675,44 @@ class SceneDecoder:
         finally:  # the threads' set_num_threads(1) also set PyTorch's default for later threads
             torch.set_num_threads(n)
 
-    def _synthesise(self, e: TileEntry) -> Future:
-        """The whole tile's pixels, synthesised in a thread (the canvas built here)."""
-        canvas, dr, dc = self._canvas(e)
+    def _synthesis(self, e: TileEntry, rows: tuple[int, int], cols: tuple[int, int]) -> Callable[[], np.ndarray]:
+        """The synthesis of the tile-local ``rows`` x ``cols`` of tile ``e``: its canvas is built
+        here (latents decoded), the returned call synthesises it and cuts those pixels out. Only
+        the latents they need (plus the synthesis' ring) when the model's partial syntheses are
+        exact (:meth:`SarCodec.partial_synthesis_exact`), else the whole tile's."""
         s = LATENT_STRIDE
+        (rr0, rr1), (cc0, cc1) = rows, cols
+        if self.model.partial_synthesis_exact():
+            lat = (rr0 // s, -(-rr1 // s), cc0 // s, -(-cc1 // s))
+        else:
+            th, tw = self.model.padded_size(e.height, e.width)
+            lat = (0, th // s, 0, tw // s)
+        canvas, dr, dc = self._canvas(e, lat)
+        r = dr * s + rr0 - lat[0] * s
+        c = dc * s + cc0 - lat[2] * s
 
         def run() -> np.ndarray:
             full = self.model.synthesize(canvas[None], canvas.shape[-2] * s, canvas.shape[-1] * s)
-            return full[0, 0, dr * s:dr * s + e.height, dc * s:dc * s + e.width].cpu().numpy()
+            return full[0, 0, r:r + rr1 - rr0, c:c + cc1 - cc0].cpu().numpy()
 
-        return self._threads.submit(run)
+        return run
 
     def _synthesised(self, e: TileEntry) -> np.ndarray:
         """The whole tile's pixels from the synthesis threads, the next tiles of the plan submitted
-        (as many as there are threads)."""
+        (one per thread)."""
+        def submit(t: TileEntry) -> Future:
+            return self._threads.submit(self._synthesis(t, (0, t.height), (0, t.width)))
+
         key = (e.band, e.row, e.col)
         i = self._index.get(key)
         if i is not None:
             self._upto = max(self._upto, i)
-            while self._upto < min(i + 1 + self._threads._max_workers, len(self._order)):
+            while self._upto < min(i + 1 + self._lookahead, len(self._order)):
                 k = self._order[self._upto]
                 self._upto += 1
                 if k not in self._synth:
-                    self._synth[k] = self._synthesise(self.by_pos[k])
-        fut = self._synth.pop(key, None) or self._synthesise(e)
+                    self._synth[k] = submit(self.by_pos[k])
+        fut = self._synth.pop(key, None) or submit(e)
         return fut.result()
 
     def tile_pixels(self, e: TileEntry, rows: tuple[int, int] | None = None,
@@ -708,22 +723,10 @@ class SceneDecoder:
         ring covers the synthesis' reach; bit-identical on the CPU, tested). A synthesis whose
         kernels round by the canvas' shape (:meth:`SarCodec.partial_synthesis_exact`) always
         synthesises the whole tile and cuts the window from it."""
-        s = LATENT_STRIDE
-        rr0, rr1 = rows or (0, e.height)
-        cc0, cc1 = cols or (0, e.width)
+        rows, cols = rows or (0, e.height), cols or (0, e.width)
         if self._threads is not None:
-            return self._synthesised(e)[rr0:rr1, cc0:cc1]
-        if self.model.partial_synthesis_exact():
-            lat = (rr0 // s, -(-rr1 // s), cc0 // s, -(-cc1 // s))
-        else:
-            th, tw = self.model.padded_size(e.height, e.width)
-            lat = (0, th // s, 0, tw // s)
-        canvas, dr, dc = self._canvas(e, lat)
-        canvas = canvas[None]
-        full = self.model.synthesize(canvas, canvas.shape[-2] * s, canvas.shape[-1] * s)
-        r = dr * s + rr0 - lat[0] * s
-        c = dc * s + cc0 - lat[2] * s
-        return full[0, 0, r:r + rr1 - rr0, c:c + cc1 - cc0].cpu().numpy()
+            return self._synthesised(e)[rows[0]:rows[1], cols[0]:cols[1]]
+        return self._synthesis(e, rows, cols)()
 
     def tiles_in(self, band: int, r0: int, r1: int, c0: int, c1: int) -> Iterator[TileEntry]:
         t = self.tile
