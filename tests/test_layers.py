@@ -672,3 +672,23 @@ def test_max_error_holds_on_integer_output():
         assert err.max() <= e + 1e-6, err.max()
         f = sarcodec.decode(data, dtype="float32")
         assert np.abs(20 * np.log10(f[ok] / dn[ok])).max() <= e + 1e-4
+
+
+def test_estimate_bits_follows_the_coded_layer():
+    """The layer's bit estimate (no coding) grows as max_error shrinks, stays within a factor of
+    ~2 of the coded MSE layer, scales with the pixels of like content, and is 0 where nothing
+    would be coded."""
+    from sarcodec.layer import LayerSpec, estimate_bits, make_layer
+
+    rng = np.random.default_rng(3)
+    t = np.clip(0.5 + rng.laplace(0, 0.04, (128, 128)), 0, 1)
+    base = np.clip(t + rng.normal(0, 0.02, t.shape), 0, 1)
+    es = (0.5, 0.25, 0.12, 0.06)
+    est = [estimate_bits(t, base, None, e, -25.0, 5.0) for e in es]
+    assert all(a < b for a, b in zip(est, est[1:])), est
+    coded = [8 * len(make_layer(t, base, None, LayerSpec(e, bound=False), -25.0, 5.0)[0]) for e in es]
+    assert all(0.3 < c / x < 1.5 for c, x in zip(coded, est)), (coded, est)
+    two = estimate_bits(np.vstack([t, t]), np.vstack([base, base]), None, es[2], -25.0, 5.0)
+    assert two == pytest.approx(2 * est[2], rel=0.05)
+    mask = np.ones(t.shape, bool)
+    assert estimate_bits(t, t, None, 1.0, -25.0, 5.0) == 0.0 == estimate_bits(t, base, mask, 1.0, -25.0, 5.0)

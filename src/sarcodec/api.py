@@ -535,7 +535,8 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         # to the crossing wins or nothing does; single-look: bases down to 0-1)
         prev: Line | None = None
         prev_gain = lines[0][0]
-        for qb in sorted((q for q in layer_bases(n) if q < cross), reverse=True):
+        below_cross = sorted((q for q in layer_bases(n) if q < cross), reverse=True)
+        for qb in below_cross[:1] + below_cross[-1:] if len(below_cross) > 1 else below_cross:
             line = s.layer_line(qb, prev.fitted_slope() if prev else s.typical_slope(True))
             # an MSE layer's step sets the PSNR it reaches: error ~ step / sqrt(12) where it codes,
             # so max_error ~ 55 x the RMS error aimed at (normalised; 50-80 measured on the
@@ -556,6 +557,31 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
             max(ranked, key=lambda x: x[0])[1].settle(0.0, refine=True, budget=_BISECT + 1)
         return s.line_of[id(s.pick()[0])]
 
+    def carried_step(won: Line, s: Search, knob: dict[str, float], sample_fn, whole_fn) -> float:
+        """How far (log max_error) the whole raster's layer should move from the sample's knob to
+        fit the budget: the whole's base is coded first (its size is then known exactly, and the
+        layer encodes after it reuse it through the memo), both base reconstructions give the
+        layer's estimated bits at the knob (:func:`sarcodec.layer.estimate_bits`), and the
+        sample's coded layer, scaled by their ratio, predicts the whole's; the step then moves
+        along the sample's slope. The mosaic's seams between unrelated blocks cost a layer bits
+        the whole does not spend (a 2048^2 scene's first whole encode landed 4-8% under the
+        budget, one encode more to correct); its estimate sees the seams too. 0.0 where there
+        is nothing to carry."""
+        m, st = quality_point(bases, knob["quality"])
+        e0 = knob["max_error"]
+        ws: dict[str, Any] = {"estimate_at": [e0]}
+        ss: dict[str, Any] = {"estimate_at": [e0]}
+        base_w = len(whole_fn(m, st, None, ws))
+        base_s = len(sample_fn(m, st, None, ss))
+        size_s = won.s.pick()[0][1]
+        est_w, est_s = ws.get("estimate_bits", [0.0])[0], ss.get("estimate_bits", [0.0])[0]
+        layer_s, slope = size_s - base_s, won.fitted_slope() * size_s / max(size_s - base_s, 1)
+        want = math.exp(s.aim) - base_w  # bytes the whole's layer may spend
+        if layer_s <= 0 or est_w <= 0 or est_s <= 0 or want <= 0 or slope >= 0:
+            return 0.0
+        layer_w = layer_s * est_w / est_s
+        return max(-0.5, min(0.5, math.log(want / layer_w) / slope))
+
     if sample is None:
         s = Search(encode_fn, pixels, 1.0 / SEARCH_TRIALS)
         search(s)
@@ -564,13 +590,18 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         won = search(Search(fn, pix, 0.3 / SEARCH_TRIALS))  # progress: ~30% for the sample's trials,
         (_, _, _, knob), _ = won.s.pick()                     # the rest for (typically) two whole encodes
         s = Search(encode_fn, pixels, 0.3, slack=0.03)  # the whole within 3% of the target
+        # a budget on a layer is carried to the whole through its base (one encode of the whole
+        # less, of the three): not where the whole's bases are too large to keep between encodes
+        carry = "max_error" in knob and not psnr_goal and search_memo(pixels) is not None
         if "max_error" in knob:
             line = s.layer_line(knob["quality"], won.fitted_slope(), reach=0.5)
             u0 = math.log(knob["max_error"])
+            if carry:
+                u0 += carried_step(won, s, knob, fn, encode_fn)
         else:
             line = s.quality_line()
             line.slope, line.reach, u0 = won.fitted_slope(), 0.75, knob["quality"]
-        line.settle(u0, refine=True, budget=_WHOLE_TRIALS - 1)
+        line.settle(u0, refine=True, budget=_WHOLE_TRIALS - 1 - carry)
     (p, _, data, knob), met = s.pick()
     return _record_target(data, target, p, met, knob)
 
