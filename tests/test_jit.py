@@ -177,3 +177,28 @@ def test_table_fits_in_one_pass_equal_the_per_table_fits():
     tid[tid == 7] = 8  # an unused table
     got = dq._fit_tables(e, tid)
     assert got == {int(t): L._fit_class(np.abs(e[tid == t])) for t in np.unique(tid)}
+
+
+def test_filter_fit_compiled_matches_numpy(numpy_path):
+    """The restoration filter's fit in one compiled pass: the same activity (bit for bit), so the
+    same classes, and the same normal equations up to summation order (taps within one unit of
+    1/4096; equal on this tile)."""
+    from scipy.ndimage import uniform_filter
+
+    from sarcodec.layer import restoration as R
+
+    rng = np.random.default_rng(4)
+    t = rng.normal(0.5, 0.1, (96, 80))
+    x = uniform_filter(t + rng.normal(0, 0.03, t.shape), 3)
+    valid = np.ones(t.shape, bool)
+    valid[:9, :30] = False
+    xp = R._padded(x)
+    np.testing.assert_array_equal(jit.filter_activity(xp, R.FILTER_REACH), R._filter_activity(xp, x.shape))
+    fast = R.fit_filter(x, t, valid)
+    off, on = numpy_path
+    off()
+    ref = R.fit_filter(x, t, valid)
+    on()
+    np.testing.assert_array_equal(fast.edges, ref.edges)
+    assert np.abs(fast.taps.astype(int) - ref.taps).max() <= 1 and np.abs(fast.dc.astype(int) - ref.dc).max() <= 1
+    assert fast.taps.any()

@@ -285,6 +285,55 @@ def decode_dq_pass(st, words, cdf, cls, ssum, cnt, alpha, nxt, quant, direct, si
 
 
 @_njit
+def filter_activity(xp, r):
+    """``restoration._filter_activity`` of the tile padded by ``r`` in ``xp``, in its order (the
+    Laplacian, then the 5 x 5 sum row by row from 0): the same floats."""
+    H, W = xp.shape[0] - 2 * r, xp.shape[1] - 2 * r
+    lap = np.empty((H + 4, W + 4))
+    for i in range(H + 4):
+        for j in range(W + 4):
+            y, x = i + r - 2, j + r - 2
+            lap[i, j] = abs(4.0 * xp[y, x] - xp[y - 1, x] - xp[y + 1, x] - xp[y, x - 1] - xp[y, x + 1])
+    act = np.zeros((H, W))
+    for a in range(5):
+        for b in range(5):
+            for i in range(H):
+                for j in range(W):
+                    act[i, j] += lap[i + a, j + b]
+    return act
+
+
+@_njit
+def filter_normal(xp, r, pairs, cls, valid, y, classes):
+    """The normal equations of ``restoration.fit_filter``, one pass over the tile: per class the
+    Gram matrix of the features (each pair's ``x[p+d] + x[p-d] - 2x``, then 1) over the valid
+    pixels, and their products with the target ``y``. Encoder-side only (the fitted taps are
+    rounded and stored), so its summation order need not be NumPy's."""
+    H, W = xp.shape[0] - 2 * r, xp.shape[1] - 2 * r
+    n = pairs.shape[0] + 1
+    g = np.zeros((classes, n, n))
+    b = np.zeros((classes, n))
+    f = np.empty(n)
+    for i in range(H):
+        for j in range(W):
+            if not valid[i, j]:
+                continue
+            x2 = 2.0 * xp[i + r, j + r]
+            for k in range(n - 1):
+                dr, dc = pairs[k, 0], pairs[k, 1]
+                f[k] = xp[i + r + dr, j + r + dc] + xp[i + r - dr, j + r - dc] - x2
+            f[n - 1] = 1.0
+            gc, bc = g[cls[i, j]], b[cls[i, j]]
+            yv = y[i, j]
+            for u in range(n):  # the whole square (contiguous rows, which vectorise)
+                fu = f[u]
+                bc[u] += fu * yv
+                for v in range(n):
+                    gc[u, v] += fu * f[v]
+    return g, b
+
+
+@_njit
 def restore(xp, r, pairs, edges, taps, dc):
     """The restoration filter (``restoration.RestorationFilter.apply``) of the tile padded by
     ``r`` in ``xp``, pixel by pixel with NumPy's operations in NumPy's order (the activity's

@@ -112,13 +112,30 @@ def fit_filter(x: np.ndarray, t: np.ndarray, valid: np.ndarray, classes: int = F
     original ``t`` over the ``valid`` pixels (weights quantised as the blob stores them)."""
     x = np.asarray(x, np.float64)
     xp = _padded(x)
-    act = _filter_activity(xp, x.shape)
-    feats = _filter_features(xp, x.shape)
+    compiled = jit.on()
+    act = jit.filter_activity(xp, FILTER_REACH) if compiled else _filter_activity(xp, x.shape)
     av = act[valid]
     edges = np.quantile(av, np.linspace(0, 1, classes + 1)[1:-1]).astype(np.float32) if av.size else \
         np.zeros(classes - 1, np.float32)
     edges = np.maximum.accumulate(edges)
     cls = np.searchsorted(edges.astype(np.float64), act, side="right")
+    taps = np.zeros((classes, len(FILTER_PAIRS)), np.int16)
+    dc = np.zeros(classes, np.int16)
+
+    def solve(k: int, g: np.ndarray, gy: np.ndarray) -> None:
+        c = np.linalg.solve(g + 1e-9 * np.trace(g) / len(g) * np.eye(len(g)), gy)
+        taps[k] = np.clip(np.round(c[:-1] * _TAP_ONE), -32767, 32767)
+        dc[k] = np.clip(np.round(c[-1] * _DC_ONE), -32767, 32767)
+
+    if compiled:  # one pass accumulating each class's normal equations (~5x faster than gathers)
+        y = np.asarray(t, np.float64) - x
+        g, gy = jit.filter_normal(xp, FILTER_REACH, _PAIRS, cls, np.ascontiguousarray(valid, np.bool_), y, classes)
+        counts = np.bincount(cls[valid], minlength=classes)
+        for k in range(classes):
+            if counts[k] > g.shape[1]:
+                solve(k, g[k], gy[k])
+        return RestorationFilter(edges, taps, dc)
+    feats = _filter_features(xp, x.shape)
     # the valid pixels grouped by class, each class in raster order: one gather per feature
     # instead of a stacked matrix masked per class (the same rows, so the same sums)
     flat = np.flatnonzero(valid)
@@ -131,17 +148,11 @@ def fit_filter(x: np.ndarray, t: np.ndarray, valid: np.ndarray, classes: int = F
     a[:, -1] = 1.0
     y = (np.asarray(t, np.float64) - x).reshape(-1)[idx]
     bounds = np.searchsorted(cv[order], np.arange(classes + 1))
-    taps = np.zeros((classes, len(FILTER_PAIRS)), np.int16)
-    dc = np.zeros(classes, np.int16)
     for k in range(classes):
         lo, hi = bounds[k], bounds[k + 1]
-        if hi - lo <= a.shape[1]:
-            continue
-        ak = a[lo:hi]
-        g = ak.T @ ak
-        c = np.linalg.solve(g + 1e-9 * np.trace(g) / len(g) * np.eye(len(g)), ak.T @ y[lo:hi])
-        taps[k] = np.clip(np.round(c[:-1] * _TAP_ONE), -32767, 32767)
-        dc[k] = np.clip(np.round(c[-1] * _DC_ONE), -32767, 32767)
+        if hi - lo > a.shape[1]:
+            ak = a[lo:hi]
+            solve(k, ak.T @ ak, ak.T @ y[lo:hi])
     return RestorationFilter(edges, taps, dc)
 
 
