@@ -674,21 +674,25 @@ def test_max_error_holds_on_integer_output():
         assert np.abs(20 * np.log10(f[ok] / dn[ok])).max() <= e + 1e-4
 
 
-def test_estimate_bits_follows_the_coded_layer():
-    """The layer's bit estimate (no coding) grows as max_error shrinks, stays within a factor of
-    ~2 of the coded MSE layer, scales with the pixels of like content, and is 0 where nothing
-    would be coded."""
-    from sarcodec.layer import LayerSpec, estimate_bits, make_layer
+def test_layer_estimate_follows_the_coded_layer():
+    """The layer's estimate (no coding) spends more bits and leaves less error as max_error
+    shrinks, stays within a factor of ~2 of the coded MSE layer's bits and error, scales with the
+    pixels of like content, and is (0, the base's error) where nothing would be coded."""
+    from sarcodec.layer import LayerSpec, estimate_layer, make_layer
 
     rng = np.random.default_rng(3)
     t = np.clip(0.5 + rng.laplace(0, 0.04, (128, 128)), 0, 1)
     base = np.clip(t + rng.normal(0, 0.02, t.shape), 0, 1)
     es = (0.5, 0.25, 0.12, 0.06)
-    est = [estimate_bits(t, base, None, e, -25.0, 5.0) for e in es]
-    assert all(a < b for a, b in zip(est, est[1:])), est
-    coded = [8 * len(make_layer(t, base, None, LayerSpec(e, bound=False), -25.0, 5.0)[0]) for e in es]
-    assert all(0.3 < c / x < 1.5 for c, x in zip(coded, est)), (coded, est)
-    two = estimate_bits(np.vstack([t, t]), np.vstack([base, base]), None, es[2], -25.0, 5.0)
-    assert two == pytest.approx(2 * est[2], rel=0.05)
-    mask = np.ones(t.shape, bool)
-    assert estimate_bits(t, t, None, 1.0, -25.0, 5.0) == 0.0 == estimate_bits(t, base, mask, 1.0, -25.0, 5.0)
+    est = [estimate_layer(t, base, None, e, -25.0, 5.0) for e in es]
+    assert all(a[0] < b[0] and a[1] > b[1] for a, b in zip(est, est[1:])), est
+    for e, (bits, sse) in zip(es, est):
+        blob, lay = make_layer(t, base, None, LayerSpec(e, bound=False), -25.0, 5.0)
+        got = float(np.sum((np.clip(lay.apply(base, -25.0, 5.0), 0, 1) - t) ** 2))
+        assert 0.3 < 8 * len(blob) / bits < 1.5 and 0.3 < got / sse < 1.5, (e, len(blob), bits, got, sse)
+    two = estimate_layer(np.vstack([t, t]), np.vstack([base, base]), None, es[2], -25.0, 5.0)
+    assert two[0] == pytest.approx(2 * est[2][0], rel=0.05) and two[1] == pytest.approx(2 * est[2][1])
+    assert estimate_layer(t, t, None, 1.0, -25.0, 5.0) == (0.0, 0.0)
+    assert estimate_layer(t, base, np.ones(t.shape, bool), 1.0, -25.0, 5.0) == (0.0, 0.0)
+    coarse = estimate_layer(t, base, None, 20.0, -25.0, 5.0)
+    assert coarse == (0.0, pytest.approx(float(np.sum((base - t) ** 2))))

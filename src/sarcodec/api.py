@@ -565,15 +565,16 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         return s.line_of[id(t)], t
 
     def carried_step(won: Line, trial: tuple, s: Search, sample_fn, whole_fn) -> float:
-        """How far (log max_error) the whole raster's layer should move from the sample's knob to
-        fit the budget: the whole's base is coded first (its size is then known exactly, and the
-        layer encodes after it reuse it through the memo), both base reconstructions give the
-        layer's estimated bits at the knob (:func:`sarcodec.layer.estimate_bits`), and the
-        sample's coded layer, scaled by their ratio, predicts the whole's; the step then moves
-        along the sample's slope. The mosaic's seams between unrelated blocks cost a layer bits
-        the whole does not spend (a 2048^2 scene's first whole encode landed 4-8% under the
-        budget, one encode more to correct); its estimate sees the seams too. 0.0 where there
-        is nothing to carry."""
+        """How far (log max_error) the whole raster's layer should move from the sample's
+        winning ``trial`` to meet the target: the whole's base is coded first (its size is then
+        known exactly, and the layer encodes after it reuse it through the memo), both bases
+        give the layer's estimated bits and error at the trial's max_error
+        (:func:`sarcodec.layer.estimate_layer`), and the sample's coded layer (its size, or the
+        error it left), scaled by their ratio, predicts the whole's; the step then moves along
+        the sample's slope. The mosaic's seams between unrelated blocks cost a layer bits the
+        whole does not spend (a 2048^2 scene's first whole encode landed 4-8% under the budget,
+        one encode more to correct); its estimate sees the seams too. 0.0 where there is
+        nothing to carry."""
         knob = trial[3]
         m, st = quality_point(bases, knob["quality"])
         e0 = knob["max_error"]
@@ -581,27 +582,33 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         ss: dict[str, Any] = {"estimate_at": [e0]}
         base_w = len(whole_fn(m, st, None, ws))
         base_s = len(sample_fn(m, st, None, ss))
-        size_s = trial[1]
-        est_w, est_s = ws.get("estimate_bits", [0.0])[0], ss.get("estimate_bits", [0.0])[0]
-        layer_s, slope = size_s - base_s, won.fitted_slope() * size_s / max(size_s - base_s, 1)
+        slope = won.fitted_slope()
+        if psnr_goal:  # the error the whole's layer leaves, as the sample's scaled by the estimates
+            mse_w, mse_s = (x["estimate_sse"][0] / max(sum(x["count"]), 1) for x in (ws, ss))
+            if not math.isfinite(trial[0]) or mse_w <= 0 or mse_s <= 0 or slope >= 0:
+                return 0.0
+            reached = trial[0] - 10 * math.log10(mse_w / mse_s)
+            return max(-0.5, min(0.5, (s.aim - reached) / slope))
+        est_w, est_s = ws["estimate_bits"][0], ss["estimate_bits"][0]
+        layer_s = trial[1] - base_s
+        slope *= trial[1] / max(layer_s, 1)  # d log(layer size) / d log max_error
         want = math.exp(s.aim) - base_w  # bytes the whole's layer may spend
         if layer_s <= 0 or est_w <= 0 or est_s <= 0 or want <= 0 or slope >= 0:
             return 0.0
-        layer_w = layer_s * est_w / est_s
-        return max(-0.5, min(0.5, math.log(want / layer_w) / slope))
+        return max(-0.5, min(0.5, math.log(want / (layer_s * est_w / est_s)) / slope))
 
     if sample is None:
         s = Search(encode_fn, pixels, 1.0 / SEARCH_TRIALS)
         search(s)
     else:
         fn, pix = sample
-        # a budget on a layer is carried to the whole through its base (one encode of the whole
-        # less, of the three): not where the whole's bases are too large to keep between encodes
+        # a target won by a layer is carried to the whole through its base (one encode of the
+        # whole less, of the three): not where the whole's bases are too large to keep between encodes
         # progress: ~30% for the sample's trials, the rest for (typically) one or two whole encodes
         won, trial = search(Search(fn, pix, 0.3 / SEARCH_TRIALS))
         knob = trial[3]
         s = Search(encode_fn, pixels, 0.3, slack=0.03)  # the whole within 3% of the target
-        carry = "max_error" in knob and not psnr_goal and search_memo(pixels) is not None
+        carry = "max_error" in knob and search_memo(pixels) is not None
         if "max_error" in knob:
             line = s.layer_line(knob["quality"], won.fitted_slope(), reach=0.5)
             u0 = math.log(knob["max_error"])

@@ -30,7 +30,7 @@ import torch
 
 from .container import ContainerReader, ContainerWriter, Header, TileEntry, pack_mask
 from .entropy import STEP_ONE, check_step
-from .layer import LayerSpec, encode_layer, estimate_bits, make_layer
+from .layer import LayerSpec, encode_layer, estimate_layer, make_layer
 from .errors import CorruptedFileError, InputError
 from .models import SarCodec
 from .models.refine import model_lambda, refine_tile
@@ -375,10 +375,12 @@ def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: 
         stats["sse"] = [0.0] * src.bands
         stats["count"] = [0] * src.bands
     # stats["estimate_at"] (max_error values, dB): the bits an MSE layer of each would spend on
-    # the tiles, estimated against the bases coded here (sarcodec.layer.estimate_bits)
+    # the tiles and the squared error it would leave, estimated against the bases coded here
+    # (sarcodec.layer.estimate_layer)
     est_at = list(stats.get("estimate_at", ())) if stats is not None else []
     if est_at:
         stats["estimate_bits"] = [0.0] * len(est_at)
+        stats["estimate_sse"] = [0.0] * len(est_at)
     dec = SceneDecoder(_MemoryReader((src.bands, src.rows, src.cols), tile, entries, model.halo_latents, payloads,
                                      step), model)
     in_flight: deque[tuple[TileEntry, Future]] = deque()
@@ -420,7 +422,9 @@ def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: 
                     base.setflags(write=False)  # shared by the trials: nothing may change it
                     bases[key] = base
             for i, e_db in enumerate(est_at):
-                stats["estimate_bits"][i] += estimate_bits(t, base, mask, e_db, rad.lo_db, rad.hi_db)
+                bits, sse = estimate_layer(t, base, mask, e_db, rad.lo_db, rad.hi_db)
+                stats["estimate_bits"][i] += bits
+                stats["estimate_sse"][i] += sse
             args = (t, base, mask, spec, rad.lo_db, rad.hi_db, integer, stats is not None)
             if pool is None:
                 done(e, code_layer(*args))

@@ -249,19 +249,23 @@ def make_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, spec: L
     return blob, lay
 
 
-def estimate_bits(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, max_error_db: float,
-                  lo_db: float, hi_db: float) -> float:
-    """About how many bits an MSE layer (``bound=False``) of ``max_error_db`` spends on one tile:
-    the context model's estimate for the scalar quantiser's levels (:func:`dq.estimate_scalar_bits`),
-    without the trellis, the wavelet packet or the filter, so without coding (~0.1 s per MP).
-    It is not the layer's size (on the validation locations the coded layer is 0.5-0.75 of it, the
-    ratio moving with ``max_error`` and the image) but it follows the content: the ratio of two
-    rasters' estimates at the same ``max_error`` and base predicts the ratio of their layers'
-    sizes (what a rate target's search uses to carry a sample's outcome to the whole raster)."""
+def estimate_layer(t: np.ndarray, base: np.ndarray, mask: np.ndarray | None, max_error_db: float,
+                   lo_db: float, hi_db: float) -> tuple[float, float]:
+    """About what an MSE layer (``bound=False``) of ``max_error_db`` costs and leaves on one tile,
+    without coding it (~0.1 s per MP): (bits, squared error) of the scalar quantiser, the bits as
+    the context model estimates them for its levels (:func:`dq.estimate_scalar_bits`), the
+    error over the valid pixels in the [0, 1] domain (both sides clipped, as an encode measures
+    it). Not the layer's own figures (the trellis, the wavelet packet and the filter do better:
+    on the validation locations the coded layer is 0.5-0.75 of the bits, the ratio moving with
+    ``max_error`` and the image) but they follow the content: the ratio of two rasters'
+    estimates at the same ``max_error`` and base predicts the ratio of their layers' (what a
+    rate or PSNR target's search uses to carry a sample's outcome to the whole raster)."""
     valid = np.ones(t.shape, bool) if mask is None else ~mask
     step = 2.0 * max_error_db / (hi_db - lo_db)
-    q = np.rint(np.where(valid, np.asarray(t, np.float64) - base, 0.0) / step).astype(np.int64)
-    return dq.estimate_scalar_bits(q)[0] if q.any() else 0.0
+    t = np.asarray(t, np.float64)
+    q = np.rint(np.where(valid, t - base, 0.0) / step).astype(np.int64)
+    d = np.clip(base + q * step, 0.0, 1.0)[valid] - np.clip(t[valid], 0.0, 1.0)
+    return (dq.estimate_scalar_bits(q)[0] if q.any() else 0.0), float(np.dot(d, d))
 
 
 _warm = False
