@@ -325,7 +325,8 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
     Candidates, each a line along one knob: (1) the continuous quality alone
     (:func:`quality_point`, the default pixel layer); (2) an MSE pixel layer (its ``max_error``,
     on a log scale) on the base of :func:`layer_bases` next below where the quality alone crosses
-    the target and, where that one beats the quality alone, on the lowest base. Each line is followed
+    the target and, where that one beats the quality alone, on the lowest base, then inward from
+    the better of the two while the next base does better. Each line is followed
     by secant steps (regula falsi once the target is bracketed) only until its outcome *at* the
     target (the PSNR a bpp budget buys, the size a PSNR costs) can be interpolated between
     trials near it; only the best line is then refined until a trial meets the target within 1%
@@ -337,9 +338,10 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
     ``sample=(sample_fn, sample_pixels)``: the search runs on a sample of the raster
     (:func:`read_sample`, ``sample_fn`` encodes it as ``encode_fn`` the whole); the winning knob
     then codes the whole raster, corrected along the winning line's slope until the whole file
-    meets the target closely (at most :data:`_WHOLE_TRIALS` encodes of the whole). A budget won
-    by a layer is first carried to the whole through the layer's estimated bits on both
-    (``carried_step``), which saves the whole an encode.
+    meets the target closely (at most :data:`_WHOLE_TRIALS` encodes of the whole). A target won
+    by a layer is first carried to the whole through the layer's estimated bits or error on
+    both (``carried_step``): the whole's base is coded once, then its layer (once, where there
+    were two whole encodes before, on a 2048^2 scene).
     ``on_trial(fraction)`` is called after each trial encode with the part of the work it was
     (about: a search's length is not known up front)."""
     import math
@@ -532,28 +534,42 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         lines = [(qline.predict(), qline)]
         aim = psnr if psnr_goal else lines[0][0] if lines[0][0] is not None else qline.pair()[0][1][0]
         # (2) MSE layers on bases below the crossing (above it the base alone meets a PSNR target
-        # with a smaller file; a bpp budget it does not fit at all): the base next to the crossing
-        # and, if it beats the quality alone, the lowest. The bases between never won by more
-        # than 0.07 dB on the validation crops (6 images x 5 budgets, 0.3-3 bpp); walking down to
-        # them cost 107 of 421 trials and often stopped a base too early (up to -0.19 dB)
-        prev: Line | None = None
-        prev_gain = lines[0][0]
-        below_cross = sorted((q for q in layer_bases(n) if q < cross), reverse=True)
-        for qb in below_cross[:1] + below_cross[-1:] if len(below_cross) > 1 else below_cross:
+        # with a smaller file; a bpp budget it does not fit at all): the base next to the
+        # crossing, and where it beats the quality alone the lowest base, then inward from the
+        # better of the two while a base does better. The outcome at the target is about unimodal
+        # in the base, its best at either end or (GRD at 1.5-3 bpp) between; walking down from
+        # the crossing only (what this did before) often stopped a base too early on noise
+
+        def layer_on(qb: float, prev: Line | None) -> tuple[float | None, Line]:
             line = s.layer_line(qb, prev.fitted_slope() if prev else s.typical_slope(True))
             # an MSE layer's step sets the PSNR it reaches: error ~ step / sqrt(12) where it codes,
             # so max_error ~ 55 x the RMS error aimed at (normalised; 50-80 measured on the
-            # validation locations at 0.5-1.5 bpp); below the first base the max_error that
-            # crossed barely moves
+            # validation locations at 0.5-1.5 bpp); on another base the max_error that crossed
+            # barely moves
             start = prev.crossing() if prev is not None else math.log(min(ERROR_LADDER[0], max(
                 ERROR_LADDER[-1], 55.0 * 10 ** (-aim / 20))))
             prior = prev.gain_slope() if prev is not None else None
             line.settle(start, prior, budget=3)  # a line that will not settle (a jump in size) is
             g = line.predict(prior, wide=True)   # judged on its bracket
             lines.append((g, line))
-            if prev_gain is not None and (g is None or g <= prev_gain):
-                break  # this base does worse than the one above it (or the quality alone)
-            prev, prev_gain = line, g if g is not None else prev_gain
+            return g, line
+
+        def better(a: float | None, b: float | None) -> bool:
+            return a is not None and (b is None or a > b)
+
+        below_cross = sorted((q for q in layer_bases(n) if q < cross), reverse=True)
+        if below_cross:
+            g_top, top = layer_on(below_cross[0], None)
+            if len(below_cross) > 1 and (lines[0][0] is None or better(g_top, lines[0][0])):
+                g_bot, bot = layer_on(below_cross[-1], top)
+                # inward from the better end, while the next base does better
+                inner = below_cross[-2:0:-1] if better(g_bot, g_top) else below_cross[1:-1]
+                g, prev = (g_bot, bot) if better(g_bot, g_top) else (g_top, top)
+                for qb in inner:
+                    g_next, line = layer_on(qb, prev)
+                    if not better(g_next, g):
+                        break
+                    g, prev = g_next, line
         # (3) the best line refined until a trial meets the target closely
         ranked = [(g, ln) for g, ln in lines if g is not None]
         # (a sample's winner too: carried to the whole from a trial 5% off the budget, along a
@@ -602,8 +618,8 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         search(s)
     else:
         fn, pix = sample
-        # a target won by a layer is carried to the whole through its base (one encode of the
-        # whole less, of the three): not where the whole's bases are too large to keep between encodes
+        # a target won by a layer is carried to the whole through its base (coded first; the layer
+        # encodes after it reuse it): not where the whole's bases are too large to keep between encodes
         # progress: ~30% for the sample's trials, the rest for (typically) one or two whole encodes
         won, trial = search(Search(fn, pix, 0.3 / SEARCH_TRIALS))
         knob = trial[3]
@@ -617,7 +633,7 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         else:
             line = s.quality_line()
             line.slope, line.reach, u0 = won.fitted_slope(), 0.75, knob["quality"]
-        line.settle(u0, refine=True, budget=_WHOLE_TRIALS - 1 - carry)
+        line.settle(u0, refine=True, budget=_WHOLE_TRIALS - 1)
     (p, _, data, knob), met = s.pick()
     return _record_target(data, target, p, met, knob)
 
