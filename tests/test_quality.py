@@ -354,3 +354,18 @@ def test_search_does_not_bisect_a_jump(family, monkeypatch):
     trials, knob, got = _fake_search(family, monkeypatch, 1.5, jump=(m.name, st, e_j))
     near = [t for t in trials if (t[0], t[1]) == (m.name, st) and t[2] and abs(math.log(t[2] / e_j)) < 0.03]
     assert got <= 1.5 and len(near) <= 4, trials  # bisected to the end: 6 or more
+
+
+def test_an_estimate_pass_codes_the_base_alone(family):
+    """An encode asked for layer estimates without a dense layer (what a carried target codes
+    first) writes no pixel layer, measures the base's own error, and estimates more bits and
+    less error for a finer layer."""
+    img = sarcodec.data.synthetic_sar((128, 128), seed=3)
+    st = {"estimate_at": [2.0, 0.5]}
+    d = sarcodec.api._encode_one(img, family[0], stats=st, tile_size=64)
+    tiles = ContainerReader(d).header.tiles
+    assert len(tiles) == 4 and all(e.layer_length == 0 for e in tiles)
+    ref: dict = {}  # a layer too coarse to code anything: the base's error
+    sarcodec.api._encode_one(img, family[0], max_error=20.0, bound=False, stats=ref, tile_size=64)
+    assert st["sse"] == pytest.approx(ref["sse"]) and st["count"] == ref["count"]
+    assert st["estimate_bits"][0] < st["estimate_bits"][1] and st["estimate_sse"][0] > st["estimate_sse"][1]

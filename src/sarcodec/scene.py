@@ -376,11 +376,14 @@ def encode_layers(src: Source, model: SarCodec, rads: list[Radiometry], writer: 
         stats["count"] = [0] * src.bands
     # stats["estimate_at"] (max_error values, dB): the bits an MSE layer of each would spend on
     # the tiles and the squared error it would leave, estimated against the bases coded here
-    # (sarcodec.layer.estimate_layer)
+    # (sarcodec.layer.estimate_layer). Without a dense layer the pass only estimates: no layer is
+    # coded (the file is the base alone, the measured error the base's)
     est_at = list(stats.get("estimate_at", ())) if stats is not None else []
     if est_at:
         stats["estimate_bits"] = [0.0] * len(est_at)
         stats["estimate_sse"] = [0.0] * len(est_at)
+        if spec.max_error_db is None:
+            spec = LayerSpec(outliers="none", bias=False)
     dec = SceneDecoder(_MemoryReader((src.bands, src.rows, src.cols), tile, entries, model.halo_latents, payloads,
                                      step), model)
     in_flight: deque[tuple[TileEntry, Future]] = deque()
