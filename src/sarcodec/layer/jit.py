@@ -341,21 +341,13 @@ def restore(xp, r, pairs, edges, taps, dc):
     then ``x + dc`` plus each pair's ``tap * (x[p+d] + x[p-d] - 2x)`` in pair order), so the
     pixels are the same floats. ``taps`` and ``dc`` already scaled (float64)."""
     H, W = xp.shape[0] - 2 * r, xp.shape[1] - 2 * r
-    lap = np.empty((H + 4, W + 4))
-    for i in range(H + 4):
-        for j in range(W + 4):
-            y, x = i + r - 2, j + r - 2
-            lap[i, j] = abs(4.0 * xp[y, x] - xp[y - 1, x] - xp[y + 1, x] - xp[y, x - 1] - xp[y, x + 1])
+    act = filter_activity(xp, r)
     out = np.empty((H, W))
     ne = edges.size
     for i in range(H):
         for j in range(W):
-            act = 0.0
-            for a in range(5):
-                for b in range(5):
-                    act += lap[i + a, j + b]
             c = 0
-            while c < ne and edges[c] <= act:
+            while c < ne and edges[c] <= act[i, j]:
                 c += 1
             x0 = xp[i + r, j + r]
             x2 = 2.0 * x0
