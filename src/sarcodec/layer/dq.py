@@ -330,7 +330,8 @@ def estimate_scalar_bits(q: np.ndarray) -> tuple[float, int]:
     estimate the quantiser's first iteration starts from, for an encoder's choices (e.g. a
     packet tree) without running the trellis. Tables: one per used class and quantiser."""
     _, e, tid, _ = _residuals(2 * q, q, np.zeros_like(q))
-    return _estimate_bits(e.reshape(-1), tid.reshape(-1)), 2 * np.unique(tid).size
+    tid = tid.reshape(-1)
+    return _estimate_bits(e.reshape(-1), tid), 2 * int(np.count_nonzero(np.bincount(tid, minlength=N_TABLES)))
 
 
 def _quantise(xs: list[np.ndarray], lam: float, iterations: int = 2, machine=MACHINE):
