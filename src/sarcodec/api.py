@@ -341,8 +341,7 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
     then codes the whole raster, corrected along the winning line's slope until the whole file
     meets the target closely (at most :data:`_WHOLE_TRIALS` encodes of the whole). A target won
     by a layer is first carried to the whole through the layer's estimated bits or error on
-    both (``carried_step``): the whole's base is coded once, then its layer (once, where there
-    were two whole encodes before, on a 2048^2 scene).
+    both (``carried_step``): the whole's base is coded once, then its layer, usually once.
     ``on_trial(fraction)`` is called after each trial encode with the part of the work it was
     (about: a search's length is not known up front)."""
     import math
@@ -538,8 +537,8 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         # with a smaller file; a bpp budget it does not fit at all): the base next to the
         # crossing, and where it beats the quality alone the lowest base, then inward from the
         # better of the two while a base does better. The outcome at the target is about unimodal
-        # in the base, its best at either end or (GRD at 1.5-3 bpp) between; walking down from
-        # the crossing only (what this did before) often stopped a base too early on noise
+        # in the base, its best at either end or (GRD at 1.5-3 bpp) between; a walk down from the
+        # crossing alone often stops a base too early on noise
 
         def layer_on(qb: float, prev: Line | None) -> tuple[float | None, Line]:
             line = s.layer_line(qb, prev.fitted_slope() if prev else s.typical_slope(True))
@@ -573,9 +572,9 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
                     g, prev = g_next, line
         # (3) the best line refined until a trial meets the target closely
         ranked = [(g, ln) for g, ln in lines if g is not None]
-        # (a sample's winner too: carried to the whole from a trial 5% off the budget, along a
-        # slope measured further out, a 4096^2 scene's layer landed 3.5% under and took a second
-        # encode of the whole, ~14 s, where two more trials of the sample take ~2 s)
+        # (a sample's winner too: carried to the whole from an unrefined trial 5% off the budget,
+        # along a slope measured further out, a 4096^2 scene's layer lands 3.5% under and takes a
+        # second encode of the whole, ~14 s, where two more trials of the sample take ~2 s)
         if ranked:
             max(ranked, key=lambda x: x[0])[1].settle(0.0, refine=True, budget=_BISECT + 1)
         t = s.pick()[0]
@@ -589,9 +588,9 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         (:func:`sarcodec.layer.estimate_layer`), and the sample's coded layer (its size, or the
         error it left), scaled by their ratio, predicts the whole's; the step then moves along
         the sample's slope. The mosaic's seams between unrelated blocks cost a layer bits the
-        whole does not spend (a 2048^2 scene's first whole encode landed 4-8% under the budget,
-        one encode more to correct); its estimate sees the seams too. 0.0 where there is
-        nothing to carry."""
+        whole does not spend (uncarried, a 2048^2 scene's first whole encode lands 4-8% under the
+        budget, and a second one corrects it); its estimate sees the seams too. 0.0 where there
+        is nothing to carry."""
         knob = trial[3]
         m, st = quality_point(bases, knob["quality"])
         e0 = knob["max_error"]
@@ -623,12 +622,12 @@ def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: 
         search(s)
     else:
         fn, pix = sample
-        # a target won by a layer is carried to the whole through its base (coded first; the layer
-        # encodes after it reuse it): not where the whole's bases are too large to keep between encodes
         # progress: ~30% for the sample's trials, the rest for (typically) one or two whole encodes
         won, trial = search(Search(fn, pix, 0.3 / SEARCH_TRIALS))
         knob = trial[3]
         s = Search(encode_fn, pixels, 0.3, slack=0.03)  # the whole within 3% of the target
+        # a target won by a layer is carried to the whole through its base (coded first; the layer
+        # encodes after it reuse it): not where the whole's bases are too large to keep between encodes
         carry = "max_error" in knob and search_memo(pixels) is not None
         if "max_error" in knob:
             line = s.layer_line(knob["quality"], won.fitted_slope(), reach=0.5)
