@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import dq
+from . import dq, jit
 from .coder import _HEAD, _MAGIC, LayerData
 
 # CDF 9/7 lifting (the JPEG 2000 irreversible wavelet) with whole-sample symmetric extension, any
@@ -25,6 +25,7 @@ from .coder import _HEAD, _MAGIC, LayerData
 # on every machine as the base synthesis is (the entropy-decoded integers are exact regardless).
 _LIFT = (-1.586134342059924, -0.052980118572961, 0.882911075530934, 0.443506852043971)
 _KAPPA = 1.230174104914001
+_LIFT_ARRAY = np.array(_LIFT)
 
 
 def _neighbours(ns: int, nd: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,7 +36,11 @@ def _neighbours(ns: int, nd: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _dwt1(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) halves of one 1-D CDF 9/7 level along ``axis``."""
-    x = np.moveaxis(np.asarray(x, np.float64), axis, 0)
+    x = np.asarray(x, np.float64)
+    if x.ndim == 2 and x.shape[axis] > 1 and jit.on():  # compiled: the same floats (jit.dwt2d)
+        n = x.shape[axis]
+        return jit.dwt2d(np.ascontiguousarray(x), axis, _LIFT_ARRAY, _KAPPA, *_neighbours((n + 1) // 2, n // 2))
+    x = np.moveaxis(x, axis, 0)
     s, d = x[0::2].copy(), x[1::2].copy()
     if len(d) == 0:
         return np.moveaxis(s, 0, axis), np.moveaxis(d, 0, axis)
@@ -49,6 +54,9 @@ def _dwt1(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _idwt1(s: np.ndarray, d: np.ndarray, axis: int) -> np.ndarray:
+    if np.ndim(s) == 2 and np.shape(d)[axis] > 0 and jit.on():  # compiled: the same floats (jit.idwt2d)
+        return jit.idwt2d(np.ascontiguousarray(s, np.float64), np.ascontiguousarray(d, np.float64), axis,
+                          _LIFT_ARRAY, _KAPPA, *_neighbours(np.shape(s)[axis], np.shape(d)[axis]))
     s, d = np.moveaxis(s, axis, 0), np.moveaxis(d, axis, 0)
     if len(d) == 0:
         return np.moveaxis(s.copy(), 0, axis)
