@@ -309,7 +309,10 @@ def decode_dq_pass(st, words, cdf, cls, ssum, cnt, alpha, nxt, quant, direct, si
     add_neg = np.zeros(sign_neg.size, np.int64)  # the column's counts
     add_tot = np.zeros(sign_neg.size, np.int64)
     lower, rng, point, wk = st[0], st[1], st[2], np.int64(st[3])  # the decoder's state, in registers
+    c1 = np.empty(sign_neg.size, np.int64)  # each sign context's model, fixed within a column
     for j in range(C):
+        for c in range(c1.size):
+            c1[c] = _binary_cdf1(sign_neg[c], sign_tot[c])
         for i in range(R):
             q = quant[state[i]]
             q1[i] = q
@@ -333,8 +336,7 @@ def decode_dq_pass(st, words, cdf, cls, ssum, cnt, alpha, nxt, quant, direct, si
             if a[i] != 0:
                 v = 2 * k - (k > 0) + (k < 0) if q1[i] else 2 * k  # the predicted level's value
                 ctx = (_bucket(alpha, ssum[i, j], cnt[i, j], v) * 3 + min(a[i], 3) - 1) * 2 + q1[i]
-                neg, lower, rng, point, wk = _bit_at(lower, rng, point, wk, words,
-                                                     _binary_cdf1(sign_neg[ctx], sign_tot[ctx]))
+                neg, lower, rng, point, wk = _bit_at(lower, rng, point, wk, words, c1[ctx])
                 if neg < 0:
                     return -1
                 add_tot[ctx] += 1
@@ -683,7 +685,10 @@ def encode_dq_pass(st, out, cdf, e, tid, rb, qp, direct, sign_neg, sign_tot, sig
     R, C = e.shape
     add_neg = np.zeros(sign_neg.size, np.int64)  # the column's counts
     add_tot = np.zeros(sign_neg.size, np.int64)
+    c1s = np.empty(sign_neg.size, np.int64)  # each sign context's model, fixed within a column
     for j in range(C):
+        for c in range(c1s.size):
+            c1s[c] = _binary_cdf1(sign_neg[c], sign_tot[c])
         for i in range(R):
             a = abs(e[i, j])
             s = _symbol_of(a, direct)
@@ -698,7 +703,7 @@ def encode_dq_pass(st, out, cdf, e, tid, rb, qp, direct, sign_neg, sign_tot, sig
             v = e[i, j]
             if v != 0:
                 ctx = (rb[i, j] * 3 + min(abs(v), 3) - 1) * 2 + qp[i, j]
-                c1 = _binary_cdf1(sign_neg[ctx], sign_tot[ctx])
+                c1 = c1s[ctx]
                 if v < 0:
                     _encode(st, out, c1, (1 << PRECISION) - c1)
                     add_neg[ctx] += 1
