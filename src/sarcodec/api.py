@@ -304,18 +304,20 @@ def read_sample(read, bands: int, rows: int, cols: int) -> np.ndarray | None:
     return out
 
 
-# What a search costs on 2 CPU cores, measured (512^2 validation crops; 2048^2 and 4096^2 scenes,
-# `fast` and `default` at --bpp 1: 95 s, 188-220 s): a raster searched whole runs ~8-21 trial
-# encodes, ~0.025 MP/s in all; a sampled one ~18 trials of the sample per band (~65-70 s) and 2-3
-# encodes of the whole with their pixel layers on both cores (~0.3 MP/s each).
-_WHOLE_SEARCH_MPS, _SAMPLE_SEARCH_S, _ONE_PASS_MPS = 0.025e6, 70.0, 0.3e6
+# What a search costs on 2 CPU cores, measured (512^2 validation crops: 8-15 trials, 3.2-5.4 s; a
+# 4096^2 scene at `default --bpp 1`: ~43 s): a raster searched whole runs ~8-15 trial encodes,
+# ~0.06 MP/s in all; a sampled one ~15 trials of the 1 MP sample per band (~16 s), then the
+# whole's base and its layer, each coded about once (~0.6 MP/s for the two; a raster too large
+# for the search's memo codes base and layer together, 2-3 times).
+_WHOLE_SEARCH_MPS, _SAMPLE_SEARCH_S, _ONE_PASS_MPS = 0.06e6, 16.0, 0.6e6
 
 
 def search_seconds(bands: int, rows: int, cols: int) -> float:
     """About how long a --psnr / --bpp search of a (bands, rows, cols) raster takes on 2 CPU cores."""
     if sample_blocks(rows, cols) is None:
         return bands * rows * cols / _WHOLE_SEARCH_MPS
-    return bands * _SAMPLE_SEARCH_S + 2.5 * bands * rows * cols / _ONE_PASS_MPS
+    pixels = bands * rows * cols
+    return bands * _SAMPLE_SEARCH_S + (1.0 if search_memo(pixels) is not None else 2.5) * pixels / _ONE_PASS_MPS
 
 
 def search_target(encode_fn, bases: list[SarCodec], *, psnr: float | None, bpp: float | None,

@@ -347,10 +347,11 @@ def compress(
 
         shapes = [s for s in map(_raster_shape, files) if s is not None]
         secs, px = sum(search_seconds(*s) for s in shapes), sum(b * r * c for b, r, c in shapes)
-        err.print(f"{'--psnr' if psnr is not None else '--bpp'}: the encoder searches by trial encodes (8-21 of "
-                  f"a raster up to ~3 MP per band; of a larger one, ~18 of a 1 MP sample per band, then 2-3 "
-                  f"one-pass encodes of the whole): about {max(1, round(secs / 60))} min for {px / 1e6:.1f} MP "
-                  f"here on 2 CPU cores. The default settings encode in one pass (~0.4 MP/s).")
+        when = f"about {max(1, round(secs / 60))} min" if secs >= 90 else f"about {max(1, round(secs))} s"
+        err.print(f"{'--psnr' if psnr is not None else '--bpp'}: the encoder searches by trial encodes (8-15 of "
+                  f"a raster up to ~3 MP per band; of a larger one, ~15 of a 1 MP sample per band, then the "
+                  f"whole's base and its pixel layer, each coded about once): {when} for {px / 1e6:.1f} MP "
+                  f"here on 2 CPU cores. The default settings encode in one pass (~1 MP/s).")
     with _progress() as prog:
         for f, o in zip(files, outs):
             task = prog.add_task(f.name, total=_raster_pixels(f))  # a total: the bar shows an ETA
