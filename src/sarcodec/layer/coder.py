@@ -119,6 +119,15 @@ def _context(q: np.ndarray, p: int, raw: bool = False) -> tuple[np.ndarray, ...]
     if not nb or rr.size == 0:
         z = np.zeros(rr.shape, np.int64)
         return rr, cc, z, z, z
+    m = _PAD
+    # sparse residuals take the NumPy path below unless numba is already loaded in this process
+    # (a default outlier layer never loads it; an MSE layer's encoder has)
+    nz = None if raw or jit.ready() else np.flatnonzero(q)
+    if (nz is None or nz.size * 64 >= q.size) and not raw and jit.on():
+        # a dense residual: per position in compiled code (same integers, the counts too)
+        base = 1 + (_GROUP[p] - 1) * N_ACT
+        return (rr, cc) + jit.context(np.ascontiguousarray(q, np.int64), r0, c0, s, _NB[p], base, _ACT_LUT,
+                                      int(_ACT_EDGES[-1]))
     # in-bounds neighbour counts: len(nb) inside, fewer on the border rows and columns only
     n = np.full((nr, nc), len(nb), np.int64)
     for dr, dc in nb:
@@ -127,10 +136,6 @@ def _context(q: np.ndarray, p: int, raw: bool = False) -> tuple[np.ndarray, ...]
         n[~okr, :] -= okc
         n[:, ~okc] -= okr[:, None]
         n[np.ix_(~okr, ~okc)] -= 1
-    m = _PAD
-    # sparse residuals take the NumPy path below unless numba is already loaded in this process
-    # (a default outlier layer never loads it; an MSE layer's encoder has)
-    nz = None if raw or jit.ready() else np.flatnonzero(q)
     if nz is not None and nz.size * 64 < q.size:  # (the class as below, computed where a != 0)
         # sparse residual (bright targets only, or none): add each non-zero value to the pass
         # positions it neighbours instead of visiting every position (same integers)
@@ -152,10 +157,6 @@ def _context(q: np.ndarray, p: int, raw: bool = False) -> tuple[np.ndarray, ...]
             t = np.concatenate(touched)
             cls[t] = base + _ACT_LUT[np.minimum((16 * a[t]) // n.reshape(-1)[t], _ACT_EDGES[-1])]
         return rr, cc, cls.reshape(nr, nc), ssum.reshape(nr, nc), n
-    elif not raw and jit.on():  # a dense residual: per position in compiled code (same integers)
-        base = 1 + (_GROUP[p] - 1) * N_ACT
-        return (rr, cc) + jit.context(np.ascontiguousarray(q, np.int64), r0, c0, s, _NB[p], base, _ACT_LUT,
-                                      int(_ACT_EDGES[-1]))
     else:
         a = np.zeros((nr, nc), np.int64)
         ssum = np.zeros((nr, nc), np.int64)

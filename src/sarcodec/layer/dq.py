@@ -269,6 +269,30 @@ def _table_bits(n: np.ndarray, nz: np.ndarray, tot: np.ndarray) -> float:
                         - (tot - nz) * np.log2(th)))
 
 
+def _alpha_sums(m: np.ndarray, p: int, ssum: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Per neighbour count g (0..4), the sums of m * ssum and of ssum^2 over pass ``p``'s
+    positions with g neighbours (int64: exact, the same in compiled code)."""
+    r0, c0, s, _ = L.PASSES[p]
+    if jit.on():
+        return jit.alpha_sums(np.ascontiguousarray(m, np.int64), r0, c0, s, ssum, n)
+    ml = m[r0::s, c0::s]
+    out = np.zeros((5, 2), np.int64)
+    for g in range(1, 5):
+        sel = n == g
+        out[g] = int(np.sum(ml[sel] * ssum[sel])), int(np.sum(ssum[sel] * ssum[sel]))
+    return out
+
+
+def _alpha_candidate(sums: np.ndarray) -> int:
+    """The least-squares prediction weight (in 1/32, within +-32) of a pass whose values ``m``
+    are predicted as weight x the neighbours' mean ssum / n: round(32 sum(m ssum / n) /
+    sum((ssum / n)^2)), from :func:`_alpha_sums` (integer sums per count, so every path gives
+    the same float); 0 where every neighbour sum is 0."""
+    num = sum(float(sums[g, 0]) / g for g in range(1, 5))
+    den = sum(float(sums[g, 1]) / (g * g) for g in range(1, 5))
+    return int(np.clip(round(32 * num / den), -32, 32)) if den > 0 else 0
+
+
 def _contexts(m: np.ndarray, k: np.ndarray, qs: np.ndarray):
     """Per position of a band with reconstruction indices ``m`` (levels ``k``, quantisers ``qs``): its
     class and predicted level in Q0 and Q1, each pass from the values of earlier passes (what a
@@ -286,11 +310,8 @@ def _contexts(m: np.ndarray, k: np.ndarray, qs: np.ndarray):
         if rr.size == 0:
             out.append(0)
             continue
-        a, cand = 0, 0
-        if L.PASSES[p][3]:
-            mean = ssum / n
-            den = float(np.sum(mean * mean))
-            cand = int(np.clip(round(32 * float(np.sum(m[lat] * mean)) / den), -32, 32)) if den > 0 else 0
+        a = 0
+        cand = _alpha_candidate(_alpha_sums(m, p, ssum, n)) if L.PASSES[p][3] else 0
         if jit.on():  # per position in compiled code: the same levels and per-table counts
             best = None
             for al in (0, cand) if cand else (0,):

@@ -572,6 +572,21 @@ def context(q, r0, c0, s, nb, base, lut, top):
 
 
 @_njit
+def alpha_sums(m, r0, c0, s, ssum, cnt):
+    """``dq._alpha_sums``: per neighbour count g (0..4), the sums of m * ssum and of ssum^2 over
+    the positions of the lattice (r0::s, c0::s) with g neighbours (int64, exact)."""
+    out = np.zeros((5, 2), np.int64)
+    nr, nc = ssum.shape
+    for i in range(nr):
+        for j in range(nc):
+            g = cnt[i, j]
+            t = ssum[i, j]
+            out[g, 0] += m[r0 + i * s, c0 + j * s] * t
+            out[g, 1] += t * t
+    return out
+
+
+@_njit
 def predicted_levels(alpha, ssum, cnt, k, qs, c, ntab):
     """``dq._contexts`` for one pass at prediction weight ``alpha``: the predicted level of each
     lattice position in Q0 and in Q1 and, per table id ``2 c + (qs > 0)``, the count of values,
