@@ -369,3 +369,25 @@ def test_an_estimate_pass_codes_the_base_alone(family):
     sarcodec.api._encode_one(img, family[0], max_error=20.0, bound=False, stats=ref, tile_size=64)
     assert st["sse"] == pytest.approx(ref["sse"]) and st["count"] == ref["count"]
     assert st["estimate_bits"][0] < st["estimate_bits"][1] and st["estimate_sse"][0] > st["estimate_sse"][1]
+
+
+def test_quality_line_tries_both_sides_of_a_rate_point_switch(family, monkeypatch):
+    """Where the quality line jumps (each rate point here 20% larger than the one below at the
+    same quality) and the budget falls inside the jump at quality 2.5, the search tries the two
+    sides of the switch directly and stops there, instead of bisecting towards it."""
+    smooth = _fake_outcome
+
+    def outcome(fam, m, st, e):
+        size, p = smooth(fam, m, st, e)
+        return size * 1.2 ** [b.name for b in fam].index(m.name), p
+    below = quality_point(family, 2.5 - sarcodec.api.SWITCH_SIDE)
+    above = quality_point(family, 2.5)
+    assert below[0].name != above[0].name
+    lo, hi = outcome(family, *below, None)[0], outcome(family, *above, None)[0]
+    budget = 8 * math.sqrt(lo * hi) / 10000
+    monkeypatch.setattr(sys.modules[__name__], "_fake_outcome", outcome)
+    trials, _, got = _fake_search(family, monkeypatch, budget)
+    qline = [(t[0], t[1]) for t in trials if t[2] is None]
+    assert got <= budget
+    assert (below[0].name, below[1]) in qline and (above[0].name, above[1]) in qline, qline
+    assert len(qline) <= 4, qline  # bisecting towards the switch: 5
