@@ -4,9 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import sarcodec  # noqa: F401  before torch: MKL reads MKL_DISABLE_FAST_MM when torch loads it (_reproducible)
-import torch  # noqa: E402
+import torch
 
 from sarcodec.data import synthetic_sar
 

@@ -158,18 +158,3 @@ def test_mkl_runs_in_its_strict_reproducible_mode():
     if not (torch.backends.mkl.is_available() and platform.machine() in ("x86_64", "AMD64")):
         pytest.skip("no MKL in this torch build")
     assert mkl_strict() and synthesis_threads() is None
-
-
-def test_mkl_fast_memory_manager_is_off():
-    """``import sarcodec`` switched MKL's per-thread buffer pools off before its first call: a
-    forked coder worker can otherwise spin in their thread-id accounting (see _reproducible)."""
-    import ctypes
-    import os
-    import platform
-
-    if not (torch.backends.mkl.is_available() and platform.machine() in ("x86_64", "AMD64")):
-        pytest.skip("no MKL in this torch build")
-    a = torch.randn(64, 64, dtype=torch.float64)
-    (a @ a).sum()  # MKL initialised by now
-    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
-    assert lib.mkl_serv_get_fast_mm_status() == 1

@@ -14,22 +14,12 @@ sets it when ``sarcodec`` is imported; a user's own ``MKL_CBWR`` is respected.
 Where the mode is not in force (MKL already used before ``import sarcodec``, another setting, a
 build without MKL), :func:`synthesis_threads` says to synthesise on one thread, which is
 reproducible on that machine at some cost in speed.
-
-MKL's fast memory manager (per-thread buffer pools, accounted by thread id) is switched off the
-same way (``MKL_DISABLE_FAST_MM=1``): the coder pool forks worker processes, and a child forked
-from a process whose other threads had used MKL could spin forever in that accounting
-(``mm_account_ptr_by_tid``) at its first matrix product: seen after a Dask cluster had run in the
-parent, under CPU load. Buffers then come from malloc, at no measurable cost (2048² default
-encode 3.62 s off, 3.63 s on; decode 2.34 / 2.36 s; medians of 3). MKL reads this one when
-torch loads it, not at its first call: a program that imports torch before sarcodec and uses
-worker pools should set ``MKL_DISABLE_FAST_MM=1`` in its environment itself.
 """
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("MKL_CBWR", "AVX2,STRICT")
-os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
 
 _MKL_CBWR_ALL = -1  # ~0: ask for every CNR setting
 _MKL_CBWR_STRICT = 0x10000
